@@ -1,0 +1,215 @@
+//! The classifier's answer: an `Analysis` of the whole input, one `Statement` per statement,
+//! with the relations each one touches and the flags that explain its class.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use belay_core::Class;
+use serde::Serialize;
+
+/// What the classifier found in one input string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Analysis {
+    /// The most dangerous class of the statements; `read` for an input with no statement.
+    pub class: Class,
+    /// The statements in the order they appear.
+    pub statements: Vec<Statement>,
+}
+
+/// One statement of the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    pub class: Class,
+    /// What kind of statement it is, as PostgreSQL's command tags name it: `SELECT`,
+    /// `DROP TABLE`, `CREATE FUNCTION`, ...
+    pub kind: String,
+    /// The relations, schemas and databases it names, each once, with the strongest access.
+    pub relations: Vec<Relation>,
+    /// Why the class is what it is; sorted, each once.
+    pub flags: BTreeSet<Flag>,
+    /// A sentence a person understands, saying why the statement has its class.
+    pub reason: String,
+    /// Byte range of the statement in the input.
+    #[serde(skip)]
+    pub span: std::ops::Range<usize>,
+    /// For `EXECUTE name` whose `PREPARE` is not in the same input: the name, so that a caller
+    /// that knows the session's prepared statements can resolve it. The class is `unknown`
+    /// until then.
+    #[serde(skip)]
+    pub unresolved_prepared: Option<String>,
+}
+
+/// Something a statement names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Relation {
+    /// The name as written, schema-qualified only where the statement qualified it.
+    pub name: String,
+    pub object: ObjectKind,
+    pub access: Access,
+}
+
+/// What kind of object a name in `relations` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// A table, view, sequence, index or other relation.
+    Relation,
+    Schema,
+    Database,
+}
+
+/// How a statement touches a relation, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Its rows are read (or it is only referenced).
+    Read,
+    /// Its rows are inserted, updated or deleted.
+    Write,
+    /// Its definition is created or changed.
+    Alter,
+    /// It is dropped.
+    Drop,
+}
+
+/// A fact about a statement that explains its class. Policies can test flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// UPDATE or DELETE without a WHERE clause: every row.
+    NoWhere,
+    /// A WHERE (or MERGE ON) that is true for every row, such as `true` or `1 = 1`.
+    TautologicalWhere,
+    /// `CASCADE`: dependent objects go too.
+    Cascade,
+    /// A data-modifying statement inside `WITH`.
+    WritableCte,
+    /// `EXPLAIN ANALYZE` runs the statement it explains, and that statement writes.
+    ExplainAnalyzeWrite,
+    /// Procedural code (a DO block, a function or procedure body) was analysed.
+    Procedural,
+    /// SQL built at run time (`EXECUTE` of a computed string) that cannot be analysed.
+    DynamicSql,
+    /// A built-in function with a side effect: backend control, large objects, locks, ...
+    SideEffectFunction,
+    /// A function or operator that is not a known read-only built-in.
+    UnknownFunction,
+    /// The input holds more than one statement.
+    MultipleStatements,
+    /// `SELECT ... FOR UPDATE/SHARE` or `LOCK`: rows or tables are locked.
+    RowLock,
+    /// `SELECT ... INTO` creates a table.
+    SelectInto,
+    /// Runs a program on the database server.
+    Program,
+    /// Reads or writes files on the database server.
+    ServerFile,
+    /// `EXECUTE` of a statement prepared in the same input; the class is the prepared one's.
+    PreparedStatement,
+    /// `EXECUTE` of a name not prepared in this input.
+    UnresolvedPrepared,
+    /// Changes a setting that identity, read-only mode, logging or parsing depends on.
+    SafetySetting,
+    /// `ALTER TABLE ... DROP COLUMN`.
+    DropColumn,
+    /// A rule or trigger that runs code later, on other statements.
+    StoredCode,
+    /// The input could not be parsed.
+    ParseError,
+    /// The input is larger than the configured limit.
+    TooLarge,
+    /// The input nests deeper than the limit.
+    TooDeep,
+}
+
+impl Flag {
+    /// The snake_case name used in JSON and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::NoWhere => "no_where",
+            Flag::TautologicalWhere => "tautological_where",
+            Flag::Cascade => "cascade",
+            Flag::WritableCte => "writable_cte",
+            Flag::ExplainAnalyzeWrite => "explain_analyze_write",
+            Flag::Procedural => "procedural",
+            Flag::DynamicSql => "dynamic_sql",
+            Flag::SideEffectFunction => "side_effect_function",
+            Flag::UnknownFunction => "unknown_function",
+            Flag::MultipleStatements => "multiple_statements",
+            Flag::RowLock => "row_lock",
+            Flag::SelectInto => "select_into",
+            Flag::Program => "program",
+            Flag::ServerFile => "server_file",
+            Flag::PreparedStatement => "prepared_statement",
+            Flag::UnresolvedPrepared => "unresolved_prepared",
+            Flag::SafetySetting => "safety_setting",
+            Flag::DropColumn => "drop_column",
+            Flag::StoredCode => "stored_code",
+            Flag::ParseError => "parse_error",
+            Flag::TooLarge => "too_large",
+            Flag::TooDeep => "too_deep",
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Alter => "alter",
+            Access::Drop => "drop",
+        })
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Relation => "relation",
+            ObjectKind::Schema => "schema",
+            ObjectKind::Database => "database",
+        })
+    }
+}
+
+impl Analysis {
+    /// An input that could not be analysed at all: one `unknown` statement saying why.
+    pub(crate) fn unknown(input_len: usize, flag: Flag, reason: String) -> Analysis {
+        Analysis {
+            class: Class::Unknown,
+            statements: vec![Statement {
+                class: Class::Unknown,
+                kind: "UNKNOWN".to_owned(),
+                relations: Vec::new(),
+                flags: BTreeSet::from([flag]),
+                reason,
+                span: 0..input_len,
+                unresolved_prepared: None,
+            }],
+        }
+    }
+
+    /// Every flag of every statement.
+    pub fn flags(&self) -> BTreeSet<Flag> {
+        self.statements
+            .iter()
+            .flat_map(|s| s.flags.iter().copied())
+            .collect()
+    }
+
+    /// The reason of the first statement that has the input's class.
+    pub fn reason(&self) -> &str {
+        self.statements
+            .iter()
+            .find(|s| s.class == self.class)
+            .map(|s| s.reason.as_str())
+            .unwrap_or("the input holds no statement")
+    }
+}

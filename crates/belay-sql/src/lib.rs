@@ -1,0 +1,211 @@
+//! SQL text in, the damage it can do out: every statement of an input with its class, kind,
+//! the relations it touches and the flags that explain the class.
+//!
+//! Parsing uses PostgreSQL's own grammar (libpg_query, through the `pg_query` crate), so belay
+//! reads a statement exactly as the server will. The crate is pure: no IO, no async.
+//!
+//! Fail closed: input that does not parse, is larger than `Limits::max_input_bytes` or nests
+//! deeper than the parser and `Limits::max_depth` allow is `unknown`, with the reason. No input
+//! panics the caller: the parser runs under `catch_unwind`, and depth is bounded everywhere
+//! (libpg_query checks its own stack, protobuf decoding stops at 100 nested messages, and the
+//! walk stops at `max_depth`).
+
+mod analysis;
+mod cache;
+mod children;
+mod functions;
+mod procedural;
+mod settings;
+mod statements;
+mod tautology;
+mod walk;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use belay_core::Class;
+use pg_query::protobuf::RawStmt;
+use pg_query::{NodeEnum, ParserOptions};
+
+pub use analysis::{Access, Analysis, Flag, ObjectKind, Relation, Statement};
+
+/// Bounds on what the classifier accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Inputs longer than this many bytes are `unknown`. Default 1 MiB.
+    pub max_input_bytes: usize,
+    /// Parse trees deeper than this many nodes are `unknown`. Default 100. Protobuf decoding
+    /// also stops at 100 nested messages (about 50 levels of most expressions).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input_bytes: 1024 * 1024,
+            max_depth: 100,
+        }
+    }
+}
+
+/// Classifies SQL, remembering the answer for each exact text it has seen.
+#[derive(Debug)]
+pub struct Classifier {
+    limits: Limits,
+    cache: cache::Cache,
+}
+
+/// Texts longer than this are classified every time rather than cached, so that a few huge
+/// statements cannot fill memory.
+const MAX_CACHED_TEXT: usize = 64 * 1024;
+
+impl Classifier {
+    /// A classifier with these limits and a cache of about `cache_capacity` statements.
+    pub fn new(limits: Limits, cache_capacity: usize) -> Classifier {
+        Classifier {
+            limits,
+            cache: cache::Cache::new(cache_capacity),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Classifies `sql`, from the cache when this exact text was classified before.
+    pub fn classify(&self, sql: &str) -> Arc<Analysis> {
+        if let Some(hit) = self.cache.get(sql) {
+            return hit;
+        }
+        let analysis = Arc::new(analyze(sql, &self.limits));
+        if sql.len() <= MAX_CACHED_TEXT {
+            self.cache.insert(sql, analysis.clone());
+        }
+        analysis
+    }
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier::new(Limits::default(), 10_000)
+    }
+}
+
+/// Classifies `sql` without a cache.
+pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
+    if sql.len() > limits.max_input_bytes {
+        return Analysis::unknown(
+            sql.len(),
+            Flag::TooLarge,
+            format!(
+                "the input is {} bytes, more than the limit of {} bytes",
+                sql.len(),
+                limits.max_input_bytes
+            ),
+        );
+    }
+    if sql.contains('\0') {
+        return Analysis::unknown(
+            sql.len(),
+            Flag::ParseError,
+            "the input contains a NUL byte, which PostgreSQL does not accept".to_owned(),
+        );
+    }
+    let parsed = match parse(sql, ParserOptions::DEFAULT) {
+        Ok(parsed) => parsed,
+        Err(failure) => {
+            let flag = match failure {
+                ParseFailure::TooDeep(_) => Flag::TooDeep,
+                ParseFailure::Syntax(_) => Flag::ParseError,
+            };
+            return Analysis::unknown(sql.len(), flag, failure.message());
+        }
+    };
+
+    let raws = &parsed.protobuf.stmts;
+    let mut prepared: HashMap<String, Statement> = HashMap::new();
+    let mut statements = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+            continue;
+        };
+        let text = statement_text(sql, raw);
+        let span = statement_span(sql, raw);
+        let mut walk = walk::Walk::new(limits, &prepared, text);
+        walk.visit(node.to_ref());
+        if raws.len() > 1 {
+            walk.flag(Flag::MultipleStatements);
+        }
+        let statement = walk.finish(statements::statement_kind(node.to_ref()), span);
+        match node {
+            NodeEnum::PrepareStmt(p) => {
+                prepared.insert(p.name.clone(), statement.clone());
+            }
+            NodeEnum::DeallocateStmt(d) if d.isall => prepared.clear(),
+            NodeEnum::DeallocateStmt(d) => {
+                prepared.remove(&d.name);
+            }
+            _ => {}
+        }
+        statements.push(statement);
+    }
+    let class = statements
+        .iter()
+        .map(|s| s.class)
+        .max()
+        .unwrap_or(Class::Read);
+    Analysis { class, statements }
+}
+
+/// Why an input could not be parsed.
+#[derive(Debug)]
+pub(crate) enum ParseFailure {
+    Syntax(String),
+    TooDeep(String),
+}
+
+impl ParseFailure {
+    pub(crate) fn message(&self) -> String {
+        match self {
+            ParseFailure::Syntax(m) => format!("the input does not parse: {m}"),
+            ParseFailure::TooDeep(m) => format!("the input nests too deeply to analyse ({m})"),
+        }
+    }
+}
+
+/// Runs libpg_query on `sql`, turning every failure (including a panic inside the binding)
+/// into a `ParseFailure`.
+pub(crate) fn parse(sql: &str, mode: ParserOptions) -> Result<pg_query::ParseResult, ParseFailure> {
+    match catch_unwind(AssertUnwindSafe(|| pg_query::parse(sql, mode))) {
+        Ok(Ok(parsed)) => Ok(parsed),
+        Ok(Err(pg_query::Error::Decode(e))) => Err(ParseFailure::TooDeep(e.to_string())),
+        Ok(Err(pg_query::Error::Parse(m))) => {
+            if m.contains("stack depth limit exceeded") || m.contains("memory exhausted") {
+                Err(ParseFailure::TooDeep(m))
+            } else {
+                Err(ParseFailure::Syntax(m))
+            }
+        }
+        Ok(Err(other)) => Err(ParseFailure::Syntax(other.to_string())),
+        Err(_) => Err(ParseFailure::Syntax(
+            "the parser failed on this input".to_owned(),
+        )),
+    }
+}
+
+fn statement_span(sql: &str, raw: &RawStmt) -> std::ops::Range<usize> {
+    let start = usize::try_from(raw.stmt_location)
+        .unwrap_or(0)
+        .min(sql.len());
+    let end = match usize::try_from(raw.stmt_len) {
+        Ok(0) | Err(_) => sql.len(),
+        Ok(len) => start.saturating_add(len).min(sql.len()),
+    };
+    start..end
+}
+
+/// The text of one statement of `sql`, trimmed.
+pub(crate) fn statement_text<'s>(sql: &'s str, raw: &RawStmt) -> &'s str {
+    sql.get(statement_span(sql, raw)).unwrap_or(sql).trim()
+}

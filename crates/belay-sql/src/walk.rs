@@ -1,0 +1,581 @@
+//! The walk over one statement's parse tree: it visits every node (see `children.rs`), raises
+//! the statement's class as it finds reads, writes, calls and nested statements, and collects
+//! relations and flags. Statement-specific rules live in `statements.rs`, procedural code in
+//! `procedural.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use belay_core::Class;
+use pg_query::protobuf::{self as pb, a_const, AExprKind, CmdType, DropBehavior};
+use pg_query::{NodeEnum, NodeRef, ParserOptions};
+
+use crate::analysis::{Access, Flag, ObjectKind, Relation, Statement};
+use crate::children::for_each_child;
+use crate::functions::{self, Effect};
+use crate::{parse, settings, tautology, Limits, ParseFailure};
+
+/// How many times code inside code (a function body, a DO block, an `EXECUTE` of a constant
+/// string) is parsed again before the walk gives up and calls it `unknown`.
+const MAX_CODE_NESTING: usize = 4;
+
+/// The state of the walk over one top-level statement.
+pub(crate) struct Walk<'a> {
+    limits: &'a Limits,
+    /// Statements prepared earlier in the same input, by name, for `EXECUTE`.
+    prepared: &'a HashMap<String, Statement>,
+    class: Class,
+    /// Why `class` is what it is; `None` until something raised it (a plain read).
+    reason: Option<String>,
+    pub(crate) flags: BTreeSet<Flag>,
+    relations: BTreeMap<(String, ObjectKind), Access>,
+    /// Names of the common table expressions in scope: a reference to one is not a relation.
+    ctes: Vec<String>,
+    /// Depth of `WITH` bodies being walked: a data-modifying statement there is a writable CTE.
+    in_cte: usize,
+    depth: usize,
+    /// Nesting of code parsed out of strings (function bodies, DO blocks).
+    code_nesting: usize,
+    /// Text of the statement being walked; PL/pgSQL analysis needs the whole CREATE FUNCTION.
+    pub(crate) text: String,
+    pub(crate) unresolved_prepared: Option<String>,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new(
+        limits: &'a Limits,
+        prepared: &'a HashMap<String, Statement>,
+        text: &str,
+    ) -> Self {
+        Walk {
+            limits,
+            prepared,
+            class: Class::Read,
+            reason: None,
+            flags: BTreeSet::new(),
+            relations: BTreeMap::new(),
+            ctes: Vec::new(),
+            in_cte: 0,
+            depth: 0,
+            code_nesting: 0,
+            text: text.to_owned(),
+            unresolved_prepared: None,
+        }
+    }
+
+    /// Finishes the walk: the statement's class, flags, relations and reason.
+    pub(crate) fn finish(self, kind: String, span: std::ops::Range<usize>) -> Statement {
+        let reason = self.reason.unwrap_or_else(|| format!("{kind} only reads"));
+        Statement {
+            class: self.class,
+            kind,
+            relations: self
+                .relations
+                .into_iter()
+                .map(|((name, object), access)| Relation {
+                    name,
+                    object,
+                    access,
+                })
+                .collect(),
+            flags: self.flags,
+            reason,
+            span,
+            unresolved_prepared: self.unresolved_prepared,
+        }
+    }
+
+    /// Raises the class to `class` if that is more dangerous, with the reason why.
+    pub(crate) fn raise(&mut self, class: Class, reason: impl Into<String>) {
+        if class > self.class || (self.reason.is_none() && class == self.class) {
+            self.class = class;
+            self.reason = Some(reason.into());
+        }
+    }
+
+    pub(crate) fn flag(&mut self, flag: Flag) {
+        self.flags.insert(flag);
+    }
+
+    /// Records that the statement touches `name`, keeping the strongest access.
+    pub(crate) fn relation(&mut self, name: String, object: ObjectKind, access: Access) {
+        let entry = self.relations.entry((name, object)).or_insert(access);
+        if access > *entry {
+            *entry = access;
+        }
+    }
+
+    pub(crate) fn range_var(&mut self, rv: &pb::RangeVar, access: Access) {
+        self.relation(range_var_name(rv), ObjectKind::Relation, access);
+    }
+
+    /// Visits `node` and everything under it.
+    pub(crate) fn visit(&mut self, node: NodeRef<'_>) {
+        if self.depth >= self.limits.max_depth {
+            self.flag(Flag::TooDeep);
+            self.raise(
+                Class::Unknown,
+                format!(
+                    "the statement nests deeper than the limit of {} levels",
+                    self.limits.max_depth
+                ),
+            );
+            return;
+        }
+        self.depth += 1;
+        let ctes_before = self.ctes.len();
+        if let Some(with) = with_clause(node) {
+            self.ctes
+                .extend(with.ctes.iter().filter_map(|c| match &c.node {
+                    Some(NodeEnum::CommonTableExpr(cte)) => Some(cte.ctename.clone()),
+                    _ => None,
+                }));
+        }
+        let descend = self.node(node);
+        if descend {
+            let in_cte = matches!(node, NodeRef::CommonTableExpr(_));
+            self.in_cte += usize::from(in_cte);
+            for_each_child(node, &mut |child| self.visit(child));
+            self.in_cte -= usize::from(in_cte);
+        }
+        self.ctes.truncate(ctes_before);
+        self.depth -= 1;
+    }
+
+    /// Applies the rules for one node; returns whether to walk its children.
+    fn node(&mut self, node: NodeRef<'_>) -> bool {
+        match node {
+            NodeRef::RangeVar(rv) => {
+                let is_cte = rv.schemaname.is_empty()
+                    && rv.catalogname.is_empty()
+                    && self.ctes.iter().any(|c| *c == rv.relname);
+                if !is_cte {
+                    self.range_var(rv, Access::Read);
+                }
+                true
+            }
+            NodeRef::FuncCall(call) => {
+                self.call(call);
+                true
+            }
+            NodeRef::AExpr(e) => {
+                self.operator(e);
+                true
+            }
+            NodeRef::SelectStmt(s) => {
+                self.select(s);
+                true
+            }
+            NodeRef::InsertStmt(s) => {
+                let target = s.relation.as_ref().map(range_var_name).unwrap_or_default();
+                self.data_change();
+                if let Some(rv) = &s.relation {
+                    self.range_var(rv, Access::Write);
+                }
+                self.raise(Class::Write, format!("INSERT adds rows to `{target}`"));
+                true
+            }
+            NodeRef::UpdateStmt(s) => {
+                self.data_change();
+                self.row_change(
+                    "UPDATE",
+                    "changes",
+                    s.relation.as_ref(),
+                    s.where_clause.as_deref(),
+                );
+                true
+            }
+            NodeRef::DeleteStmt(s) => {
+                self.data_change();
+                self.row_change(
+                    "DELETE",
+                    "removes",
+                    s.relation.as_ref(),
+                    s.where_clause.as_deref(),
+                );
+                true
+            }
+            NodeRef::MergeStmt(s) => {
+                self.data_change();
+                self.merge(s);
+                true
+            }
+            NodeRef::ExecuteStmt(s) => {
+                self.execute(s);
+                true
+            }
+            NodeRef::ExplainStmt(s) => self.explain(s),
+            NodeRef::DoStmt(s) => {
+                crate::procedural::do_block(self, s);
+                false
+            }
+            NodeRef::CreateFunctionStmt(s) => {
+                crate::procedural::create_function(self, s);
+                true
+            }
+            other => self.utility(other),
+        }
+    }
+
+    fn data_change(&mut self) {
+        if self.in_cte > 0 {
+            self.flag(Flag::WritableCte);
+        }
+    }
+
+    fn select(&mut self, s: &pb::SelectStmt) {
+        if let Some(into) = &s.into_clause {
+            let name = into.rel.as_ref().map(range_var_name).unwrap_or_default();
+            if let Some(rv) = &into.rel {
+                self.range_var(rv, Access::Alter);
+            }
+            self.flag(Flag::SelectInto);
+            self.raise(
+                Class::Ddl,
+                format!("SELECT INTO creates the table `{name}`"),
+            );
+        }
+        if !s.locking_clause.is_empty() {
+            self.flag(Flag::RowLock);
+            self.raise(
+                Class::Write,
+                "SELECT ... FOR UPDATE/SHARE locks the rows it reads, which other sessions wait on",
+            );
+        }
+    }
+
+    /// UPDATE and DELETE: every row without a WHERE, or with one that is always true.
+    fn row_change(
+        &mut self,
+        verb: &str,
+        does: &str,
+        relation: Option<&pb::RangeVar>,
+        where_clause: Option<&pb::Node>,
+    ) {
+        let target = relation.map(range_var_name).unwrap_or_default();
+        if let Some(rv) = relation {
+            self.range_var(rv, Access::Write);
+        }
+        match where_clause.and_then(|w| w.node.as_ref()) {
+            None => {
+                self.flag(Flag::NoWhere);
+                self.raise(
+                    Class::Destructive,
+                    format!("{verb} without WHERE {does} every row of `{target}`"),
+                );
+            }
+            Some(w) if tautology::selects_every_row(w.to_ref()) => {
+                self.flag(Flag::TautologicalWhere);
+                self.raise(
+                    Class::Destructive,
+                    format!(
+                        "{verb} with a WHERE that is always true {does} every row of `{target}`"
+                    ),
+                );
+            }
+            Some(_) => self.raise(
+                Class::Write,
+                format!("{verb} {does} the rows of `{target}` that match its WHERE"),
+            ),
+        }
+    }
+
+    fn merge(&mut self, s: &pb::MergeStmt) {
+        let target = s.relation.as_ref().map(range_var_name).unwrap_or_default();
+        if let Some(rv) = &s.relation {
+            self.range_var(rv, Access::Write);
+        }
+        let mut changes_rows = false;
+        for clause in &s.merge_when_clauses {
+            let Some(NodeEnum::MergeWhenClause(w)) = &clause.node else {
+                continue;
+            };
+            match CmdType::try_from(w.command_type) {
+                Ok(CmdType::CmdDelete) => {
+                    changes_rows = true;
+                    self.raise(
+                        Class::Destructive,
+                        format!("MERGE ... THEN DELETE removes the rows of `{target}` it matches"),
+                    );
+                }
+                Ok(CmdType::CmdUpdate) => changes_rows = true,
+                _ => {}
+            }
+        }
+        let always = s
+            .join_condition
+            .as_ref()
+            .and_then(|j| j.node.as_ref())
+            .is_some_and(|j| tautology::selects_every_row(j.to_ref()));
+        if always && changes_rows {
+            self.flag(Flag::TautologicalWhere);
+            self.raise(
+                Class::Destructive,
+                format!("MERGE with an ON condition that is always true changes every row of `{target}`"),
+            );
+        }
+        self.raise(Class::Write, format!("MERGE changes rows of `{target}`"));
+    }
+
+    fn call(&mut self, call: &pb::FuncCall) {
+        let (schema, name) = qualified_name(&call.funcname);
+        match functions::effect(schema.as_deref(), &name) {
+            Effect::ReadOnly => {}
+            Effect::Known(class, flag, why) => {
+                self.flag(flag);
+                self.raise(class, format!("`{name}` {why}"));
+            }
+            Effect::SetConfig => {
+                let arg = |i: usize| call.args.get(i).and_then(|a| const_text(a.node.as_ref()));
+                match arg(0) {
+                    Some(setting) => {
+                        if let Some((class, why)) = settings::classify(&setting, arg(1).as_deref())
+                        {
+                            self.flag(Flag::SafetySetting);
+                            self.raise(class, format!("set_config: {why}"));
+                        }
+                    }
+                    None => {
+                        self.flag(Flag::SafetySetting);
+                        self.raise(
+                            Class::Admin,
+                            "set_config with a computed setting name may change any setting",
+                        );
+                    }
+                }
+            }
+            Effect::RunsSql => {
+                match call.args.first().and_then(|a| const_text(a.node.as_ref())) {
+                    Some(sql) => self.nested_sql(&sql, ParserOptions::DEFAULT, &name),
+                    None => {
+                        self.flag(Flag::DynamicSql);
+                        self.raise(
+                        Class::Unknown,
+                        format!("`{name}` runs SQL text computed at run time, which cannot be analysed"),
+                    );
+                    }
+                }
+            }
+            Effect::Unknown => {
+                self.flag(Flag::UnknownFunction);
+                let shown = match &schema {
+                    Some(s) => format!("{s}.{name}"),
+                    None => name.clone(),
+                };
+                self.raise(
+                    Class::Write,
+                    format!(
+                        "`{shown}` is not a known read-only built-in function; a user-defined \
+                         function can change anything"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn operator(&mut self, e: &pb::AExpr) {
+        let kind = AExprKind::try_from(e.kind);
+        if !matches!(
+            kind,
+            Ok(AExprKind::AexprOp | AExprKind::AexprOpAny | AExprKind::AexprOpAll)
+        ) {
+            return;
+        }
+        let (schema, symbol) = qualified_name(&e.name);
+        let builtin = schema.as_deref().is_none_or(|s| s == "pg_catalog")
+            && functions::is_builtin_operator(&symbol);
+        if !builtin {
+            self.flag(Flag::UnknownFunction);
+            self.raise(
+                Class::Write,
+                format!("operator `{symbol}` is not a built-in operator; its function can change anything"),
+            );
+        }
+    }
+
+    fn execute(&mut self, s: &pb::ExecuteStmt) {
+        match self.prepared.get(&s.name) {
+            Some(prepared) => {
+                self.flag(Flag::PreparedStatement);
+                self.flags.extend(prepared.flags.iter().copied());
+                for r in &prepared.relations {
+                    self.relation(r.name.clone(), r.object, r.access);
+                }
+                let reason = format!(
+                    "EXECUTE `{}` runs a prepared statement: {}",
+                    s.name, prepared.reason
+                );
+                self.raise(prepared.class, reason);
+            }
+            None => {
+                self.flag(Flag::UnresolvedPrepared);
+                self.unresolved_prepared = Some(s.name.clone());
+                self.raise(
+                    Class::Unknown,
+                    format!(
+                        "EXECUTE `{}` runs a statement prepared outside this input, which is not known here",
+                        s.name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn explain(&mut self, s: &pb::ExplainStmt) -> bool {
+        let analyze = s.options.iter().any(|o| match &o.node {
+            Some(NodeEnum::DefElem(d)) if d.defname == "analyze" => def_elem_true(d),
+            _ => false,
+        });
+        if analyze {
+            // EXPLAIN ANALYZE runs the statement: it is exactly as dangerous.
+            if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
+                self.visit(q.to_ref());
+            }
+            if self.class > Class::Read {
+                self.flag(Flag::ExplainAnalyzeWrite);
+                let inner = self.reason.clone().unwrap_or_default();
+                self.reason = Some(format!("EXPLAIN ANALYZE runs the statement: {inner}"));
+            }
+        } else if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
+            // Plain EXPLAIN only plans; keep what it names, as read.
+            let mut inner = Walk::new(self.limits, self.prepared, &self.text);
+            inner.depth = self.depth;
+            inner.visit(q.to_ref());
+            if inner.flags.contains(&Flag::TooDeep) {
+                self.flag(Flag::TooDeep);
+                self.raise(inner.class, inner.reason.unwrap_or_default());
+            }
+            for ((name, object), _) in inner.relations {
+                self.relation(name, object, Access::Read);
+            }
+        }
+        false
+    }
+
+    /// Parses `sql` (code found inside a string) and walks it as part of this statement.
+    pub(crate) fn nested_sql(&mut self, sql: &str, mode: ParserOptions, what: &str) {
+        if self.code_nesting >= MAX_CODE_NESTING {
+            self.flag(Flag::TooDeep);
+            self.raise(
+                Class::Unknown,
+                format!("code nested more than {MAX_CODE_NESTING} levels deep inside strings cannot be analysed"),
+            );
+            return;
+        }
+        let parsed = match parse(sql, mode) {
+            Ok(parsed) => parsed,
+            Err(failure) => {
+                let flag = match failure {
+                    ParseFailure::TooDeep(_) => Flag::TooDeep,
+                    ParseFailure::Syntax(_) => Flag::ParseError,
+                };
+                self.flag(flag);
+                self.raise(
+                    Class::Unknown,
+                    format!(
+                        "the SQL inside {what} cannot be analysed: {}",
+                        failure.message()
+                    ),
+                );
+                return;
+            }
+        };
+        self.code_nesting += 1;
+        let saved_text = std::mem::take(&mut self.text);
+        for raw in &parsed.protobuf.stmts {
+            if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                self.text = crate::statement_text(sql, raw).to_owned();
+                self.visit(node.to_ref());
+            }
+        }
+        self.text = saved_text;
+        self.code_nesting -= 1;
+    }
+}
+
+fn with_clause<'n>(node: NodeRef<'n>) -> Option<&'n pb::WithClause> {
+    match node {
+        NodeRef::SelectStmt(s) => s.with_clause.as_ref(),
+        NodeRef::InsertStmt(s) => s.with_clause.as_ref(),
+        NodeRef::UpdateStmt(s) => s.with_clause.as_ref(),
+        NodeRef::DeleteStmt(s) => s.with_clause.as_ref(),
+        NodeRef::MergeStmt(s) => s.with_clause.as_ref(),
+        _ => None,
+    }
+}
+
+/// `schema.name` as written, without the catalog.
+pub(crate) fn range_var_name(rv: &pb::RangeVar) -> String {
+    [
+        rv.catalogname.as_str(),
+        rv.schemaname.as_str(),
+        rv.relname.as_str(),
+    ]
+    .iter()
+    .filter(|p| !p.is_empty())
+    .copied()
+    .collect::<Vec<_>>()
+    .join(".")
+}
+
+/// A name written as a list of strings (`schema.function`): the schema if any, and the last
+/// part.
+pub(crate) fn qualified_name(parts: &[pb::Node]) -> (Option<String>, String) {
+    let strings: Vec<&str> = parts
+        .iter()
+        .filter_map(|p| match &p.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    match strings.as_slice() {
+        [] => (None, String::new()),
+        [name] => (None, (*name).to_owned()),
+        [.., schema, name] => (Some((*schema).to_owned()), (*name).to_owned()),
+    }
+}
+
+/// The dotted name of a list of strings, such as a DROP object.
+pub(crate) fn dotted(parts: &[pb::Node]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| match &p.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The text of a constant: a string, number or boolean literal, possibly cast.
+pub(crate) fn const_text(node: Option<&NodeEnum>) -> Option<String> {
+    match node? {
+        NodeEnum::AConst(c) => match &c.val {
+            Some(a_const::Val::Sval(s)) => Some(s.sval.clone()),
+            Some(a_const::Val::Ival(i)) => Some(i.ival.to_string()),
+            Some(a_const::Val::Fval(f)) => Some(f.fval.clone()),
+            Some(a_const::Val::Boolval(b)) => Some(if b.boolval { "on" } else { "off" }.to_owned()),
+            _ => None,
+        },
+        NodeEnum::TypeCast(t) => const_text(t.arg.as_ref().and_then(|a| a.node.as_ref())),
+        NodeEnum::String(s) => Some(s.sval.clone()),
+        NodeEnum::Integer(i) => Some(i.ival.to_string()),
+        NodeEnum::Boolean(b) => Some(if b.boolval { "on" } else { "off" }.to_owned()),
+        _ => None,
+    }
+}
+
+/// A DefElem option that is on: no argument, or a true value.
+pub(crate) fn def_elem_true(d: &pb::DefElem) -> bool {
+    match d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+        None => true,
+        Some(NodeEnum::Boolean(b)) => b.boolval,
+        Some(NodeEnum::Integer(i)) => i.ival != 0,
+        Some(other) => const_text(Some(other)).is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "true" | "on" | "1" | "yes")
+        }),
+    }
+}
+
+pub(crate) fn is_cascade(behavior: i32) -> bool {
+    DropBehavior::try_from(behavior) == Ok(DropBehavior::DropCascade)
+}
