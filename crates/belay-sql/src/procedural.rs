@@ -98,16 +98,59 @@ pub(crate) fn create_function(w: &mut Walk<'_>, s: &pb::CreateFunctionStmt) {
     let place = format!("the {what} body");
     match (language.as_str(), body.as_slice()) {
         ("sql", [code]) => w.nested_sql(code, ParserOptions::DEFAULT, &place),
-        ("plpgsql", [_]) => {
-            let text = w.text.clone();
-            plpgsql(w, &text, &place);
-        }
+        ("plpgsql", [code]) => match trigger_kind(s) {
+            Some(kind) => plpgsql(w, &trigger_wrapper(code, kind), &place),
+            None => {
+                let text = w.text.clone();
+                plpgsql(w, &text, &place);
+            }
+        },
         ("c" | "internal", _) => w.raise(
             Class::Admin,
             format!("a {what} in language `{language}` runs native code in the server"),
         ),
         (other, _) => other_language(w, other, what),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TriggerKind {
+    Table,
+    Event,
+}
+
+fn trigger_kind(s: &pb::CreateFunctionStmt) -> Option<TriggerKind> {
+    let names = &s.return_type.as_ref()?.names;
+    match names.last()?.node.as_ref()? {
+        NodeEnum::String(t) if t.sval == "trigger" => Some(TriggerKind::Table),
+        NodeEnum::String(t) if t.sval == "event_trigger" => Some(TriggerKind::Event),
+        _ => None,
+    }
+}
+
+/// libpg_query cannot print the parse of a trigger function (its special variables have no
+/// JSON form), so the body is analysed inside an ordinary function that declares the same
+/// variables. The body is a block; it becomes a nested block of the wrapper.
+fn trigger_wrapper(body: &str, kind: TriggerKind) -> String {
+    let variables = match kind {
+        TriggerKind::Table => {
+            "new record; old record; tg_name name; tg_when text; tg_level text; tg_op text; \
+             tg_relid oid; tg_relname name; tg_table_name name; tg_table_schema name; \
+             tg_nargs integer; tg_argv text[];"
+        }
+        TriggerKind::Event => "tg_event text; tg_tag text;",
+    };
+    let mut tag = "$belay$".to_owned();
+    let mut n = 0;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$belay{n}$");
+    }
+    let body = body.trim_end().trim_end_matches(';');
+    format!(
+        "CREATE FUNCTION belay_trigger_body() RETURNS record LANGUAGE plpgsql AS {tag}\n\
+         DECLARE {variables}\nBEGIN\n{body}\n;\nEND\n{tag}"
+    )
 }
 
 fn other_language(w: &mut Walk<'_>, language: &str, what: &str) {
