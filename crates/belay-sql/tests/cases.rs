@@ -2,6 +2,8 @@
 //! analysis of every case is kept as a snapshot, so any change in relations, flags or
 //! reasons shows up in review.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use std::fmt::Write as _;
 use std::path::Path;
 

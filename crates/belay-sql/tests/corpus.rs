@@ -1,5 +1,7 @@
 //! The shared corpus of expected classes: every line must pass.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use belay_core::Class;
 use belay_sql::{analyze, Limits};
 
