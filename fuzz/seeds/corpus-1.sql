@@ -1,0 +1,1 @@
+SELECT id, plate FROM vehicles WHERE status = 'available'

@@ -1,0 +1,1 @@
+SELECT upper(plate), length(plate), coalesce(color, 'n/a') FROM vehicles

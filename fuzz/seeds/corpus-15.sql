@@ -1,0 +1,1 @@
+INSERT INTO rentals (customer_id, vehicle_id) VALUES (1, 2)

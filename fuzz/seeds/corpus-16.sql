@@ -1,0 +1,1 @@
+INSERT INTO payments SELECT * FROM staged_payments

@@ -1,0 +1,1 @@
+UPDATE vehicles SET status = 'service' WHERE id = 12

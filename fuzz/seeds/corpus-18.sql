@@ -1,0 +1,1 @@
+DELETE FROM rentals WHERE id = 501

@@ -1,0 +1,1 @@
+INSERT INTO customers (id, email) VALUES (5, 'x@y.z') ON CONFLICT (id) DO UPDATE SET email = excluded.email

@@ -1,0 +1,1 @@
+select count(*) from rentals where returned_at is null

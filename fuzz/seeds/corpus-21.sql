@@ -1,0 +1,1 @@
+COPY vehicles TO STDOUT

@@ -1,0 +1,1 @@
+SELECT setval('rentals_id_seq', 1000)

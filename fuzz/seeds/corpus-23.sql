@@ -1,0 +1,1 @@
+SELECT * INTO vehicles_backup FROM vehicles

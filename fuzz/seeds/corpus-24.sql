@@ -1,0 +1,1 @@
+CREATE TEMP TABLE scratch AS SELECT 1 AS x

@@ -1,0 +1,1 @@
+CREATE TABLE damage_reports (id bigserial PRIMARY KEY, vehicle_id bigint, note text)

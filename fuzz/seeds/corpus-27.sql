@@ -1,0 +1,1 @@
+CREATE INDEX CONCURRENTLY vehicles_plate_idx ON vehicles (plate)

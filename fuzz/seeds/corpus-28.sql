@@ -1,0 +1,1 @@
+ALTER TABLE rentals RENAME COLUMN due_at TO due

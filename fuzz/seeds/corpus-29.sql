@@ -1,0 +1,1 @@
+CREATE VIEW open_rentals AS SELECT * FROM rentals WHERE returned_at IS NULL

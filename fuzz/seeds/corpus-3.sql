@@ -1,0 +1,1 @@
+SELECT r.id, c.email FROM rentals r JOIN customers c ON c.id = r.customer_id LIMIT 50

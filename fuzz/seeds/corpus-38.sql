@@ -1,0 +1,1 @@
+delete from payments where 1=1

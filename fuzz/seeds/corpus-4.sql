@@ -1,0 +1,1 @@
+WITH late AS (SELECT * FROM rentals WHERE due_at < now()) SELECT count(*) FROM late

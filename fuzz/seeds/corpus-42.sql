@@ -1,0 +1,1 @@
+WITH gone AS (DELETE FROM rentals RETURNING id) SELECT count(*) FROM gone

@@ -1,0 +1,1 @@
+MERGE INTO vehicles v USING retired r ON v.id = r.id WHEN MATCHED THEN DELETE

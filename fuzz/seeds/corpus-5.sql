@@ -1,0 +1,1 @@
+SELECT 'TRUNCATE payments' AS not_a_command

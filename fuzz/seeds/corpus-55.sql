@@ -1,0 +1,1 @@
+ALTER ROLE belay_agent WITH SUPERUSER

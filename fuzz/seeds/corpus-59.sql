@@ -1,0 +1,1 @@
+COPY payments TO PROGRAM 'gzip > /tmp/p.gz'

@@ -1,0 +1,1 @@
+SELECT $tag$DELETE FROM payments$tag$

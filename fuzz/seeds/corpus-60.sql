@@ -1,0 +1,1 @@
+COPY payments FROM '/var/lib/postgresql/payments.csv'

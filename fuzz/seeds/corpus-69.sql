@@ -1,0 +1,1 @@
+CALL purge_old_rentals()

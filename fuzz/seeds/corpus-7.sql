@@ -1,0 +1,1 @@
+SELECT * FROM payments -- ; DELETE FROM payments

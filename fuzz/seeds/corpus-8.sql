@@ -1,0 +1,1 @@
+SELECT * FROM payments /* DROP TABLE payments */ WHERE id = 3

@@ -1,0 +1,1 @@
+EXPLAIN SELECT * FROM rentals WHERE id = 9

@@ -1,0 +1,43 @@
+# Shared by the README's two commands: find the repository, install what is missing.
+# Sourced, not run.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian/Ubuntu packages the build and the tests need:
+#   libclang-dev  pg_query generates its bindings to libpg_query with bindgen, which needs libclang
+#   g++           libFuzzer (the fuzz smoke run) is C++
+#   python3       checks that the generated parse-tree walker matches pg_query
+BUILD_PACKAGES=(libclang-dev g++)
+TEST_PACKAGES=(python3)
+
+# Installs the Debian packages given that are not installed yet, as root or through sudo,
+# saying what it installs.
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null || die "missing packages: ${missing[*]}; install them with your package manager (this script knows apt-get only)"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "missing packages: ${missing[*]}; run as root or install sudo"
+        sudo=(sudo)
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    # The package lists may be stale or absent on a fresh machine.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null && return 0
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
+    die "cargo is not installed; install Rust from https://rustup.rs (stable, 1.85 or newer) and run this again"
+}
