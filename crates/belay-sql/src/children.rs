@@ -11,2441 +11,1143 @@ use pg_query::NodeRef;
 pub(crate) fn for_each_child<'a>(node: NodeRef<'a>, f: &mut dyn FnMut(NodeRef<'a>)) {
     match node {
         NodeRef::Alias(n) => {
-            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RangeVar(n) => {
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
         }
         NodeRef::TableFunc(n) => {
-            for c in n.ns_uris.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.ns_names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.docexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rowexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.coltypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.coltypmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colcollations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colexprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.coldefexprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colvalexprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.passingvalexprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.ns_uris.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.ns_names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.docexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rowexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.coltypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.coltypmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colcollations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colexprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.coldefexprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colvalexprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.passingvalexprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::IntoClause(n) => {
-            if let Some(c) = &n.rel {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.col_names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.view_query {
-                f(NodeRef::Query(c));
-            }
+            if let Some(c) = &n.rel { f(NodeRef::RangeVar(c)); }
+            for c in n.col_names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.view_query { f(NodeRef::Query(c)); }
         }
         NodeRef::Var(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::Param(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::Aggref(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.aggargtypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.aggdirectargs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.aggorder.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.aggdistinct.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.aggfilter.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.aggargtypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.aggdirectargs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.aggorder.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.aggdistinct.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.aggfilter.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::GroupingFunc(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.refs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.refs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::WindowFunc(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.aggfilter.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.run_condition.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.aggfilter.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.run_condition.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::WindowFuncRunCondition(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::MergeSupportFunc(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SubscriptingRef(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.refupperindexpr.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.reflowerindexpr.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.refexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.refassgnexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.refupperindexpr.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.reflowerindexpr.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.refexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.refassgnexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::FuncExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::NamedArgExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::OpExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DistinctExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::NullIfExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ScalarArrayOpExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::BoolExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SubLink(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.testexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.oper_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.subselect.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.testexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.oper_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.subselect.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SubPlan(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.testexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.param_ids.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.set_param.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.par_param.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.testexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.param_ids.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.set_param.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.par_param.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlternativeSubPlan(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.subplans.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.subplans.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::FieldSelect(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::FieldStore(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.newvals.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.fieldnums.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.newvals.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.fieldnums.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RelabelType(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CoerceViaIo(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ArrayCoerceExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.elemexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.elemexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ConvertRowtypeExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CollateExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CaseExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.defresult.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.defresult.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CaseWhen(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.result.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.result.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CaseTestExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ArrayExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.elements.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.elements.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RowExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RowCompareExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opnos.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opfamilies.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.inputcollids.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.largs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.rargs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opnos.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opfamilies.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.inputcollids.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.largs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.rargs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CoalesceExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::MinMaxExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SqlvalueFunction(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::XmlExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.named_args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.arg_names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.named_args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.arg_names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::JsonFormat(_) => {}
         NodeRef::JsonReturning(n) => {
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
         }
         NodeRef::JsonValueExpr(n) => {
-            if let Some(c) = n.raw_expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.formatted_expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
+            if let Some(c) = n.raw_expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.formatted_expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
         }
         NodeRef::JsonConstructorExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.func.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.coercion.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.returning {
-                f(NodeRef::JsonReturning(c));
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.func.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.coercion.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.returning { f(NodeRef::JsonReturning(c)); }
         }
         NodeRef::JsonIsPredicate(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
         }
         NodeRef::JsonBehavior(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::JsonExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.formatted_expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
-            if let Some(c) = n.path_spec.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.returning {
-                f(NodeRef::JsonReturning(c));
-            }
-            for c in n.passing_names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.passing_values.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.on_empty {
-                f(NodeRef::JsonBehavior(c));
-            }
-            if let Some(c) = &n.on_error {
-                f(NodeRef::JsonBehavior(c));
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.formatted_expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
+            if let Some(c) = n.path_spec.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.returning { f(NodeRef::JsonReturning(c)); }
+            for c in n.passing_names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.passing_values.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.on_empty { f(NodeRef::JsonBehavior(c)); }
+            if let Some(c) = &n.on_error { f(NodeRef::JsonBehavior(c)); }
         }
         NodeRef::JsonTablePath(_) => {}
         NodeRef::JsonTablePathScan(n) => {
-            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.path {
-                f(NodeRef::JsonTablePath(c));
-            }
-            if let Some(c) = n.child.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.path { f(NodeRef::JsonTablePath(c)); }
+            if let Some(c) = n.child.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::JsonTableSiblingJoin(n) => {
-            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.lplan.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rplan.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.plan.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.lplan.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rplan.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::NullTest(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::BooleanTest(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::MergeAction(n) => {
-            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.update_colnos.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.update_colnos.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CoerceToDomain(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CoerceToDomainValue(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SetToDefault(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CurrentOfExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::NextValueExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::InferenceElem(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ReturningExpr(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.retexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.retexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TargetEntry(n) => {
-            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.xpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RangeTblRef(_) => {}
         NodeRef::JoinExpr(n) => {
-            if let Some(c) = n.larg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rarg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.using_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.join_using_alias {
-                f(NodeRef::Alias(c));
-            }
-            if let Some(c) = n.quals.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
+            if let Some(c) = n.larg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rarg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.using_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.join_using_alias { f(NodeRef::Alias(c)); }
+            if let Some(c) = n.quals.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
         }
         NodeRef::FromExpr(n) => {
-            for c in n.fromlist.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.quals.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.fromlist.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.quals.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::OnConflictExpr(n) => {
-            for c in n.arbiter_elems.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.arbiter_where.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.on_conflict_set.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.on_conflict_where.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.excl_rel_tlist.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.arbiter_elems.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.arbiter_where.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.on_conflict_set.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.on_conflict_where.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.excl_rel_tlist.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::Query(n) => {
-            if let Some(c) = n.utility_stmt.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.cte_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.rtable.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.rteperminfos.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.jointree {
-                f(NodeRef::FromExpr(c));
-            }
-            for c in n.merge_action_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n
-                .merge_join_condition
-                .as_ref()
-                .and_then(|c| c.node.as_ref())
-            {
-                f(c.to_ref());
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.on_conflict {
-                f(NodeRef::OnConflictExpr(c));
-            }
-            for c in n.returning_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.group_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.grouping_sets.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.having_qual.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.window_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.distinct_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.sort_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.limit_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.limit_count.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.row_marks.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.set_operations.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.constraint_deps.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.with_check_options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.utility_stmt.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.cte_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.rtable.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.rteperminfos.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.jointree { f(NodeRef::FromExpr(c)); }
+            for c in n.merge_action_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.merge_join_condition.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.on_conflict { f(NodeRef::OnConflictExpr(c)); }
+            for c in n.returning_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.group_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.grouping_sets.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.having_qual.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.window_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.distinct_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.sort_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.limit_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.limit_count.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.row_marks.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.set_operations.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.constraint_deps.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.with_check_options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TypeName(n) => {
-            for c in n.names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.typmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.array_bounds.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.typmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.array_bounds.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ColumnRef(n) => {
-            for c in n.fields.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.fields.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ParamRef(_) => {}
         NodeRef::AExpr(n) => {
-            for c in n.name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.lexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.lexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TypeCast(n) => {
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
         }
         NodeRef::CollateClause(n) => {
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.collname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.collname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RoleSpec(_) => {}
         NodeRef::FuncCall(n) => {
-            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.agg_order.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.agg_filter.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.over {
-                f(NodeRef::WindowDef(c));
-            }
+            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.agg_order.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.agg_filter.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.over { f(NodeRef::WindowDef(c)); }
         }
         NodeRef::AStar(_) => {}
         NodeRef::AIndices(n) => {
-            if let Some(c) = n.lidx.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.uidx.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.lidx.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.uidx.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AIndirection(n) => {
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AArrayExpr(n) => {
-            for c in n.elements.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.elements.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ResTarget(n) => {
-            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.val.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.val.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::MultiAssignRef(n) => {
-            if let Some(c) = n.source.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.source.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SortBy(n) => {
-            if let Some(c) = n.node.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.use_op.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.node.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.use_op.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::WindowDef(n) => {
-            for c in n.partition_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.order_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.start_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.end_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.partition_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.order_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.start_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.end_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RangeSubselect(n) => {
-            if let Some(c) = n.subquery.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
+            if let Some(c) = n.subquery.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
         }
         NodeRef::RangeFunction(n) => {
-            for c in n.functions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
-            for c in n.coldeflist.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.functions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
+            for c in n.coldeflist.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RangeTableFunc(n) => {
-            if let Some(c) = n.docexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rowexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.namespaces.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
+            if let Some(c) = n.docexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rowexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.namespaces.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
         }
         NodeRef::RangeTableFuncCol(n) => {
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = n.colexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.coldefexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = n.colexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.coldefexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RangeTableSample(n) => {
-            if let Some(c) = n.relation.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.method.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.repeatable.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.relation.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.method.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.repeatable.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ColumnDef(n) => {
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = n.raw_default.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.cooked_default.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.identity_sequence {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = &n.coll_clause {
-                f(NodeRef::CollateClause(c));
-            }
-            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.fdwoptions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = n.raw_default.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.cooked_default.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.identity_sequence { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = &n.coll_clause { f(NodeRef::CollateClause(c)); }
+            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.fdwoptions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TableLikeClause(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
         }
         NodeRef::IndexElem(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.collation.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opclass.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opclassopts.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.collation.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opclass.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opclassopts.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DefElem(n) => {
-            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.arg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::LockingClause(n) => {
-            for c in n.locked_rels.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.locked_rels.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::XmlSerialize(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
         }
         NodeRef::PartitionElem(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.collation.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opclass.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.collation.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opclass.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PartitionSpec(n) => {
-            for c in n.part_params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.part_params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PartitionBoundSpec(n) => {
-            for c in n.listdatums.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.lowerdatums.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.upperdatums.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.listdatums.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.lowerdatums.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.upperdatums.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PartitionRangeDatum(n) => {
-            if let Some(c) = n.value.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.value.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PartitionCmd(n) => {
-            if let Some(c) = &n.name {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = &n.bound {
-                f(NodeRef::PartitionBoundSpec(c));
-            }
+            if let Some(c) = &n.name { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = &n.bound { f(NodeRef::PartitionBoundSpec(c)); }
         }
         NodeRef::RangeTblEntry(n) => {
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
-            if let Some(c) = &n.eref {
-                f(NodeRef::Alias(c));
-            }
-            if let Some(c) = &n.tablesample {
-                f(NodeRef::TableSampleClause(c));
-            }
-            if let Some(c) = &n.subquery {
-                f(NodeRef::Query(c));
-            }
-            for c in n.joinaliasvars.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.joinleftcols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.joinrightcols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.join_using_alias {
-                f(NodeRef::Alias(c));
-            }
-            for c in n.functions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.tablefunc {
-                f(NodeRef::TableFunc(c));
-            }
-            for c in n.values_lists.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.coltypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.coltypmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.colcollations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.groupexprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.security_quals.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
+            if let Some(c) = &n.eref { f(NodeRef::Alias(c)); }
+            if let Some(c) = &n.tablesample { f(NodeRef::TableSampleClause(c)); }
+            if let Some(c) = &n.subquery { f(NodeRef::Query(c)); }
+            for c in n.joinaliasvars.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.joinleftcols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.joinrightcols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.join_using_alias { f(NodeRef::Alias(c)); }
+            for c in n.functions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.tablefunc { f(NodeRef::TableFunc(c)); }
+            for c in n.values_lists.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.coltypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.coltypmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.colcollations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.groupexprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.security_quals.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RtepermissionInfo(_) => {}
         NodeRef::RangeTblFunction(n) => {
-            if let Some(c) = n.funcexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.funccolnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.funccoltypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.funccoltypmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.funccolcollations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.funcexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.funccolnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.funccoltypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.funccoltypmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.funccolcollations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TableSampleClause(n) => {
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.repeatable.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.repeatable.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::WithCheckOption(n) => {
-            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SortGroupClause(_) => {}
         NodeRef::GroupingSet(n) => {
-            for c in n.content.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.content.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::WindowClause(n) => {
-            for c in n.partition_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.order_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.start_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.end_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.partition_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.order_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.start_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.end_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RowMarkClause(_) => {}
         NodeRef::WithClause(n) => {
-            for c in n.ctes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.ctes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::InferClause(n) => {
-            for c in n.index_elems.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.index_elems.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::OnConflictClause(n) => {
-            if let Some(c) = &n.infer {
-                f(NodeRef::InferClause(c));
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.infer { f(NodeRef::InferClause(c)); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CtesearchClause(n) => {
-            for c in n.search_col_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.search_col_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CtecycleClause(n) => {
-            for c in n.cycle_col_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.cycle_mark_value.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.cycle_mark_default.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.cycle_col_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.cycle_mark_value.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.cycle_mark_default.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CommonTableExpr(n) => {
-            for c in n.aliascolnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.ctequery.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.search_clause {
-                f(NodeRef::CtesearchClause(c));
-            }
-            if let Some(c) = &n.cycle_clause {
-                f(NodeRef::CtecycleClause(c));
-            }
-            for c in n.ctecolnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.ctecoltypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.ctecoltypmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.ctecolcollations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.aliascolnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.ctequery.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.search_clause { f(NodeRef::CtesearchClause(c)); }
+            if let Some(c) = &n.cycle_clause { f(NodeRef::CtecycleClause(c)); }
+            for c in n.ctecolnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.ctecoltypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.ctecoltypmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.ctecolcollations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::MergeWhenClause(n) => {
-            if let Some(c) = n.condition.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.values.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.condition.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.values.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ReturningOption(_) => {}
         NodeRef::ReturningClause(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TriggerTransition(_) => {}
         NodeRef::JsonOutput(n) => {
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.returning {
-                f(NodeRef::JsonReturning(c));
-            }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.returning { f(NodeRef::JsonReturning(c)); }
         }
         NodeRef::JsonArgument(n) => {
-            if let Some(c) = &n.val {
-                f(NodeRef::JsonValueExpr(c));
-            }
+            if let Some(c) = &n.val { f(NodeRef::JsonValueExpr(c)); }
         }
         NodeRef::JsonFuncExpr(n) => {
-            if let Some(c) = &n.context_item {
-                f(NodeRef::JsonValueExpr(c));
-            }
-            if let Some(c) = n.pathspec.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.passing.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
-            if let Some(c) = &n.on_empty {
-                f(NodeRef::JsonBehavior(c));
-            }
-            if let Some(c) = &n.on_error {
-                f(NodeRef::JsonBehavior(c));
-            }
+            if let Some(c) = &n.context_item { f(NodeRef::JsonValueExpr(c)); }
+            if let Some(c) = n.pathspec.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.passing.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
+            if let Some(c) = &n.on_empty { f(NodeRef::JsonBehavior(c)); }
+            if let Some(c) = &n.on_error { f(NodeRef::JsonBehavior(c)); }
         }
         NodeRef::JsonTablePathSpec(n) => {
-            if let Some(c) = n.string.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.string.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::JsonTable(n) => {
-            if let Some(c) = &n.context_item {
-                f(NodeRef::JsonValueExpr(c));
-            }
-            if let Some(c) = &n.pathspec {
-                f(NodeRef::JsonTablePathSpec(c));
-            }
-            for c in n.passing.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.on_error {
-                f(NodeRef::JsonBehavior(c));
-            }
-            if let Some(c) = &n.alias {
-                f(NodeRef::Alias(c));
-            }
+            if let Some(c) = &n.context_item { f(NodeRef::JsonValueExpr(c)); }
+            if let Some(c) = &n.pathspec { f(NodeRef::JsonTablePathSpec(c)); }
+            for c in n.passing.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.on_error { f(NodeRef::JsonBehavior(c)); }
+            if let Some(c) = &n.alias { f(NodeRef::Alias(c)); }
         }
         NodeRef::JsonTableColumn(n) => {
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.pathspec {
-                f(NodeRef::JsonTablePathSpec(c));
-            }
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
-            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.on_empty {
-                f(NodeRef::JsonBehavior(c));
-            }
-            if let Some(c) = &n.on_error {
-                f(NodeRef::JsonBehavior(c));
-            }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.pathspec { f(NodeRef::JsonTablePathSpec(c)); }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
+            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.on_empty { f(NodeRef::JsonBehavior(c)); }
+            if let Some(c) = &n.on_error { f(NodeRef::JsonBehavior(c)); }
         }
         NodeRef::JsonKeyValue(n) => {
-            if let Some(c) = n.key.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.value {
-                f(NodeRef::JsonValueExpr(c));
-            }
+            if let Some(c) = n.key.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.value { f(NodeRef::JsonValueExpr(c)); }
         }
         NodeRef::JsonParseExpr(n) => {
-            if let Some(c) = &n.expr {
-                f(NodeRef::JsonValueExpr(c));
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
+            if let Some(c) = &n.expr { f(NodeRef::JsonValueExpr(c)); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
         }
         NodeRef::JsonScalarExpr(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
         }
         NodeRef::JsonSerializeExpr(n) => {
-            if let Some(c) = &n.expr {
-                f(NodeRef::JsonValueExpr(c));
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
+            if let Some(c) = &n.expr { f(NodeRef::JsonValueExpr(c)); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
         }
         NodeRef::JsonObjectConstructor(n) => {
-            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
+            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
         }
         NodeRef::JsonArrayConstructor(n) => {
-            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
+            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
         }
         NodeRef::JsonArrayQueryConstructor(n) => {
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
-            if let Some(c) = &n.format {
-                f(NodeRef::JsonFormat(c));
-            }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
+            if let Some(c) = &n.format { f(NodeRef::JsonFormat(c)); }
         }
         NodeRef::JsonAggConstructor(n) => {
-            if let Some(c) = &n.output {
-                f(NodeRef::JsonOutput(c));
-            }
-            if let Some(c) = n.agg_filter.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.agg_order.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.over {
-                f(NodeRef::WindowDef(c));
-            }
+            if let Some(c) = &n.output { f(NodeRef::JsonOutput(c)); }
+            if let Some(c) = n.agg_filter.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.agg_order.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.over { f(NodeRef::WindowDef(c)); }
         }
         NodeRef::JsonObjectAgg(n) => {
-            if let Some(c) = &n.constructor {
-                f(NodeRef::JsonAggConstructor(c));
-            }
-            if let Some(c) = &n.arg {
-                f(NodeRef::JsonKeyValue(c));
-            }
+            if let Some(c) = &n.constructor { f(NodeRef::JsonAggConstructor(c)); }
+            if let Some(c) = &n.arg { f(NodeRef::JsonKeyValue(c)); }
         }
         NodeRef::JsonArrayAgg(n) => {
-            if let Some(c) = &n.constructor {
-                f(NodeRef::JsonAggConstructor(c));
-            }
-            if let Some(c) = &n.arg {
-                f(NodeRef::JsonValueExpr(c));
-            }
+            if let Some(c) = &n.constructor { f(NodeRef::JsonAggConstructor(c)); }
+            if let Some(c) = &n.arg { f(NodeRef::JsonValueExpr(c)); }
         }
         NodeRef::RawStmt(n) => {
-            if let Some(c) = n.stmt.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.stmt.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::InsertStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.cols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.select_stmt.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.on_conflict_clause {
-                f(NodeRef::OnConflictClause(c));
-            }
-            if let Some(c) = &n.returning_clause {
-                f(NodeRef::ReturningClause(c));
-            }
-            if let Some(c) = &n.with_clause {
-                f(NodeRef::WithClause(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.cols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.select_stmt.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.on_conflict_clause { f(NodeRef::OnConflictClause(c)); }
+            if let Some(c) = &n.returning_clause { f(NodeRef::ReturningClause(c)); }
+            if let Some(c) = &n.with_clause { f(NodeRef::WithClause(c)); }
         }
         NodeRef::DeleteStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.using_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.returning_clause {
-                f(NodeRef::ReturningClause(c));
-            }
-            if let Some(c) = &n.with_clause {
-                f(NodeRef::WithClause(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.using_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.returning_clause { f(NodeRef::ReturningClause(c)); }
+            if let Some(c) = &n.with_clause { f(NodeRef::WithClause(c)); }
         }
         NodeRef::UpdateStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.from_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.returning_clause {
-                f(NodeRef::ReturningClause(c));
-            }
-            if let Some(c) = &n.with_clause {
-                f(NodeRef::WithClause(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.from_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.returning_clause { f(NodeRef::ReturningClause(c)); }
+            if let Some(c) = &n.with_clause { f(NodeRef::WithClause(c)); }
         }
         NodeRef::MergeStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.source_relation.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.join_condition.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.merge_when_clauses.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.returning_clause {
-                f(NodeRef::ReturningClause(c));
-            }
-            if let Some(c) = &n.with_clause {
-                f(NodeRef::WithClause(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.source_relation.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.join_condition.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.merge_when_clauses.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.returning_clause { f(NodeRef::ReturningClause(c)); }
+            if let Some(c) = &n.with_clause { f(NodeRef::WithClause(c)); }
         }
         NodeRef::SelectStmt(n) => {
-            for c in n.distinct_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.into_clause {
-                f(NodeRef::IntoClause(c));
-            }
-            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.from_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.group_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.having_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.window_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.values_lists.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.sort_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.limit_offset.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.limit_count.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.locking_clause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.with_clause {
-                f(NodeRef::WithClause(c));
-            }
-            if let Some(c) = &n.larg {
-                f(NodeRef::SelectStmt(c));
-            }
-            if let Some(c) = &n.rarg {
-                f(NodeRef::SelectStmt(c));
-            }
+            for c in n.distinct_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.into_clause { f(NodeRef::IntoClause(c)); }
+            for c in n.target_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.from_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.group_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.having_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.window_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.values_lists.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.sort_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.limit_offset.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.limit_count.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.locking_clause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.with_clause { f(NodeRef::WithClause(c)); }
+            if let Some(c) = &n.larg { f(NodeRef::SelectStmt(c)); }
+            if let Some(c) = &n.rarg { f(NodeRef::SelectStmt(c)); }
         }
         NodeRef::SetOperationStmt(n) => {
-            if let Some(c) = n.larg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.rarg.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.col_types.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.col_typmods.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.col_collations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.group_clauses.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.larg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.rarg.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.col_types.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.col_typmods.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.col_collations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.group_clauses.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ReturnStmt(n) => {
-            if let Some(c) = n.returnval.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.returnval.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PlassignStmt(n) => {
-            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.val {
-                f(NodeRef::SelectStmt(c));
-            }
+            for c in n.indirection.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.val { f(NodeRef::SelectStmt(c)); }
         }
         NodeRef::CreateSchemaStmt(n) => {
-            if let Some(c) = &n.authrole {
-                f(NodeRef::RoleSpec(c));
-            }
-            for c in n.schema_elts.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.authrole { f(NodeRef::RoleSpec(c)); }
+            for c in n.schema_elts.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterTableStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.cmds.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.cmds.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterTableCmd(n) => {
-            if let Some(c) = &n.newowner {
-                f(NodeRef::RoleSpec(c));
-            }
-            if let Some(c) = n.def.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.newowner { f(NodeRef::RoleSpec(c)); }
+            if let Some(c) = n.def.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AtalterConstraint(_) => {}
         NodeRef::ReplicaIdentityStmt(_) => {}
         NodeRef::AlterCollationStmt(n) => {
-            for c in n.collname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.collname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterDomainStmt(n) => {
-            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.def.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.def.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::GrantStmt(n) => {
-            for c in n.objects.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.privileges.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.grantees.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.grantor {
-                f(NodeRef::RoleSpec(c));
-            }
+            for c in n.objects.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.privileges.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.grantees.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.grantor { f(NodeRef::RoleSpec(c)); }
         }
         NodeRef::ObjectWithArgs(n) => {
-            for c in n.objname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.objargs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.objfuncargs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.objname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.objargs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.objfuncargs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AccessPriv(n) => {
-            for c in n.cols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.cols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::GrantRoleStmt(n) => {
-            for c in n.granted_roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.grantee_roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opt.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.grantor {
-                f(NodeRef::RoleSpec(c));
-            }
+            for c in n.granted_roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.grantee_roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opt.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.grantor { f(NodeRef::RoleSpec(c)); }
         }
         NodeRef::AlterDefaultPrivilegesStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.action {
-                f(NodeRef::GrantStmt(c));
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.action { f(NodeRef::GrantStmt(c)); }
         }
         NodeRef::CopyStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.attlist.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.attlist.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::VariableSetStmt(n) => {
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::VariableShowStmt(_) => {}
         NodeRef::CreateStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.table_elts.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.inh_relations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.partbound {
-                f(NodeRef::PartitionBoundSpec(c));
-            }
-            if let Some(c) = &n.partspec {
-                f(NodeRef::PartitionSpec(c));
-            }
-            if let Some(c) = &n.of_typename {
-                f(NodeRef::TypeName(c));
-            }
-            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.nnconstraints.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.table_elts.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.inh_relations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.partbound { f(NodeRef::PartitionBoundSpec(c)); }
+            if let Some(c) = &n.partspec { f(NodeRef::PartitionSpec(c)); }
+            if let Some(c) = &n.of_typename { f(NodeRef::TypeName(c)); }
+            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.nnconstraints.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::Constraint(n) => {
-            if let Some(c) = n.raw_expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.keys.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.including.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.exclusions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.pktable {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.fk_attrs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.pk_attrs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.fk_del_set_cols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.old_conpfeqop.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.raw_expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.keys.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.including.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.exclusions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.pktable { f(NodeRef::RangeVar(c)); }
+            for c in n.fk_attrs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.pk_attrs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.fk_del_set_cols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.old_conpfeqop.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateTableSpaceStmt(n) => {
-            if let Some(c) = &n.owner {
-                f(NodeRef::RoleSpec(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.owner { f(NodeRef::RoleSpec(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DropTableSpaceStmt(_) => {}
         NodeRef::AlterTableSpaceOptionsStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterTableMoveAllStmt(n) => {
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateExtensionStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterExtensionStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterExtensionContentsStmt(n) => {
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateFdwStmt(n) => {
-            for c in n.func_options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.func_options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterFdwStmt(n) => {
-            for c in n.func_options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.func_options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateForeignServerStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterForeignServerStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateForeignTableStmt(n) => {
-            if let Some(c) = &n.base_stmt {
-                f(NodeRef::CreateStmt(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.base_stmt { f(NodeRef::CreateStmt(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateUserMappingStmt(n) => {
-            if let Some(c) = &n.user {
-                f(NodeRef::RoleSpec(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.user { f(NodeRef::RoleSpec(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterUserMappingStmt(n) => {
-            if let Some(c) = &n.user {
-                f(NodeRef::RoleSpec(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.user { f(NodeRef::RoleSpec(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DropUserMappingStmt(n) => {
-            if let Some(c) = &n.user {
-                f(NodeRef::RoleSpec(c));
-            }
+            if let Some(c) = &n.user { f(NodeRef::RoleSpec(c)); }
         }
         NodeRef::ImportForeignSchemaStmt(n) => {
-            for c in n.table_list.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.table_list.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreatePolicyStmt(n) => {
-            if let Some(c) = &n.table {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.with_check.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.table { f(NodeRef::RangeVar(c)); }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.with_check.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterPolicyStmt(n) => {
-            if let Some(c) = &n.table {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.with_check.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.table { f(NodeRef::RangeVar(c)); }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.qual.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.with_check.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateAmStmt(n) => {
-            for c in n.handler_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.handler_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateTrigStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.when_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.transition_rels.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.constrrel {
-                f(NodeRef::RangeVar(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.when_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.transition_rels.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.constrrel { f(NodeRef::RangeVar(c)); }
         }
         NodeRef::CreateEventTrigStmt(n) => {
-            for c in n.whenclause.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.whenclause.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterEventTrigStmt(_) => {}
         NodeRef::CreatePlangStmt(n) => {
-            for c in n.plhandler.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.plinline.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.plvalidator.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.plhandler.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.plinline.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.plvalidator.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateRoleStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterRoleStmt(n) => {
-            if let Some(c) = &n.role {
-                f(NodeRef::RoleSpec(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.role { f(NodeRef::RoleSpec(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterRoleSetStmt(n) => {
-            if let Some(c) = &n.role {
-                f(NodeRef::RoleSpec(c));
-            }
-            if let Some(c) = &n.setstmt {
-                f(NodeRef::VariableSetStmt(c));
-            }
+            if let Some(c) = &n.role { f(NodeRef::RoleSpec(c)); }
+            if let Some(c) = &n.setstmt { f(NodeRef::VariableSetStmt(c)); }
         }
         NodeRef::DropRoleStmt(n) => {
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateSeqStmt(n) => {
-            if let Some(c) = &n.sequence {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.sequence { f(NodeRef::RangeVar(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterSeqStmt(n) => {
-            if let Some(c) = &n.sequence {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.sequence { f(NodeRef::RangeVar(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DefineStmt(n) => {
-            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.definition.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.definition.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateDomainStmt(n) => {
-            for c in n.domainname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.coll_clause {
-                f(NodeRef::CollateClause(c));
-            }
-            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.domainname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.coll_clause { f(NodeRef::CollateClause(c)); }
+            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateOpClassStmt(n) => {
-            for c in n.opclassname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.datatype {
-                f(NodeRef::TypeName(c));
-            }
-            for c in n.items.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.opclassname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.datatype { f(NodeRef::TypeName(c)); }
+            for c in n.items.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateOpClassItem(n) => {
-            if let Some(c) = &n.name {
-                f(NodeRef::ObjectWithArgs(c));
-            }
-            for c in n.order_family.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.class_args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.storedtype {
-                f(NodeRef::TypeName(c));
-            }
+            if let Some(c) = &n.name { f(NodeRef::ObjectWithArgs(c)); }
+            for c in n.order_family.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.class_args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.storedtype { f(NodeRef::TypeName(c)); }
         }
         NodeRef::CreateOpFamilyStmt(n) => {
-            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterOpFamilyStmt(n) => {
-            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.items.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.opfamilyname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.items.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DropStmt(n) => {
-            for c in n.objects.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.objects.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::TruncateStmt(n) => {
-            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CommentStmt(n) => {
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::SecLabelStmt(n) => {
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DeclareCursorStmt(n) => {
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ClosePortalStmt(_) => {}
         NodeRef::FetchStmt(_) => {}
         NodeRef::IndexStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.index_params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n
-                .index_including_params
-                .iter()
-                .filter_map(|c| c.node.as_ref())
-            {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.exclude_op_names.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.index_params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.index_including_params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.exclude_op_names.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateStatsStmt(n) => {
-            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.stat_types.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.stat_types.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.exprs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::StatsElem(n) => {
-            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.expr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterStatsStmt(n) => {
-            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.stxstattarget.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.defnames.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.stxstattarget.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateFunctionStmt(n) => {
-            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.parameters.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.return_type {
-                f(NodeRef::TypeName(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.sql_body.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.funcname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.parameters.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.return_type { f(NodeRef::TypeName(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.sql_body.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::FunctionParameter(n) => {
-            if let Some(c) = &n.arg_type {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = n.defexpr.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.arg_type { f(NodeRef::TypeName(c)); }
+            if let Some(c) = n.defexpr.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterFunctionStmt(n) => {
-            if let Some(c) = &n.func {
-                f(NodeRef::ObjectWithArgs(c));
-            }
-            for c in n.actions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.func { f(NodeRef::ObjectWithArgs(c)); }
+            for c in n.actions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DoStmt(n) => {
-            for c in n.args.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.args.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::InlineCodeBlock(_) => {}
         NodeRef::CallStmt(n) => {
-            if let Some(c) = &n.funccall {
-                f(NodeRef::FuncCall(c));
-            }
-            if let Some(c) = &n.funcexpr {
-                f(NodeRef::FuncExpr(c));
-            }
-            for c in n.outargs.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.funccall { f(NodeRef::FuncCall(c)); }
+            if let Some(c) = &n.funcexpr { f(NodeRef::FuncExpr(c)); }
+            for c in n.outargs.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CallContext(_) => {}
         NodeRef::RenameStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterObjectDependsStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.extname {
-                f(NodeRef::String(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.extname { f(NodeRef::String(c)); }
         }
         NodeRef::AlterObjectSchemaStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterOwnerStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.newowner {
-                f(NodeRef::RoleSpec(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.object.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.newowner { f(NodeRef::RoleSpec(c)); }
         }
         NodeRef::AlterOperatorStmt(n) => {
-            if let Some(c) = &n.opername {
-                f(NodeRef::ObjectWithArgs(c));
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.opername { f(NodeRef::ObjectWithArgs(c)); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterTypeStmt(n) => {
-            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::RuleStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.actions.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.actions.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::NotifyStmt(_) => {}
         NodeRef::ListenStmt(_) => {}
         NodeRef::UnlistenStmt(_) => {}
         NodeRef::TransactionStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CompositeTypeStmt(n) => {
-            if let Some(c) = &n.typevar {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.coldeflist.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.typevar { f(NodeRef::RangeVar(c)); }
+            for c in n.coldeflist.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateEnumStmt(n) => {
-            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.vals.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.vals.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateRangeStmt(n) => {
-            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterEnumStmt(n) => {
-            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.type_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ViewStmt(n) => {
-            if let Some(c) = &n.view {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.aliases.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.view { f(NodeRef::RangeVar(c)); }
+            for c in n.aliases.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::LoadStmt(_) => {}
         NodeRef::CreatedbStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterDatabaseStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterDatabaseRefreshCollStmt(_) => {}
         NodeRef::AlterDatabaseSetStmt(n) => {
-            if let Some(c) = &n.setstmt {
-                f(NodeRef::VariableSetStmt(c));
-            }
+            if let Some(c) = &n.setstmt { f(NodeRef::VariableSetStmt(c)); }
         }
         NodeRef::DropdbStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterSystemStmt(n) => {
-            if let Some(c) = &n.setstmt {
-                f(NodeRef::VariableSetStmt(c));
-            }
+            if let Some(c) = &n.setstmt { f(NodeRef::VariableSetStmt(c)); }
         }
         NodeRef::ClusterStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::VacuumStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.rels.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.rels.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::VacuumRelation(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.va_cols.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.va_cols.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ExplainStmt(n) => {
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateTableAsStmt(n) => {
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.into {
-                f(NodeRef::IntoClause(c));
-            }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.into { f(NodeRef::IntoClause(c)); }
         }
         NodeRef::RefreshMatViewStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
         }
         NodeRef::CheckPointStmt(_) => {}
         NodeRef::DiscardStmt(_) => {}
         NodeRef::LockStmt(n) => {
-            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.relations.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ConstraintsSetStmt(n) => {
-            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.constraints.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ReindexStmt(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            for c in n.params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            for c in n.params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateConversionStmt(n) => {
-            for c in n.conversion_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.func_name.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.conversion_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.func_name.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateCastStmt(n) => {
-            if let Some(c) = &n.sourcetype {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.targettype {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.func {
-                f(NodeRef::ObjectWithArgs(c));
-            }
+            if let Some(c) = &n.sourcetype { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.targettype { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.func { f(NodeRef::ObjectWithArgs(c)); }
         }
         NodeRef::CreateTransformStmt(n) => {
-            if let Some(c) = &n.type_name {
-                f(NodeRef::TypeName(c));
-            }
-            if let Some(c) = &n.fromsql {
-                f(NodeRef::ObjectWithArgs(c));
-            }
-            if let Some(c) = &n.tosql {
-                f(NodeRef::ObjectWithArgs(c));
-            }
+            if let Some(c) = &n.type_name { f(NodeRef::TypeName(c)); }
+            if let Some(c) = &n.fromsql { f(NodeRef::ObjectWithArgs(c)); }
+            if let Some(c) = &n.tosql { f(NodeRef::ObjectWithArgs(c)); }
         }
         NodeRef::PrepareStmt(n) => {
-            for c in n.argtypes.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.argtypes.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = n.query.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ExecuteStmt(n) => {
-            for c in n.params.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.params.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DeallocateStmt(_) => {}
         NodeRef::DropOwnedStmt(n) => {
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::ReassignOwnedStmt(n) => {
-            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            if let Some(c) = &n.newrole {
-                f(NodeRef::RoleSpec(c));
-            }
+            for c in n.roles.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            if let Some(c) = &n.newrole { f(NodeRef::RoleSpec(c)); }
         }
         NodeRef::AlterTsdictionaryStmt(n) => {
-            for c in n.dictname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.dictname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterTsconfigurationStmt(n) => {
-            for c in n.cfgname.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.tokentype.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.dicts.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.cfgname.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.tokentype.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.dicts.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PublicationTable(n) => {
-            if let Some(c) = &n.relation {
-                f(NodeRef::RangeVar(c));
-            }
-            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            if let Some(c) = &n.relation { f(NodeRef::RangeVar(c)); }
+            if let Some(c) = n.where_clause.as_ref().and_then(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.columns.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::PublicationObjSpec(n) => {
-            if let Some(c) = &n.pubtable {
-                f(NodeRef::PublicationTable(c));
-            }
+            if let Some(c) = &n.pubtable { f(NodeRef::PublicationTable(c)); }
         }
         NodeRef::CreatePublicationStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.pubobjects.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.pubobjects.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterPublicationStmt(n) => {
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.pubobjects.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.pubobjects.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::CreateSubscriptionStmt(n) => {
-            for c in n.publication.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.publication.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AlterSubscriptionStmt(n) => {
-            for c in n.publication.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
-            for c in n.options.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.publication.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
+            for c in n.options.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::DropSubscriptionStmt(_) => {}
         NodeRef::Integer(_) => {}
@@ -2454,19 +1156,13 @@ pub(crate) fn for_each_child<'a>(node: NodeRef<'a>, f: &mut dyn FnMut(NodeRef<'a
         NodeRef::String(_) => {}
         NodeRef::BitString(_) => {}
         NodeRef::List(n) => {
-            for c in n.items.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.items.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::IntList(n) => {
-            for c in n.items.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.items.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::OidList(n) => {
-            for c in n.items.iter().filter_map(|c| c.node.as_ref()) {
-                f(c.to_ref());
-            }
+            for c in n.items.iter().filter_map(|c| c.node.as_ref()) { f(c.to_ref()); }
         }
         NodeRef::AConst(_) => {}
     }

@@ -12,6 +12,7 @@
 
 mod analysis;
 mod cache;
+#[rustfmt::skip] // generated: see codegen/gen_children.py
 mod children;
 mod functions;
 mod procedural;

@@ -149,10 +149,10 @@ fn text_to_bool(s: &str) -> Value {
 }
 
 fn and(args: &[Value]) -> Value {
-    if args.iter().any(|a| *a == Value::Bool(false)) {
+    if args.contains(&Value::Bool(false)) {
         return Value::Bool(false);
     }
-    if args.iter().any(|a| *a == Value::Varies) {
+    if args.contains(&Value::Varies) {
         return Value::Varies;
     }
     if args.iter().all(|a| *a == Value::Bool(true)) {
@@ -162,14 +162,14 @@ fn and(args: &[Value]) -> Value {
 }
 
 fn or(args: &[Value]) -> Value {
-    if args.iter().any(|a| *a == Value::Bool(true)) {
+    if args.contains(&Value::Bool(true)) {
         return Value::Bool(true);
     }
-    if args.iter().any(|a| *a == Value::Constant) {
+    if args.contains(&Value::Constant) {
         // Same for every row and possibly true.
         return Value::Constant;
     }
-    if args.iter().any(|a| *a == Value::Varies) {
+    if args.contains(&Value::Varies) {
         return Value::Varies;
     }
     Value::Bool(false)

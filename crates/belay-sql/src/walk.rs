@@ -147,7 +147,7 @@ impl<'a> Walk<'a> {
             NodeRef::RangeVar(rv) => {
                 let is_cte = rv.schemaname.is_empty()
                     && rv.catalogname.is_empty()
-                    && self.ctes.iter().any(|c| *c == rv.relname);
+                    && self.ctes.contains(&rv.relname);
                 if !is_cte {
                     self.range_var(rv, Access::Read);
                 }
