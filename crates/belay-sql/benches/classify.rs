@@ -48,6 +48,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("classify/miss_orm_4kb", |b| {
         b.iter(|| analyze(black_box(&orm), &limits))
     });
+    // What the parser alone costs, to show how much of a miss is belay's own walk.
+    c.bench_function("parse_only/short_oltp", |b| {
+        b.iter(|| pg_query::parse(black_box(SHORT), 0).map(|p| p.protobuf.stmts.len()))
+    });
+    c.bench_function("parse_only/orm_4kb", |b| {
+        b.iter(|| pg_query::parse(black_box(&orm), 0).map(|p| p.protobuf.stmts.len()))
+    });
 }
 
 criterion_group!(classify, benches);
