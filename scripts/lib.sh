@@ -39,5 +39,5 @@ ensure_packages() {
 ensure_rust() {
     command -v cargo >/dev/null && return 0
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
-    die "cargo is not installed; install Rust from https://rustup.rs (stable, 1.85 or newer) and run this again"
+    die "cargo is not installed; install Rust from https://rustup.rs (stable, 1.89 or newer) and run this again"
 }

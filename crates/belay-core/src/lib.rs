@@ -1,9 +1,14 @@
-//! Vocabulary every belay crate shares: what an action is in terms of the damage it can do.
+//! Vocabulary every belay crate shares: what an action is in terms of the damage it can do,
+//! and what policy decides about it.
 //!
 //! This crate does no IO and knows no protocol. It holds only types that two or more crates
-//! must agree on, so that the SQL classifier, the policy engine and the gateways speak about
-//! the same classes.
+//! must agree on, so that the SQL classifier, the policy engine, the audit log and the
+//! gateways speak about the same classes and verdicts.
 
 mod class;
+mod secret;
+mod verdict;
 
 pub use class::{Class, ParseClassError};
+pub use secret::Secret;
+pub use verdict::{Decision, Verdict};

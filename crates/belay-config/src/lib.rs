@@ -1,0 +1,138 @@
+//! belay's configuration: one TOML file with environments, the policy file, the state
+//! directory and listen addresses.
+//!
+//! The file is parsed and validated completely before anything starts; an unknown key, a
+//! missing secret or a backup store sharing a failure domain with the data it protects is an
+//! error naming the file and line, never a silent default. Secrets come from environment
+//! variables or files (read through the `Env` trait so tests can supply them) and are held as
+//! `Secret`, which never prints.
+
+mod env;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use belay_core::Secret;
+
+pub use env::{Env, ProcessEnv};
+
+/// Where the configuration file is looked for when neither `--config` nor `BELAY_CONFIG` says.
+pub const DEFAULT_PATH: &str = "belay.toml";
+
+/// A configuration that was read and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub policy: PathBuf,
+    pub listen: Listen,
+    pub audit: Audit,
+    pub sql: Sql,
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    pub postgres: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Signed checkpoints of the chain head go here; put it on other storage than the state.
+    pub checkpoint_file: PathBuf,
+    /// Write a checkpoint after this many events (and when belay stops).
+    pub checkpoint_every: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub max_input_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub production: bool,
+    /// PostgreSQL databases of the environment, by name (`ENV.NAME` selects one).
+    pub postgres: BTreeMap<String, Postgres>,
+    pub backups: Option<BackupStore>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub sslmode: SslMode,
+    pub failure_domain: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupStore {
+    pub path: PathBuf,
+    pub failure_domain: String,
+}
+
+/// TLS to an upstream, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, resolving secrets through `env`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, env)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths in it are taken from `path`'s
+    /// directory).
+    pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Error> {
+        raw::parse(path, text, env)
+    }
+
+    /// The environment named `name`.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.get(name)
+    }
+}
+
+/// The configuration file `belay init` writes, for a directory holding `policy.cedar` and
+/// `state/`.
+pub fn init_template() -> &'static str {
+    include_str!("init.toml")
+}
