@@ -120,10 +120,19 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
 
     if raw.environments.is_empty() {
-        return Err(at(None, "no environment is configured: add at least one `[environments.NAME]` table".to_owned()));
+        return Err(at(
+            None,
+            "no environment is configured: add at least one `[environments.NAME]` table".to_owned(),
+        ));
     }
     let mut environments = BTreeMap::new();
     for (name, spanned) in raw.environments {
@@ -139,9 +148,12 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
             let pg_span = spanned_pg.span();
             let pg = spanned_pg.into_inner();
             if !valid_name(&db) {
-                return Err(at(Some(pg_span), format!(
+                return Err(at(
+                    Some(pg_span),
+                    format!(
                     "database name `{db}` in `{name}` must be lowercase letters, digits, `-` or `_`"
-                )));
+                ),
+                ));
             }
             if pg.failure_domain.trim().is_empty() {
                 return Err(at(Some(pg_span), format!(
@@ -151,7 +163,10 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
             let password = match pg.password {
                 None => None,
                 Some(source) => Some(secret(&source, env, &resolve).map_err(|m| {
-                    at(Some(pg_span.clone()), format!("`environments.{name}.postgres.{db}.password`: {m}"))
+                    at(
+                        Some(pg_span.clone()),
+                        format!("`environments.{name}.postgres.{db}.password`: {m}"),
+                    )
                 })?),
             };
             postgres.insert(
@@ -173,11 +188,17 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 let b_span = spanned_b.span();
                 let b = spanned_b.into_inner();
                 if b.failure_domain.trim().is_empty() {
-                    return Err(at(Some(b_span), format!(
+                    return Err(at(
+                        Some(b_span),
+                        format!(
                         "`environments.{name}.backups.failure_domain` must name where backups live"
-                    )));
+                    ),
+                    ));
                 }
-                if let Some((db, _)) = postgres.iter().find(|(_, p)| p.failure_domain == b.failure_domain) {
+                if let Some((db, _)) = postgres
+                    .iter()
+                    .find(|(_, p)| p.failure_domain == b.failure_domain)
+                {
                     return Err(at(Some(b_span), format!(
                         "backups of `{name}` share the failure domain `{}` with its database `{db}`; \
                          a backup must live where losing the data cannot take it too",
@@ -204,7 +225,10 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
     let state_dir = resolve(&raw.state_dir);
     let checkpoint_every = raw.audit.checkpoint_every.unwrap_or(1000);
     if checkpoint_every == 0 {
-        return Err(at(None, "`audit.checkpoint_every` must be at least 1".to_owned()));
+        return Err(at(
+            None,
+            "`audit.checkpoint_every` must be at least 1".to_owned(),
+        ));
     }
     Ok(Config {
         path: path.to_owned(),

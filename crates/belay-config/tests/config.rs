@@ -28,8 +28,12 @@ impl Env for FakeEnv {
 
 fn env_with_passwords() -> FakeEnv {
     let mut env = FakeEnv::default();
-    env.vars.insert("BELAY_STAGING_PASSWORD".into(), "s3cret-staging".into());
-    env.vars.insert("BELAY_PRODUCTION_PASSWORD".into(), "s3cret-production".into());
+    env.vars
+        .insert("BELAY_STAGING_PASSWORD".into(), "s3cret-staging".into());
+    env.vars.insert(
+        "BELAY_PRODUCTION_PASSWORD".into(),
+        "s3cret-production".into(),
+    );
     env
 }
 
@@ -46,7 +50,10 @@ fn the_init_template_loads() {
     assert!(production.production);
     assert!(!config.environment("staging").unwrap().production);
     let main = &production.postgres["main"];
-    assert_eq!(main.password.as_ref().unwrap().expose(), "s3cret-production");
+    assert_eq!(
+        main.password.as_ref().unwrap().expose(),
+        "s3cret-production"
+    );
     assert_eq!(config.audit.checkpoint_every, 1000);
 }
 
@@ -59,30 +66,50 @@ fn secrets_never_show_in_debug_output() {
 
 #[test]
 fn unknown_keys_are_errors_with_a_line() {
-    let text = belay_config::init_template().replace("checkpoint_every = 1000", "checkpoint_every = 1000\ncheckpoint_evry = 5");
+    let text = belay_config::init_template().replace(
+        "checkpoint_every = 1000",
+        "checkpoint_every = 1000\ncheckpoint_evry = 5",
+    );
     let err = parse(&text, &env_with_passwords()).unwrap_err().to_string();
     assert!(err.starts_with("/etc/belay/belay.toml:"), "{err}");
     assert!(err.contains("checkpoint_evry"), "{err}");
-    let line = text.lines().position(|l| l.starts_with("checkpoint_evry")).unwrap() + 1;
-    assert!(err.contains(&format!(":{line}:")), "expected line {line}: {err}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("checkpoint_evry"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(":{line}:")),
+        "expected line {line}: {err}"
+    );
 }
 
 #[test]
 fn a_missing_secret_names_the_variable_not_a_value() {
     let mut env = env_with_passwords();
     env.vars.remove("BELAY_PRODUCTION_PASSWORD");
-    let err = parse(belay_config::init_template(), &env).unwrap_err().to_string();
+    let err = parse(belay_config::init_template(), &env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("BELAY_PRODUCTION_PASSWORD"), "{err}");
-    assert!(err.contains("environments.production.postgres.main.password"), "{err}");
+    assert!(
+        err.contains("environments.production.postgres.main.password"),
+        "{err}"
+    );
     assert!(!err.contains("s3cret"), "{err}");
 }
 
 #[test]
 fn secrets_from_files_lose_their_trailing_newline() {
-    let text = belay_config::init_template()
-        .replace("password = { env = \"BELAY_STAGING_PASSWORD\" }", "password = { file = \"secrets/staging\" }");
+    let text = belay_config::init_template().replace(
+        "password = { env = \"BELAY_STAGING_PASSWORD\" }",
+        "password = { file = \"secrets/staging\" }",
+    );
     let mut env = env_with_passwords();
-    env.files.insert(PathBuf::from("/etc/belay/secrets/staging"), "from-file\n".into());
+    env.files.insert(
+        PathBuf::from("/etc/belay/secrets/staging"),
+        "from-file\n".into(),
+    );
     let config = parse(&text, &env).unwrap();
     let pg = &config.environment("staging").unwrap().postgres["main"];
     assert_eq!(pg.password.as_ref().unwrap().expose(), "from-file");
@@ -90,9 +117,16 @@ fn secrets_from_files_lose_their_trailing_newline() {
 
 #[test]
 fn backups_in_the_failure_domain_of_the_data_are_refused() {
-    let text = belay_config::init_template().replacen("failure_domain = \"backup-disk\"", "failure_domain = \"staging-db\"", 1);
+    let text = belay_config::init_template().replacen(
+        "failure_domain = \"backup-disk\"",
+        "failure_domain = \"staging-db\"",
+        1,
+    );
     let err = parse(&text, &env_with_passwords()).unwrap_err().to_string();
-    assert!(err.contains("share the failure domain `staging-db`"), "{err}");
+    assert!(
+        err.contains("share the failure domain `staging-db`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,7 +134,10 @@ fn syntax_errors_and_bad_values_point_at_the_line() {
     for (bad, needle) in [
         ("tier = \"non-production\"", "tier = \"sometimes\""),
         ("port = 5432", "port = \"five\""),
-        ("postgres = \"127.0.0.1:6432\"", "postgres = \"not an address\""),
+        (
+            "postgres = \"127.0.0.1:6432\"",
+            "postgres = \"not an address\"",
+        ),
         ("state_dir = \"state\"", "state_dir = "),
     ] {
         let text = belay_config::init_template().replacen(bad, needle, 1);

@@ -118,7 +118,14 @@ impl PolicyEngine {
     /// `@approvals` must be a positive whole number and only on forbid policies.
     pub fn new(text: &str) -> Result<PolicyEngine, Error> {
         let schema = Schema::from_str(SCHEMA).map_err(|e| Error::Schema(e.to_string()))?;
-        let parsed = PolicySet::from_str(text).map_err(|e| Error::Parse(render_errors(&e)))?;
+        let parsed = PolicySet::from_str(text).map_err(|e| {
+            Error::Parse(
+                e.iter()
+                    .map(|d| located(text, d))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
         let mut policies = PolicySet::new();
         let mut held = Vec::new();
         for (index, policy) in parsed.policies().enumerate() {
@@ -130,12 +137,16 @@ impl PolicyEngine {
             };
             let id = PolicyId::new(id);
             if let Some(n) = policy.annotation("approvals") {
-                let count = n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    Error::Annotation {
-                        id: id.to_string(),
-                        message: format!("@approvals(\"{n}\") must be a whole number of at least 1"),
-                    }
-                })?;
+                let count =
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| Error::Annotation {
+                            id: id.to_string(),
+                            message: format!(
+                                "@approvals(\"{n}\") must be a whole number of at least 1"
+                            ),
+                        })?;
                 if policy.effect() != cedar_policy::Effect::Forbid {
                     return Err(Error::Annotation {
                         id: id.to_string(),
@@ -165,7 +176,7 @@ impl PolicyEngine {
         if !validation.validation_passed() {
             let problems: Vec<String> = validation
                 .validation_errors()
-                .map(|e| format!("policy `{}`: {e}", e.policy_id()))
+                .map(|e| format!("policy `{}`: {}", e.policy_id(), located(text, e)))
                 .collect();
             return Err(Error::Invalid(problems.join("; ")));
         }
@@ -284,7 +295,10 @@ impl PolicyEngine {
         }
         let needed = deciding
             .iter()
-            .filter_map(|p| p.annotation("approvals").and_then(|n| n.parse::<u32>().ok()))
+            .filter_map(|p| {
+                p.annotation("approvals")
+                    .and_then(|n| n.parse::<u32>().ok())
+            })
             .max()
             .unwrap_or(1);
         Ok(Decision {
@@ -341,6 +355,22 @@ impl PolicyEngine {
     }
 }
 
-fn render_errors(e: &cedar_policy::ParseErrors) -> String {
-    e.to_string()
+/// `line L: message`, from the first source span the diagnostic labels.
+fn located(text: &str, diagnostic: &dyn miette::Diagnostic) -> String {
+    let offset = diagnostic
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset());
+    let help = diagnostic
+        .help()
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
+    match offset {
+        Some(offset) => {
+            let before = text.get(..offset.min(text.len())).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            format!("line {line}: {diagnostic}{help}")
+        }
+        None => format!("{diagnostic}{help}"),
+    }
 }

@@ -11,7 +11,9 @@ fn engine() -> PolicyEngine {
 
 fn decide(production: bool, class: Class, grant: Option<Class>) -> belay_core::Decision {
     let env = if production { "production" } else { "staging" };
-    engine().evaluate(&ActionRequest::new("ci-bot", "alice", env, production, class, grant))
+    engine().evaluate(&ActionRequest::new(
+        "ci-bot", "alice", env, production, class, grant,
+    ))
 }
 
 #[test]
@@ -25,18 +27,31 @@ fn reads_are_allowed_in_both_tiers() {
 
 #[test]
 fn writes_are_allowed_outside_production_and_held_in_production_unless_granted() {
-    assert_eq!(decide(false, Class::Write, Some(Class::Destructive)).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(false, Class::Write, Some(Class::Destructive)).verdict,
+        Verdict::Allow
+    );
     let held = decide(true, Class::Write, Some(Class::Read));
     assert_eq!(held.verdict, Verdict::Approve(1), "{held:?}");
     assert_eq!(held.policies, ["production-write"]);
-    assert_eq!(decide(true, Class::Write, Some(Class::Write)).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(true, Class::Write, Some(Class::Write)).verdict,
+        Verdict::Allow
+    );
 }
 
 #[test]
 fn ddl_is_allowed_outside_production_and_always_held_in_production() {
-    assert_eq!(decide(false, Class::Ddl, Some(Class::Ddl)).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(false, Class::Ddl, Some(Class::Ddl)).verdict,
+        Verdict::Allow
+    );
     for grant in [Class::Read, Class::Write, Class::Ddl, Class::Destructive] {
-        assert_eq!(decide(true, Class::Ddl, Some(grant)).verdict, Verdict::Approve(1), "{grant}");
+        assert_eq!(
+            decide(true, Class::Ddl, Some(grant)).verdict,
+            Verdict::Approve(1),
+            "{grant}"
+        );
     }
 }
 
@@ -48,8 +63,15 @@ fn destructive_is_reversible_outside_production_and_held_with_backup_in_producti
 
     let production = decide(true, Class::Destructive, Some(Class::Destructive));
     assert_eq!(production.verdict, Verdict::Approve(1));
-    assert!(production.reversible && production.backup_first, "{production:?}");
-    assert!(production.reason.contains("verified backup"), "{}", production.reason);
+    assert!(
+        production.reversible && production.backup_first,
+        "{production:?}"
+    );
+    assert!(
+        production.reason.contains("verified backup"),
+        "{}",
+        production.reason
+    );
 }
 
 #[test]
@@ -74,7 +96,14 @@ fn an_agent_without_a_grant_is_denied_even_reads() {
 
 #[test]
 fn a_target_outside_the_environment_is_denied() {
-    let mut request = ActionRequest::new("ci-bot", "alice", "staging", false, Class::Read, Some(Class::Destructive));
+    let mut request = ActionRequest::new(
+        "ci-bot",
+        "alice",
+        "staging",
+        false,
+        Class::Read,
+        Some(Class::Destructive),
+    );
     request.foreign_target = true;
     let d = engine().evaluate(&request);
     assert_eq!(d.verdict, Verdict::Deny);
@@ -90,7 +119,14 @@ fn beyond_the_grant_outside_production_is_held() {
 
 #[test]
 fn approvals_lift_the_hold() {
-    let mut request = ActionRequest::new("ci-bot", "alice", "production", true, Class::Destructive, Some(Class::Read));
+    let mut request = ActionRequest::new(
+        "ci-bot",
+        "alice",
+        "production",
+        true,
+        Class::Destructive,
+        Some(Class::Read),
+    );
     request.approvals = 1;
     let d = engine().evaluate(&request);
     assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
@@ -105,7 +141,14 @@ fn quorum_lives_in_the_policy() {
     );
     assert_ne!(two_person, DEFAULT_POLICY);
     let engine = PolicyEngine::new(&two_person).unwrap();
-    let mut request = ActionRequest::new("ci-bot", "alice", "production", true, Class::Destructive, Some(Class::Read));
+    let mut request = ActionRequest::new(
+        "ci-bot",
+        "alice",
+        "production",
+        true,
+        Class::Destructive,
+        Some(Class::Read),
+    );
     assert_eq!(engine.evaluate(&request).verdict, Verdict::Approve(2));
     request.approvals = 1;
     assert_eq!(engine.evaluate(&request).verdict, Verdict::Approve(2));
@@ -122,7 +165,14 @@ fn an_evaluation_error_denies_even_when_the_erroring_policy_is_a_forbid() {
          when {{ context has row_estimate && context.row_estimate * 1000000000000 > 0 }};"
     );
     let engine = PolicyEngine::new(&policy).unwrap();
-    let mut request = ActionRequest::new("ci-bot", "alice", "staging", false, Class::Read, Some(Class::Read));
+    let mut request = ActionRequest::new(
+        "ci-bot",
+        "alice",
+        "staging",
+        false,
+        Class::Read,
+        Some(Class::Read),
+    );
     request.row_estimate = Some(u64::MAX);
     let d = engine.evaluate(&request);
     assert_eq!(d.verdict, Verdict::Deny, "{d:?}");
@@ -132,13 +182,25 @@ fn an_evaluation_error_denies_even_when_the_erroring_policy_is_a_forbid() {
 #[test]
 fn policies_must_be_named_and_annotations_well_formed() {
     let unnamed = "permit (principal, action, resource);";
-    assert!(PolicyEngine::new(unnamed).unwrap_err().to_string().contains("@id"));
+    assert!(PolicyEngine::new(unnamed)
+        .unwrap_err()
+        .to_string()
+        .contains("@id"));
     let bad_count = "@id(\"x\")\n@approvals(\"zero\")\nforbid (principal, action, resource);";
-    assert!(PolicyEngine::new(bad_count).unwrap_err().to_string().contains("@approvals"));
+    assert!(PolicyEngine::new(bad_count)
+        .unwrap_err()
+        .to_string()
+        .contains("@approvals"));
     let on_permit = "@id(\"x\")\n@approvals(\"1\")\npermit (principal, action, resource);";
-    assert!(PolicyEngine::new(on_permit).unwrap_err().to_string().contains("forbid"));
+    assert!(PolicyEngine::new(on_permit)
+        .unwrap_err()
+        .to_string()
+        .contains("forbid"));
     let duplicate = "@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\nforbid (principal, action, resource);";
-    assert!(PolicyEngine::new(duplicate).unwrap_err().to_string().contains("share"));
+    assert!(PolicyEngine::new(duplicate)
+        .unwrap_err()
+        .to_string()
+        .contains("share"));
 }
 
 #[test]
@@ -147,16 +209,29 @@ fn policies_that_do_not_match_the_schema_are_rejected() {
     let err = PolicyEngine::new(typo).unwrap_err().to_string();
     assert!(err.contains("schema"), "{err}");
     let garbage = "permit (principal, action, resource) when {";
-    assert!(PolicyEngine::new(garbage).unwrap_err().to_string().contains("parse"));
+    assert!(PolicyEngine::new(garbage)
+        .unwrap_err()
+        .to_string()
+        .contains("parse"));
 }
 
 #[test]
 fn diff_shows_a_widening_edit() {
-    let widened = DEFAULT_POLICY.replace("when { resource.production };\n", "when { resource.production && context.grant_level < 4 };\n");
+    let widened = DEFAULT_POLICY.replace(
+        "when { resource.production };\n",
+        "when { resource.production && context.grant_level < 4 };\n",
+    );
     assert_ne!(widened, DEFAULT_POLICY);
     let changes = diff(&engine(), &PolicyEngine::new(&widened).unwrap());
     assert!(!changes.is_empty());
-    assert!(changes.iter().all(|c| c.production && c.grant == Some(Class::Destructive)), "{changes:?}");
-    assert!(changes.iter().any(|c| c.class == Class::Destructive && c.widens()));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.production && c.grant == Some(Class::Destructive)),
+        "{changes:?}"
+    );
+    assert!(changes
+        .iter()
+        .any(|c| c.class == Class::Destructive && c.widens()));
     assert!(diff(&engine(), &engine()).is_empty());
 }
