@@ -1,0 +1,229 @@
+//! The audit writer: one thread, one connection, group commit.
+//!
+//! Callers hand drafts over a channel; the writer takes everything waiting (up to a batch
+//! limit), chains and inserts it in one `BEGIN IMMEDIATE` transaction and commits, which with
+//! `synchronous=FULL` is one fsync for the whole batch. Only then does each caller learn its
+//! sequence number. The head is read inside the transaction, so several processes appending
+//! to the same file still form one chain.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
+
+use belay_audit::{CheckpointKey, Draft, Event, GENESIS};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::Error;
+
+const MAX_BATCH: usize = 4096;
+
+pub(crate) enum Job {
+    Append(Draft, SyncSender<Result<u64, Error>>),
+    Checkpoint(i64, SyncSender<Result<Option<u64>, Error>>),
+}
+
+/// A submitted event; `wait` returns once it is durable.
+#[derive(Debug)]
+pub struct Ticket(Result<mpsc::Receiver<Result<u64, Error>>, Error>);
+
+impl Ticket {
+    pub(crate) fn pending(rx: Receiver<Result<u64, Error>>) -> Ticket {
+        Ticket(Ok(rx))
+    }
+
+    pub(crate) fn failed(e: Error) -> Ticket {
+        Ticket(Err(e))
+    }
+
+    /// The event's sequence number once it is durable, or why it is not.
+    pub fn wait(self) -> Result<u64, Error> {
+        let rx = self.0?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::AuditUnavailable(
+                "the audit writer stopped before confirming the event".to_owned(),
+            ))
+        })
+    }
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    key: Option<CheckpointKey>,
+    checkpoint_file: Option<PathBuf>,
+    checkpoint_every: u64,
+    last_checkpoint: u64,
+}
+
+/// Starts the writer thread.
+pub(crate) fn spawn(
+    conn: Connection,
+    key: Option<CheckpointKey>,
+    checkpoint_file: Option<PathBuf>,
+    checkpoint_every: u64,
+) -> Result<(Sender<Job>, JoinHandle<()>), Error> {
+    let last_checkpoint = match &checkpoint_file {
+        Some(path) => last_checkpoint_seq(path),
+        None => 0,
+    };
+    let mut writer = Writer {
+        conn,
+        key,
+        checkpoint_file,
+        checkpoint_every: checkpoint_every.max(1),
+        last_checkpoint,
+    };
+    let (tx, rx) = mpsc::channel::<Job>();
+    let handle = std::thread::Builder::new()
+        .name("belay-audit-writer".to_owned())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| Error::Storage(format!("cannot start the audit writer: {e}")))?;
+    Ok((tx, handle))
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut appends = Vec::new();
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(d, reply) => appends.push((d, reply)),
+                    Job::Checkpoint(now, reply) => checkpoints.push((now, reply)),
+                }
+                if appends.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d).collect();
+                match self.write_batch(&drafts) {
+                    Ok(first_seq) => {
+                        for (i, (_, reply)) in appends.iter().enumerate() {
+                            let _ = reply.send(Ok(first_seq + i as u64));
+                        }
+                        let last = first_seq + appends.len() as u64 - 1;
+                        if last / self.checkpoint_every
+                            > self.last_checkpoint / self.checkpoint_every
+                        {
+                            let now = appends.last().map(|(d, _)| d.time_us).unwrap_or_default();
+                            // A failed checkpoint does not undo durable events; the next one
+                            // covers them.
+                            let _ = self.checkpoint(now);
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in &appends {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            for (now, reply) in checkpoints {
+                let _ = reply.send(self.checkpoint(now));
+            }
+        }
+    }
+
+    fn write_batch(&mut self, drafts: &[&Draft]) -> Result<u64, Error> {
+        let unavailable = |e: rusqlite::Error| Error::AuditUnavailable(e.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let (mut seq, mut prev) = head(&tx).map_err(unavailable)?;
+        let first = seq + 1;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO audit_events (seq, time_us, actor, kind, environment, fingerprint, \
+                     class, verdict, reasons, policies, outcome, detail, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(unavailable)?;
+            for draft in drafts {
+                seq += 1;
+                let event = Event::chain(seq, &prev, (*draft).clone());
+                prev = event.hash_bytes().unwrap_or(GENESIS);
+                let d = &event.draft;
+                insert
+                    .execute(params![
+                        event.seq as i64,
+                        d.time_us,
+                        d.actor,
+                        d.kind,
+                        d.environment,
+                        d.fingerprint,
+                        d.class,
+                        d.verdict,
+                        serde_json::to_string(&d.reasons).unwrap_or_default(),
+                        serde_json::to_string(&d.policies).unwrap_or_default(),
+                        d.outcome,
+                        d.detail.to_string(),
+                        event.prev_hash,
+                        event.hash,
+                    ])
+                    .map_err(unavailable)?;
+            }
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(first)
+    }
+
+    fn checkpoint(&mut self, now_us: i64) -> Result<Option<u64>, Error> {
+        let (Some(key), Some(path)) = (&self.key, &self.checkpoint_file) else {
+            return Ok(None);
+        };
+        let (seq, hash) = head(&self.conn).map_err(|e| Error::AuditUnavailable(e.to_string()))?;
+        if seq == 0 || seq <= self.last_checkpoint {
+            return Ok(None);
+        }
+        let checkpoint = key.sign(seq, &hash, now_us);
+        let mut line =
+            serde_json::to_string(&checkpoint).map_err(|e| Error::Storage(e.to_string()))?;
+        line.push('\n');
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::Storage(format!("cannot open `{}`: {e}", path.display())))?;
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::Storage(format!("cannot write `{}`: {e}", path.display())))?;
+        self.last_checkpoint = seq;
+        Ok(Some(seq))
+    }
+}
+
+/// The last event's sequence number and hash; (0, zeros) for an empty log.
+pub(crate) fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
+    let row: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => (0, GENESIS),
+        Some((seq, hash)) => {
+            let bytes = hex::decode(&hash)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .unwrap_or(GENESIS);
+            (u64::try_from(seq).unwrap_or(0), bytes)
+        }
+    })
+}
+
+fn last_checkpoint_seq(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find_map(|l| serde_json::from_str::<belay_audit::Checkpoint>(l).ok())
+        })
+        .map_or(0, |c| c.seq)
+}

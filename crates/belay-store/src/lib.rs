@@ -1,0 +1,116 @@
+//! belay's state: humans, agents with their grants, credentials (stored only as hashes) and
+//! the audit log.
+//!
+//! `StateStore` is the seam; `SqliteStore` is the embedded default (WAL, `synchronous=FULL`,
+//! numbered migrations). Audit appends go through one writer thread that commits whatever is
+//! waiting in one transaction (group commit), so concurrent appends share an fsync and each
+//! append returns only once it is durable.
+
+mod appender;
+mod identity;
+mod sqlite;
+mod token;
+
+use std::collections::BTreeMap;
+
+use belay_audit::{Draft, Event};
+use belay_core::{Class, Secret};
+
+pub use appender::Ticket;
+pub use sqlite::{AuditOptions, SqliteStore};
+pub use token::{TokenKind, TOKEN_PREFIX_AGENT, TOKEN_PREFIX_HUMAN};
+
+/// What can go wrong with the state store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("the state store failed: {0}")]
+    Storage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the audit log is unavailable: {0}")]
+    AuditUnavailable(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// A person who owns agents and approves held actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Human {
+    pub name: String,
+    pub created_us: i64,
+    pub revoked_us: Option<i64>,
+    pub last_used_us: Option<i64>,
+}
+
+/// A non-human identity with an owner and grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub name: String,
+    pub owner: String,
+    pub created_us: i64,
+    pub expires_us: Option<i64>,
+    pub revoked_us: Option<i64>,
+    pub last_used_us: Option<i64>,
+    /// Environment -> highest class it may run without approval.
+    pub grants: BTreeMap<String, Class>,
+}
+
+/// Why a token was not accepted. Deliberately vague towards the caller: the audit event
+/// records which case it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is not a valid {0} token")]
+    Unknown(&'static str),
+    #[error("the credential of `{0}` was revoked")]
+    Revoked(String),
+    #[error("the credential of `{0}` expired")]
+    Expired(String),
+}
+
+/// The state store.
+pub trait StateStore: Send + Sync {
+    fn add_human(&self, name: &str, now_us: i64) -> Result<(Human, Secret), Error>;
+    fn humans(&self) -> Result<Vec<Human>, Error>;
+    fn revoke_human(&self, name: &str, now_us: i64) -> Result<(), Error>;
+    fn rotate_human(&self, name: &str, now_us: i64) -> Result<Secret, Error>;
+    fn authenticate_human(
+        &self,
+        token: &Secret,
+        now_us: i64,
+    ) -> Result<Result<Human, AuthError>, Error>;
+
+    fn add_agent(
+        &self,
+        name: &str,
+        owner: &str,
+        grants: &BTreeMap<String, Class>,
+        expires_us: Option<i64>,
+        now_us: i64,
+    ) -> Result<(Agent, Secret), Error>;
+    fn agents(&self) -> Result<Vec<Agent>, Error>;
+    fn agent(&self, name: &str) -> Result<Option<Agent>, Error>;
+    fn revoke_agent(&self, name: &str, now_us: i64) -> Result<(), Error>;
+    fn rotate_agent(&self, name: &str, now_us: i64) -> Result<Secret, Error>;
+    fn authenticate_agent(
+        &self,
+        token: &Secret,
+        now_us: i64,
+    ) -> Result<Result<Agent, AuthError>, Error>;
+
+    /// Appends an event and returns its sequence number once it is durable.
+    fn append(&self, draft: Draft) -> Result<u64, Error>;
+    /// Hands an event to the writer without waiting; `Ticket::wait` waits for durability.
+    fn submit(&self, draft: Draft) -> Ticket;
+    /// Events with `seq >= from`, at most `limit`, in order.
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error>;
+    /// Writes a signed checkpoint of the current head, if it moved since the last one.
+    fn checkpoint(&self, now_us: i64) -> Result<Option<u64>, Error>;
+}

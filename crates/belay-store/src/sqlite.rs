@@ -1,0 +1,301 @@
+//! `SqliteStore`: the embedded state store. WAL mode, `synchronous=FULL` (a commit is on disk
+//! before it returns), foreign keys on, numbered migrations recorded in `user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use belay_audit::{CheckpointKey, Draft, Event};
+use belay_core::{Class, Secret};
+use rusqlite::{params, Connection};
+
+use crate::appender::{self, Job, Ticket};
+use crate::{identity, Agent, AuthError, Error, Human, StateStore};
+
+/// Schema changes, applied in order; `user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE humans (
+    name TEXT PRIMARY KEY,
+    created_us INTEGER NOT NULL,
+    revoked_us INTEGER,
+    last_used_us INTEGER
+);
+CREATE TABLE agents (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES humans (name),
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER,
+    revoked_us INTEGER,
+    last_used_us INTEGER
+);
+CREATE TABLE grants (
+    agent TEXT NOT NULL REFERENCES agents (name),
+    environment TEXT NOT NULL,
+    class TEXT NOT NULL,
+    PRIMARY KEY (agent, environment)
+);
+CREATE TABLE credentials (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('agent', 'human')),
+    subject TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    revoked_us INTEGER
+);
+CREATE INDEX credentials_subject ON credentials (kind, subject);
+CREATE TABLE audit_events (
+    seq INTEGER PRIMARY KEY,
+    time_us INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    environment TEXT,
+    fingerprint TEXT,
+    class TEXT,
+    verdict TEXT,
+    reasons TEXT NOT NULL,
+    policies TEXT NOT NULL,
+    outcome TEXT,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"];
+
+/// How the audit log signs checkpoints.
+#[derive(Debug, Default)]
+pub struct AuditOptions {
+    pub key: Option<CheckpointKey>,
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_every: u64,
+}
+
+/// The embedded SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Identity operations and reads; the audit writer has its own connection.
+    conn: Mutex<Connection>,
+    /// Sends work to the audit writer thread; `close` takes it so the writer can finish.
+    writer: Mutex<Option<Sender<Job>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Storage(format!("cannot open `{}`: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the store at `path`.
+    pub fn open(path: &Path, audit: AuditOptions) -> Result<SqliteStore, Error> {
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let writer_conn = open_connection(path)?;
+        let (tx, handle) = appender::spawn(
+            writer_conn,
+            audit.key,
+            audit.checkpoint_file,
+            audit.checkpoint_every,
+        )?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Storage("the store's connection lock is poisoned".to_owned()))?;
+        f(&mut conn)
+    }
+
+    fn send(&self, job: Job) -> Result<(), Error> {
+        let writer = self
+            .writer
+            .lock()
+            .map_err(|_| Error::AuditUnavailable("the writer lock is poisoned".to_owned()))?;
+        writer
+            .as_ref()
+            .ok_or_else(|| Error::AuditUnavailable("the store is closed".to_owned()))?
+            .send(job)
+            .map_err(|_| Error::AuditUnavailable("the audit writer has stopped".to_owned()))
+    }
+
+    /// Stops the writer after it has written everything submitted.
+    pub fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        if let Some(handle) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let done = usize::try_from(version).unwrap_or(0);
+    if done > MIGRATIONS.len() {
+        return Err(Error::Storage(format!(
+            "the state store was written by a newer belay (schema version {done}, this one knows {})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl StateStore for SqliteStore {
+    fn add_human(&self, name: &str, now_us: i64) -> Result<(Human, Secret), Error> {
+        self.with_conn(|c| identity::add_human(c, name, now_us))
+    }
+
+    fn humans(&self) -> Result<Vec<Human>, Error> {
+        self.with_conn(|c| identity::humans(c))
+    }
+
+    fn revoke_human(&self, name: &str, now_us: i64) -> Result<(), Error> {
+        self.with_conn(|c| identity::revoke(c, crate::TokenKind::Human, name, now_us))
+    }
+
+    fn rotate_human(&self, name: &str, now_us: i64) -> Result<Secret, Error> {
+        self.with_conn(|c| identity::rotate(c, crate::TokenKind::Human, name, now_us))
+    }
+
+    fn authenticate_human(
+        &self,
+        token: &Secret,
+        now_us: i64,
+    ) -> Result<Result<Human, AuthError>, Error> {
+        self.with_conn(|c| identity::authenticate_human(c, token, now_us))
+    }
+
+    fn add_agent(
+        &self,
+        name: &str,
+        owner: &str,
+        grants: &std::collections::BTreeMap<String, Class>,
+        expires_us: Option<i64>,
+        now_us: i64,
+    ) -> Result<(Agent, Secret), Error> {
+        self.with_conn(|c| identity::add_agent(c, name, owner, grants, expires_us, now_us))
+    }
+
+    fn agents(&self) -> Result<Vec<Agent>, Error> {
+        self.with_conn(|c| identity::agents(c, None))
+    }
+
+    fn agent(&self, name: &str) -> Result<Option<Agent>, Error> {
+        self.with_conn(|c| Ok(identity::agents(c, Some(name))?.into_iter().next()))
+    }
+
+    fn revoke_agent(&self, name: &str, now_us: i64) -> Result<(), Error> {
+        self.with_conn(|c| identity::revoke(c, crate::TokenKind::Agent, name, now_us))
+    }
+
+    fn rotate_agent(&self, name: &str, now_us: i64) -> Result<Secret, Error> {
+        self.with_conn(|c| identity::rotate(c, crate::TokenKind::Agent, name, now_us))
+    }
+
+    fn authenticate_agent(
+        &self,
+        token: &Secret,
+        now_us: i64,
+    ) -> Result<Result<Agent, AuthError>, Error> {
+        self.with_conn(|c| identity::authenticate_agent(c, token, now_us))
+    }
+
+    fn append(&self, draft: Draft) -> Result<u64, Error> {
+        self.submit(draft).wait()
+    }
+
+    fn submit(&self, draft: Draft) -> Ticket {
+        let (tx, rx) = mpsc::sync_channel(1);
+        match self.send(Job::Append(draft, tx)) {
+            Ok(()) => Ticket::pending(rx),
+            Err(e) => Ticket::failed(e),
+        }
+    }
+
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, time_us, actor, kind, environment, fingerprint, class, verdict, \
+                 reasons, policies, outcome, detail, prev_hash, hash \
+                 FROM audit_events WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    i64::try_from(from).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    let reasons: String = r.get(8)?;
+                    let policies: String = r.get(9)?;
+                    let detail: String = r.get(11)?;
+                    Ok(Event {
+                        seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        draft: Draft {
+                            time_us: r.get(1)?,
+                            actor: r.get(2)?,
+                            kind: r.get(3)?,
+                            environment: r.get(4)?,
+                            fingerprint: r.get(5)?,
+                            class: r.get(6)?,
+                            verdict: r.get(7)?,
+                            // A value that no longer parses keeps its text, so that verify
+                            // reports the edit instead of the reader hiding it.
+                            reasons: serde_json::from_str(&reasons)
+                                .unwrap_or_else(|_| vec![reasons]),
+                            policies: serde_json::from_str(&policies)
+                                .unwrap_or_else(|_| vec![policies]),
+                            outcome: r.get(10)?,
+                            detail: serde_json::from_str(&detail)
+                                .unwrap_or(serde_json::Value::String(detail)),
+                        },
+                        prev_hash: r.get(12)?,
+                        hash: r.get(13)?,
+                    })
+                },
+            )?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+        })
+    }
+
+    fn checkpoint(&self, now_us: i64) -> Result<Option<u64>, Error> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::Checkpoint(now_us, tx))?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::AuditUnavailable(
+                "the audit writer stopped".to_owned(),
+            ))
+        })
+    }
+}
