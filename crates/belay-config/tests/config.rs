@@ -26,6 +26,11 @@ impl Env for FakeEnv {
     }
 }
 
+/// The init template with its password lines switched on.
+fn template() -> String {
+    belay_config::init_template().replace("# password = ", "password = ")
+}
+
 fn env_with_passwords() -> FakeEnv {
     let mut env = FakeEnv::default();
     env.vars
@@ -42,8 +47,16 @@ fn parse(text: &str, env: &FakeEnv) -> Result<Config, Error> {
 }
 
 #[test]
+fn the_init_template_loads_as_written() {
+    let config = parse(belay_config::init_template(), &FakeEnv::default()).unwrap();
+    assert!(config.environment("staging").unwrap().postgres["main"]
+        .password
+        .is_none());
+}
+
+#[test]
 fn the_init_template_loads() {
-    let config = parse(belay_config::init_template(), &env_with_passwords()).unwrap();
+    let config = parse(&template(), &env_with_passwords()).unwrap();
     assert_eq!(config.state_dir, Path::new("/etc/belay/state"));
     assert_eq!(config.policy, Path::new("/etc/belay/policy.cedar"));
     let production = config.environment("production").unwrap();
@@ -59,14 +72,14 @@ fn the_init_template_loads() {
 
 #[test]
 fn secrets_never_show_in_debug_output() {
-    let config = parse(belay_config::init_template(), &env_with_passwords()).unwrap();
+    let config = parse(&template(), &env_with_passwords()).unwrap();
     let printed = format!("{config:?}");
     assert!(!printed.contains("s3cret"), "{printed}");
 }
 
 #[test]
 fn unknown_keys_are_errors_with_a_line() {
-    let text = belay_config::init_template().replace(
+    let text = template().replace(
         "checkpoint_every = 1000",
         "checkpoint_every = 1000\ncheckpoint_evry = 5",
     );
@@ -88,9 +101,7 @@ fn unknown_keys_are_errors_with_a_line() {
 fn a_missing_secret_names_the_variable_not_a_value() {
     let mut env = env_with_passwords();
     env.vars.remove("BELAY_PRODUCTION_PASSWORD");
-    let err = parse(belay_config::init_template(), &env)
-        .unwrap_err()
-        .to_string();
+    let err = parse(&template(), &env).unwrap_err().to_string();
     assert!(err.contains("BELAY_PRODUCTION_PASSWORD"), "{err}");
     assert!(
         err.contains("environments.production.postgres.main.password"),
@@ -101,7 +112,7 @@ fn a_missing_secret_names_the_variable_not_a_value() {
 
 #[test]
 fn secrets_from_files_lose_their_trailing_newline() {
-    let text = belay_config::init_template().replace(
+    let text = template().replace(
         "password = { env = \"BELAY_STAGING_PASSWORD\" }",
         "password = { file = \"secrets/staging\" }",
     );
@@ -117,7 +128,7 @@ fn secrets_from_files_lose_their_trailing_newline() {
 
 #[test]
 fn backups_in_the_failure_domain_of_the_data_are_refused() {
-    let text = belay_config::init_template().replacen(
+    let text = template().replacen(
         "failure_domain = \"backup-disk\"",
         "failure_domain = \"staging-db\"",
         1,
@@ -140,7 +151,7 @@ fn syntax_errors_and_bad_values_point_at_the_line() {
         ),
         ("state_dir = \"state\"", "state_dir = "),
     ] {
-        let text = belay_config::init_template().replacen(bad, needle, 1);
+        let text = template().replacen(bad, needle, 1);
         let err = parse(&text, &env_with_passwords()).unwrap_err();
         assert!(matches!(err, Error::At { .. }), "`{needle}`: {err}");
     }

@@ -1,0 +1,190 @@
+//! The composition root: a validated configuration becomes an `App` that classifies actions,
+//! decides them by policy, writes every decision and every identity change to the audit log,
+//! and manages humans and agents.
+//!
+//! Invariant: on the decision path every error is a denial, and a decision that cannot be
+//! written to the audit log is a denial.
+
+mod decide;
+mod identity;
+mod init;
+mod policy_cases;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use belay_audit::{CheckpointKey, Draft};
+use belay_config::Config;
+use belay_policy::PolicyEngine;
+use belay_sql::{Classifier, Limits};
+use belay_store::{AuditOptions, SqliteStore, StateStore};
+
+pub use decide::{Explanation, Outcome};
+pub use init::{init, InitReport};
+pub use policy_cases::{run_cases, CaseResult};
+pub use verify::{verify_audit, VerifyReport};
+
+/// Errors outside the decision path (which never fails: it denies).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] belay_config::Error),
+    #[error("{path}: {source}")]
+    Policy {
+        path: PathBuf,
+        source: belay_policy::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] belay_store::Error),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The state database inside the state directory.
+pub fn database_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("belay.db")
+}
+
+/// The checkpoint signing key inside the state directory.
+pub fn key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit-signing.key")
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A running belay: configuration, policy, classifier and state.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub policy: PolicyEngine,
+    pub classifier: Classifier,
+    store: Arc<SqliteStore>,
+    public_key: String,
+}
+
+impl App {
+    /// Opens everything `config` names: the policy (parsed and validated), the state store
+    /// (created and migrated if needed) and the checkpoint key.
+    pub fn open(config: Config) -> Result<App, Error> {
+        let policy_text = std::fs::read_to_string(&config.policy).map_err(|e| {
+            Error::Io(format!(
+                "cannot read the policy `{}`: {e}",
+                config.policy.display()
+            ))
+        })?;
+        let policy = PolicyEngine::new(&policy_text).map_err(|source| Error::Policy {
+            path: config.policy.clone(),
+            source,
+        })?;
+        create_private_dir(&config.state_dir)?;
+        let key = load_or_create_key(&key_path(&config.state_dir))?;
+        let public_key = key.public_hex();
+        if let Some(parent) = config.audit.checkpoint_file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Io(format!("cannot create `{}`: {e}", parent.display())))?;
+        }
+        let store = SqliteStore::open(
+            &database_path(&config.state_dir),
+            AuditOptions {
+                key: Some(key),
+                checkpoint_file: Some(config.audit.checkpoint_file.clone()),
+                checkpoint_every: config.audit.checkpoint_every,
+            },
+        )?;
+        let classifier = Classifier::new(
+            Limits {
+                max_input_bytes: config.sql.max_input_bytes,
+                ..Limits::default()
+            },
+            10_000,
+        );
+        Ok(App {
+            config,
+            policy,
+            classifier,
+            store: Arc::new(store),
+            public_key,
+        })
+    }
+
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
+    /// Hex public key that signs this state directory's checkpoints.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// Appends an event; the caller proceeds only once it is durable.
+    pub fn audit(&self, draft: Draft) -> Result<u64, Error> {
+        Ok(self.store.append(draft)?)
+    }
+
+    /// Writes a final checkpoint and stops the audit writer.
+    pub fn close(&self) -> Result<(), Error> {
+        let result = self.store.checkpoint(now_us());
+        self.store.close();
+        result.map(|_| ()).map_err(Error::from)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Io(format!(
+            "cannot create the state directory `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Io(format!("cannot restrict `{}`: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn load_or_create_key(path: &Path) -> Result<CheckpointKey, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => CheckpointKey::from_hex(&text)
+            .map_err(|e| Error::Invalid(format!("`{}`: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| Error::Io(format!("the system's random source failed: {e}")))?;
+            let key = CheckpointKey::from_bytes(bytes);
+            write_private(path, &key.to_hex())?;
+            Ok(key)
+        }
+        Err(e) => Err(Error::Io(format!("cannot read `{}`: {e}", path.display()))),
+    }
+}
+
+/// Writes a file only its owner can read.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::Io(format!("cannot create `{}`: {e}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::Io(format!("cannot write `{}`: {e}", path.display())))
+}
