@@ -11,7 +11,7 @@ fn draft(i: u64) -> Draft {
         time_us: 1_700_000_000_000_000 + i as i64,
         actor: format!("agent:bot-{}", i % 3),
         kind: "decision".into(),
-        environment: Some(if i % 2 == 0 { "staging" } else { "production" }.into()),
+        environment: Some(if i.is_multiple_of(2) { "staging" } else { "production" }.into()),
         fingerprint: Some(format!("{i:064x}")),
         class: Some("write".into()),
         verdict: Some("allow".into()),

@@ -1,6 +1,8 @@
 //! Policy evaluation latency: one Cedar evaluation of the default policy, for a read that is
 //! allowed and a production DROP that is held.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks fail loudly
+
 use belay_core::Class;
 use belay_policy::{ActionRequest, PolicyEngine, DEFAULT_POLICY};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

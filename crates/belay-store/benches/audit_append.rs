@@ -1,6 +1,8 @@
 //! Audit append throughput with group commit: many events submitted at once share commits.
 //! Budget (docs/BENCHMARKS.md): at least 50,000 events/s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmarks fail loudly
+
 use belay_audit::Draft;
 use belay_store::{AuditOptions, SqliteStore, StateStore};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

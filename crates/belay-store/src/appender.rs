@@ -18,7 +18,7 @@ use crate::Error;
 const MAX_BATCH: usize = 4096;
 
 pub(crate) enum Job {
-    Append(Draft, SyncSender<Result<u64, Error>>),
+    Append(Box<Draft>, SyncSender<Result<u64, Error>>),
     Checkpoint(i64, SyncSender<Result<Option<u64>, Error>>),
 }
 
@@ -96,7 +96,7 @@ impl Writer {
                 }
             }
             if !appends.is_empty() {
-                let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d).collect();
+                let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d.as_ref()).collect();
                 match self.write_batch(&drafts) {
                     Ok(first_seq) => {
                         for (i, (_, reply)) in appends.iter().enumerate() {

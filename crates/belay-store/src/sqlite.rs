@@ -178,7 +178,7 @@ impl StateStore for SqliteStore {
     }
 
     fn humans(&self) -> Result<Vec<Human>, Error> {
-        self.with_conn(|c| identity::humans(c))
+        self.with_conn(identity::humans)
     }
 
     fn revoke_human(&self, name: &str, now_us: i64) -> Result<(), Error> {
@@ -238,7 +238,7 @@ impl StateStore for SqliteStore {
 
     fn submit(&self, draft: Draft) -> Ticket {
         let (tx, rx) = mpsc::sync_channel(1);
-        match self.send(Job::Append(draft, tx)) {
+        match self.send(Job::Append(Box::new(draft), tx)) {
             Ok(()) => Ticket::pending(rx),
             Err(e) => Ticket::failed(e),
         }
