@@ -86,14 +86,39 @@ impl Event {
 }
 
 fn hash_of(seq: u64, prev_hash: &str, draft: &Draft) -> [u8; 32] {
+    // Object keys in `detail` are sorted before hashing, so the hash does not depend on
+    // whether serde_json preserves insertion order in this build.
+    let sorted = Draft {
+        detail: sorted_keys(&draft.detail),
+        ..draft.clone()
+    };
     let canonical = Canonical {
         seq,
         prev_hash,
-        draft,
+        draft: &sorted,
     };
     // Serialising these types cannot fail: no maps with non-string keys, no floats NaN.
     let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
     Sha256::digest(&bytes).into()
+}
+
+fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted_keys).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 pub(crate) fn decode_hash(text: &str) -> Option<[u8; 32]> {

@@ -11,7 +11,14 @@ fn draft(i: u64) -> Draft {
         time_us: 1_700_000_000_000_000 + i as i64,
         actor: format!("agent:bot-{}", i % 3),
         kind: "decision".into(),
-        environment: Some(if i.is_multiple_of(2) { "staging" } else { "production" }.into()),
+        environment: Some(
+            if i.is_multiple_of(2) {
+                "staging"
+            } else {
+                "production"
+            }
+            .into(),
+        ),
         fingerprint: Some(format!("{i:064x}")),
         class: Some("write".into()),
         verdict: Some("allow".into()),
@@ -148,4 +155,16 @@ fn checkpoints_catch_truncation_and_tampering() {
     let again = CheckpointKey::from_hex(&key.to_hex()).unwrap();
     assert_eq!(again.public_hex(), public);
     assert!(!format!("{key:?}").contains(&key.to_hex()));
+}
+
+#[test]
+fn the_hash_does_not_depend_on_key_order_in_detail() {
+    let mut a = draft(1);
+    a.detail = serde_json::from_str(r#"{"b": 1, "a": {"d": 2, "c": 3}}"#).unwrap();
+    let mut b = draft(1);
+    b.detail = serde_json::from_str(r#"{"a": {"c": 3, "d": 2}, "b": 1}"#).unwrap();
+    assert_eq!(
+        Event::chain(1, &GENESIS, a).hash,
+        Event::chain(1, &GENESIS, b).hash
+    );
 }

@@ -111,6 +111,8 @@ pub trait StateStore: Send + Sync {
     fn submit(&self, draft: Draft) -> Ticket;
     /// Events with `seq >= from`, at most `limit`, in order.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error>;
+    /// The sequence number of the last event (0 when the log is empty).
+    fn head_seq(&self) -> Result<u64, Error>;
     /// Writes a signed checkpoint of the current head, if it moved since the last one.
     fn checkpoint(&self, now_us: i64) -> Result<Option<u64>, Error>;
 }

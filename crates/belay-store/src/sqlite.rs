@@ -289,6 +289,10 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn head_seq(&self) -> Result<u64, Error> {
+        self.with_conn(|c| Ok(appender::head(c)?.0))
+    }
+
     fn checkpoint(&self, now_us: i64) -> Result<Option<u64>, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Job::Checkpoint(now_us, tx))?;

@@ -1,22 +1,50 @@
-//! The `belay` command line. `main` maps errors to exit codes; each subcommand lives in its
-//! own module.
+//! The `belay` command line. `main` maps errors to exit codes (0 success, 1 failure or a
+//! check that found a problem, 2 usage); each group of subcommands lives in its own module.
 
+mod audit;
+mod identity;
+mod policy;
+mod setup;
 mod sql;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use belay_app::App;
+use belay_config::{Config, ProcessEnv};
 use clap::{Parser, Subcommand};
 
 /// belay: a safety line between AI agents and production systems.
 #[derive(Debug, Parser)]
 #[command(name = "belay", version, about, propagate_version = true)]
 struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "BELAY_CONFIG", default_value = belay_config::DEFAULT_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a commented configuration, the default policy and its tests into DIR.
+    Init(setup::InitArgs),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(setup::ConfigCommand),
+    /// Manage humans: owners of agents and approvers of held actions.
+    #[command(subcommand)]
+    Human(identity::HumanCommand),
+    /// Manage agents: their grants and credentials.
+    #[command(subcommand)]
+    Agent(identity::AgentCommand),
+    /// Explain, test and compare policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Verify, follow and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Work with SQL the way the gateway sees it.
     #[command(subcommand)]
     Sql(sql::SqlCommand),
@@ -45,7 +73,39 @@ fn main() -> ExitCode {
 }
 
 fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config;
     match cli.command {
+        Command::Init(args) => setup::init(args),
+        Command::Config(cmd) => setup::config(&config, cmd),
+        Command::Human(cmd) => identity::human(&config, cmd),
+        Command::Agent(cmd) => identity::agent(&config, cmd),
+        Command::Policy(cmd) => policy::run(&config, cmd),
+        Command::Audit(cmd) => audit::run(&config, cmd),
         Command::Sql(cmd) => sql::run(cmd),
+    }
+}
+
+/// Loads the configuration and opens everything it names.
+pub(crate) fn open(config: &std::path::Path) -> anyhow::Result<App> {
+    let config = Config::load(config, &ProcessEnv).context("belay needs a valid configuration (pass --config PATH or set BELAY_CONFIG; `belay init DIR` writes one)")?;
+    Ok(App::open(config)?)
+}
+
+/// Who runs this command, for audit events: the operating-system user.
+pub(crate) fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("operator:{user}")
+}
+
+/// A Unix-microsecond time as RFC 3339, or `-`.
+pub(crate) fn time(us: Option<i64>) -> String {
+    match us.and_then(|us| u64::try_from(us).ok()) {
+        Some(us) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(us),
+        )
+        .to_string(),
+        None => "-".to_owned(),
     }
 }

@@ -60,7 +60,8 @@ fn classify_json_is_one_object_with_every_statement() {
         "{flags:?}"
     );
     assert!(drop["reason"].as_str().unwrap().contains("payments"));
-    let keys: Vec<&String> = drop.as_object().unwrap().keys().collect();
+    let mut keys: Vec<&String> = drop.as_object().unwrap().keys().collect();
+    keys.sort();
     assert_eq!(keys, ["class", "flags", "kind", "reason", "relations"]);
 }
 
