@@ -82,6 +82,7 @@ impl App {
                 config.policy.display()
             ))
         })?;
+        let config_text = std::fs::read_to_string(&config.path).unwrap_or_default();
         let policy = PolicyEngine::new(&policy_text).map_err(|source| Error::Policy {
             path: config.policy.clone(),
             source,
@@ -108,13 +109,46 @@ impl App {
             },
             10_000,
         );
-        Ok(App {
+        let app = App {
             config,
             policy,
             classifier,
             store: Arc::new(store),
             public_key,
-        })
+        };
+        app.record_configuration(&config_text, &policy_text)?;
+        Ok(app)
+    }
+
+    /// Records a `config.change` event when the configuration or the policy differs from what
+    /// this state directory last ran with, so that every change to them is in the audit log.
+    fn record_configuration(&self, config_text: &str, policy_text: &str) -> Result<(), Error> {
+        for (key, what, path, text) in [
+            (
+                "config_sha256",
+                "configuration",
+                &self.config.path,
+                config_text,
+            ),
+            ("policy_sha256", "policy", &self.config.policy, policy_text),
+        ] {
+            let hash = belay_audit::fingerprint(&[text]);
+            let previous = self.store.meta(key)?;
+            if previous.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            self.audit(Draft {
+                time_us: now_us(),
+                actor: "belay".to_owned(),
+                kind: "config.change".to_owned(),
+                outcome: Some(if previous.is_some() { "changed" } else { "first seen" }.to_owned()),
+                reasons: vec![format!("the {what} `{}` differs from the one last used", path.display())],
+                detail: serde_json::json!({ "file": path.display().to_string(), "what": what, "previous_sha256": previous, "sha256": hash }),
+                ..Draft::default()
+            })?;
+            self.store.set_meta(key, &hash)?;
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &dyn StateStore {

@@ -270,3 +270,33 @@ fn a_missing_configuration_is_an_error_not_a_default() {
     let err = Config::load(Path::new("/nonexistent/belay.toml"), &ProcessEnv).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/belay.toml"));
 }
+
+#[test]
+fn a_policy_change_is_an_audited_event() {
+    let (dir, app) = fresh();
+    app.close().unwrap();
+    drop(app);
+    let policy = dir.path().join("policy.cedar");
+    let text = std::fs::read_to_string(&policy).unwrap() + "\n// reviewed\n";
+    std::fs::write(&policy, text).unwrap();
+    let app =
+        App::open(Config::load(&dir.path().join("belay.toml"), &ProcessEnv).unwrap()).unwrap();
+    let events = app.store().events(1, 100).unwrap();
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e.draft.kind == "config.change")
+        .collect();
+    assert_eq!(
+        changes.last().unwrap().draft.outcome.as_deref(),
+        Some("changed"),
+        "{changes:#?}"
+    );
+    assert!(changes.last().unwrap().draft.reasons[0].contains("policy"));
+    // Opening again with nothing changed records nothing new.
+    let before = app.store().head_seq().unwrap();
+    app.close().unwrap();
+    drop(app);
+    let app =
+        App::open(Config::load(&dir.path().join("belay.toml"), &ProcessEnv).unwrap()).unwrap();
+    assert_eq!(app.store().head_seq().unwrap(), before);
+}

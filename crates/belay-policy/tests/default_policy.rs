@@ -181,26 +181,17 @@ fn an_evaluation_error_denies_even_when_the_erroring_policy_is_a_forbid() {
 
 #[test]
 fn policies_must_be_named_and_annotations_well_formed() {
-    let unnamed = "permit (principal, action, resource);";
-    assert!(PolicyEngine::new(unnamed)
-        .unwrap_err()
-        .to_string()
-        .contains("@id"));
-    let bad_count = "@id(\"x\")\n@approvals(\"zero\")\nforbid (principal, action, resource);";
-    assert!(PolicyEngine::new(bad_count)
-        .unwrap_err()
-        .to_string()
-        .contains("@approvals"));
-    let on_permit = "@id(\"x\")\n@approvals(\"1\")\npermit (principal, action, resource);";
-    assert!(PolicyEngine::new(on_permit)
-        .unwrap_err()
-        .to_string()
-        .contains("forbid"));
-    let duplicate = "@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\nforbid (principal, action, resource);";
-    assert!(PolicyEngine::new(duplicate)
-        .unwrap_err()
-        .to_string()
-        .contains("share"));
+    let cases = [
+        ("permit (principal, action, resource);", "@id"),
+        ("@id(\"x\")\n@approvals(\"zero\")\nforbid (principal, action, resource);", "@approvals"),
+        ("@id(\"x\")\n@approvals(\"1\")\npermit (principal, action, resource);", "forbid"),
+        ("@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\nforbid (principal, action, resource);", "share"),
+        ("@id(\"x\")\n@reversible(\"yes\")\npermit (principal, action, resource);", "@reversible"),
+    ];
+    for (policy, needle) in cases {
+        let err = PolicyEngine::new(policy).unwrap_err().to_string();
+        assert!(err.contains(needle), "`{policy}`: {err}");
+    }
 }
 
 #[test]

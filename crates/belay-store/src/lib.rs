@@ -111,6 +111,10 @@ pub trait StateStore: Send + Sync {
     fn submit(&self, draft: Draft) -> Ticket;
     /// Events with `seq >= from`, at most `limit`, in order.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error>;
+    /// A small piece of belay's own bookkeeping, such as the hash of the last configuration
+    /// seen.
+    fn meta(&self, key: &str) -> Result<Option<String>, Error>;
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), Error>;
     /// The sequence number of the last event (0 when the log is empty).
     fn head_seq(&self) -> Result<u64, Error>;
     /// Writes a signed checkpoint of the current head, if it moved since the last one.

@@ -8,13 +8,14 @@ use std::thread::JoinHandle;
 
 use belay_audit::{CheckpointKey, Draft, Event};
 use belay_core::{Class, Secret};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::appender::{self, Job, Ticket};
 use crate::{identity, Agent, AuthError, Error, Human, StateStore};
 
 /// Schema changes, applied in order; `user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE humans (
     name TEXT PRIMARY KEY,
     created_us INTEGER NOT NULL,
@@ -59,7 +60,14 @@ CREATE TABLE audit_events (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-"];
+",
+    r"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+",
+];
 
 /// How the audit log signs checkpoints.
 #[derive(Debug, Default)]
@@ -286,6 +294,25 @@ impl StateStore for SqliteStore {
                 },
             )?;
             rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        self.with_conn(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(Error::from)
+        })
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
         })
     }
 
