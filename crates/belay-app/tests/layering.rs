@@ -35,6 +35,7 @@ fn dependency_arrows_point_inwards() {
         ("belay-audit", &["belay-core"]),
         ("belay-config", &["belay-core"]),
         ("belay-store", &["belay-audit", "belay-core"]),
+        ("belay-pg", &["belay-core"]),
     ];
     for (krate, may_use) in allowed {
         for dep in belay_deps(krate) {
