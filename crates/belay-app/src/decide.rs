@@ -32,6 +32,21 @@ pub struct Outcome {
     pub audit_seq: Option<u64>,
 }
 
+/// `request` with the analysis's flags and relations, which policies can test.
+pub(crate) fn with_analysis(mut request: ActionRequest, analysis: &Analysis) -> ActionRequest {
+    request.flags = analysis
+        .flags()
+        .iter()
+        .map(|f| f.as_str().to_owned())
+        .collect();
+    request.relations = analysis
+        .statements
+        .iter()
+        .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
+        .collect::<BTreeSet<_>>();
+    request
+}
+
 impl App {
     /// What would happen if agent `agent` ran `sql` in `environment`, and why.
     pub fn explain(&self, agent: &str, environment: &str, sql: &str) -> Result<Explanation, Error> {
@@ -58,25 +73,17 @@ impl App {
         production: bool,
         analysis: &Analysis,
     ) -> ActionRequest {
-        let mut request = ActionRequest::new(
-            &agent.name,
-            &agent.owner,
-            environment,
-            production,
-            analysis.class,
-            agent.grants.get(environment).copied(),
-        );
-        request.flags = analysis
-            .flags()
-            .iter()
-            .map(|f| f.as_str().to_owned())
-            .collect();
-        request.relations = analysis
-            .statements
-            .iter()
-            .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
-            .collect::<BTreeSet<_>>();
-        request
+        with_analysis(
+            ActionRequest::new(
+                &agent.name,
+                &agent.owner,
+                environment,
+                production,
+                analysis.class,
+                agent.grants.get(environment).copied(),
+            ),
+            analysis,
+        )
     }
 
     /// The gateway's decision for an agent presenting `token` and running `sql` in

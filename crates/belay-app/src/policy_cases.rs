@@ -8,6 +8,7 @@ use belay_policy::{ActionRequest, PolicyEngine};
 use belay_sql::Classifier;
 use serde::Deserialize;
 
+use crate::decide::with_analysis;
 use crate::Error;
 
 /// The case file `belay init` writes: the default policy's table.
@@ -116,33 +117,18 @@ fn run_case(
         "none" => None,
         other => Some(other.parse::<Class>().map_err(|e| e.to_string())?),
     };
-    let (class, mut flags, relations) = match (&case.sql, &case.class) {
+    let env = if production { "production" } else { "staging" };
+    let new_request =
+        |class| ActionRequest::new("test-agent", "test-owner", env, production, class, grant);
+    let mut request = match (&case.sql, &case.class) {
         (Some(sql), None) => {
             let analysis = classifier.classify(sql);
-            let flags: std::collections::BTreeSet<String> = analysis
-                .flags()
-                .iter()
-                .map(|f| f.as_str().to_owned())
-                .collect();
-            let relations = analysis
-                .statements
-                .iter()
-                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
-                .collect();
-            (analysis.class, flags, relations)
+            with_analysis(new_request(analysis.class), &analysis)
         }
-        (None, Some(class)) => (
-            class.parse::<Class>().map_err(|e| e.to_string())?,
-            Default::default(),
-            Default::default(),
-        ),
+        (None, Some(class)) => new_request(class.parse::<Class>().map_err(|e| e.to_string())?),
         _ => return Err("give exactly one of `sql` or `class`".to_owned()),
     };
-    flags.extend(case.flags.iter().cloned());
-    let env = if production { "production" } else { "staging" };
-    let mut request = ActionRequest::new("test-agent", "test-owner", env, production, class, grant);
-    request.flags = flags;
-    request.relations = relations;
+    request.flags.extend(case.flags.iter().cloned());
     request.approvals = case.approvals_given;
     request.foreign_target = case.foreign_target;
     request.row_estimate = case.row_estimate;

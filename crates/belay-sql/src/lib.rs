@@ -115,13 +115,7 @@ pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
     }
     let parsed = match parse(sql, ParserOptions::DEFAULT) {
         Ok(parsed) => parsed,
-        Err(failure) => {
-            let flag = match failure {
-                ParseFailure::TooDeep(_) => Flag::TooDeep,
-                ParseFailure::Syntax(_) => Flag::ParseError,
-            };
-            return Analysis::unknown(sql.len(), flag, failure.message());
-        }
+        Err(failure) => return Analysis::unknown(sql.len(), failure.flag(), failure.message()),
     };
 
     let raws = &parsed.protobuf.stmts;
@@ -167,6 +161,13 @@ pub(crate) enum ParseFailure {
 }
 
 impl ParseFailure {
+    pub(crate) fn flag(&self) -> Flag {
+        match self {
+            ParseFailure::Syntax(_) => Flag::ParseError,
+            ParseFailure::TooDeep(_) => Flag::TooDeep,
+        }
+    }
+
     pub(crate) fn message(&self) -> String {
         match self {
             ParseFailure::Syntax(m) => format!("the input does not parse: {m}"),

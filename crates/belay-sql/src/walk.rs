@@ -3,6 +3,7 @@
 //! relations and flags. Statement-specific rules live in `statements.rs`, procedural code in
 //! `procedural.rs`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use belay_core::Class;
@@ -12,7 +13,7 @@ use pg_query::{NodeEnum, NodeRef, ParserOptions};
 use crate::analysis::{Access, Flag, ObjectKind, Relation, Statement};
 use crate::children::for_each_child;
 use crate::functions::{self, Effect};
-use crate::{parse, settings, tautology, Limits, ParseFailure};
+use crate::{parse, settings, tautology, Limits};
 
 /// How many times code inside code (a function body, a DO block, an `EXECUTE` of a constant
 /// string) is parsed again before the walk gives up and calls it `unknown`.
@@ -36,7 +37,8 @@ pub(crate) struct Walk<'a> {
     /// Nesting of code parsed out of strings (function bodies, DO blocks).
     code_nesting: usize,
     /// Text of the statement being walked; PL/pgSQL analysis needs the whole CREATE FUNCTION.
-    pub(crate) text: String,
+    /// Borrowed from the input for top-level statements, so the common case copies nothing.
+    pub(crate) text: Cow<'a, str>,
     pub(crate) unresolved_prepared: Option<String>,
 }
 
@@ -44,7 +46,7 @@ impl<'a> Walk<'a> {
     pub(crate) fn new(
         limits: &'a Limits,
         prepared: &'a HashMap<String, Statement>,
-        text: &str,
+        text: &'a str,
     ) -> Self {
         Walk {
             limits,
@@ -57,7 +59,7 @@ impl<'a> Walk<'a> {
             in_cte: 0,
             depth: 0,
             code_nesting: 0,
-            text: text.to_owned(),
+            text: Cow::Borrowed(text),
             unresolved_prepared: None,
         }
     }
@@ -437,7 +439,8 @@ impl<'a> Walk<'a> {
             }
         } else if let Some(q) = s.query.as_ref().and_then(|q| q.node.as_ref()) {
             // Plain EXPLAIN only plans; keep what it names, as read.
-            let mut inner = Walk::new(self.limits, self.prepared, &self.text);
+            let mut inner = Walk::new(self.limits, self.prepared, "");
+            inner.text = self.text.clone();
             inner.depth = self.depth;
             inner.visit(q.to_ref());
             if inner.flags.contains(&Flag::TooDeep) {
@@ -464,11 +467,7 @@ impl<'a> Walk<'a> {
         let parsed = match parse(sql, mode) {
             Ok(parsed) => parsed,
             Err(failure) => {
-                let flag = match failure {
-                    ParseFailure::TooDeep(_) => Flag::TooDeep,
-                    ParseFailure::Syntax(_) => Flag::ParseError,
-                };
-                self.flag(flag);
+                self.flag(failure.flag());
                 self.raise(
                     Class::Unknown,
                     format!(
@@ -483,7 +482,7 @@ impl<'a> Walk<'a> {
         let saved_text = std::mem::take(&mut self.text);
         for raw in &parsed.protobuf.stmts {
             if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
-                self.text = crate::statement_text(sql, raw).to_owned();
+                self.text = Cow::Owned(crate::statement_text(sql, raw).to_owned());
                 self.visit(node.to_ref());
             }
         }

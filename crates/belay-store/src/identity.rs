@@ -32,6 +32,14 @@ fn table(kind: TokenKind) -> &'static str {
     }
 }
 
+fn exists(c: &Connection, kind: TokenKind, name: &str) -> Result<bool, Error> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE name = ?1)",
+        table(kind)
+    );
+    Ok(c.query_row(&sql, [name], |r| r.get(0))?)
+}
+
 pub(crate) fn add_human(
     c: &mut Connection,
     name: &str,
@@ -39,12 +47,7 @@ pub(crate) fn add_human(
 ) -> Result<(Human, Secret), Error> {
     check_name("human", name)?;
     let tx = c.transaction()?;
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM humans WHERE name = ?1)",
-        [name],
-        |r| r.get(0),
-    )?;
-    if exists {
+    if exists(&tx, TokenKind::Human, name)? {
         return Err(Error::Conflict(format!(
             "a human named `{name}` already exists"
         )));
@@ -125,12 +128,7 @@ pub(crate) fn add_agent(
         }
         Some(None) => {}
     }
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE name = ?1)",
-        [name],
-        |r| r.get(0),
-    )?;
-    if exists {
+    if exists(&tx, TokenKind::Agent, name)? {
         return Err(Error::Conflict(format!(
             "an agent named `{name}` already exists"
         )));
@@ -214,15 +212,7 @@ pub(crate) fn revoke(
         params![name, now],
     )?;
     if updated == 0 {
-        let exists: bool = tx.query_row(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM {} WHERE name = ?1)",
-                table(kind)
-            ),
-            [name],
-            |r| r.get(0),
-        )?;
-        return Err(if exists {
+        return Err(if exists(&tx, kind, name)? {
             Error::Conflict(format!("{} `{name}` is already revoked", kind.as_str()))
         } else {
             Error::NotFound(format!("no {} named `{name}`", kind.as_str()))

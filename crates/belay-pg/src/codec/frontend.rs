@@ -78,6 +78,14 @@ pub enum Frontend {
     Password(Bytes),
 }
 
+/// A count, then that many 16-bit values.
+fn put_i16s(b: &mut BytesMut, values: &[i16]) {
+    b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+    for v in values {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
 impl Frontend {
     pub fn decode(frame: &Frame) -> Result<Frontend, Error> {
         let mut r = Reader::new(frame.tag, frame.body.clone());
@@ -167,10 +175,7 @@ impl Frontend {
             } => put_message(out, b'B', |b| {
                 put_cstr(b, portal);
                 put_cstr(b, statement);
-                b.extend_from_slice(&(param_formats.len() as i16).to_be_bytes());
-                for f in param_formats {
-                    b.extend_from_slice(&f.to_be_bytes());
-                }
+                put_i16s(b, param_formats);
                 b.extend_from_slice(&(params.len() as i16).to_be_bytes());
                 for p in params {
                     match p {
@@ -181,10 +186,7 @@ impl Frontend {
                         }
                     }
                 }
-                b.extend_from_slice(&(result_formats.len() as i16).to_be_bytes());
-                for f in result_formats {
-                    b.extend_from_slice(&f.to_be_bytes());
-                }
+                put_i16s(b, result_formats);
             }),
             Frontend::Describe(d) => put_message(out, b'D', |b| {
                 b.extend_from_slice(&[d.target.byte()]);
