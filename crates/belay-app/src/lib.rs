@@ -6,6 +6,7 @@
 //! written to the audit log is a denial.
 
 mod decide;
+mod gateway;
 mod identity;
 mod init;
 mod policy_cases;
@@ -22,6 +23,7 @@ use belay_sql::{Classifier, Limits};
 use belay_store::{AuditOptions, SqliteStore, StateStore};
 
 pub use decide::{Explanation, Outcome};
+pub use gateway::{AppGate, AppSession};
 pub use init::{init, InitReport};
 pub use policy_cases::{run_cases, CaseResult};
 pub use verify::{verify_audit, VerifyReport};

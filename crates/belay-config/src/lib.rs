@@ -13,6 +13,7 @@ mod raw;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use belay_core::Secret;
 
@@ -34,10 +35,28 @@ pub struct Config {
     pub environments: BTreeMap<String, Environment>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub postgres: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// Client connections the gateway holds at once; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Time a client has from connecting to being authenticated.
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long sessions have to finish their transaction.
+    pub shutdown_grace: Duration,
+    /// Certificate and key (PEM) for TLS with clients.
+    pub tls: Option<Tls>,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+    /// Accept a token as a cleartext password (only over TLS) for clients without SCRAM.
+    pub allow_cleartext_password: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +76,8 @@ pub struct Sql {
 pub struct Environment {
     pub name: String,
     pub production: bool,
+    /// The upstream session's `statement_timeout`, which agents cannot change.
+    pub statement_timeout: Duration,
     /// PostgreSQL databases of the environment, by name (`ENV.NAME` selects one).
     pub postgres: BTreeMap<String, Postgres>,
     pub backups: Option<BackupStore>,
@@ -70,6 +91,8 @@ pub struct Postgres {
     pub user: String,
     pub password: Option<Secret>,
     pub sslmode: SslMode,
+    /// CA certificate (PEM) that `verify-ca` and `verify-full` check the server against.
+    pub sslrootcert: Option<PathBuf>,
     pub failure_domain: String,
 }
 
@@ -123,6 +146,40 @@ impl Config {
     /// directory).
     pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Error> {
         raw::parse(path, text, env)
+    }
+
+    /// The environment and database an agent's `database` startup parameter names: `ENV`
+    /// (when the environment has one database) or `ENV.DATABASE`.
+    pub fn upstream(&self, database: &str) -> Result<(&Environment, &str, &Postgres), String> {
+        let (env_name, db) = match database.split_once('.') {
+            Some((e, d)) => (e, Some(d)),
+            None => (database, None),
+        };
+        let env =
+            self.environments.get(env_name).ok_or_else(|| {
+                format!(
+                "there is no environment named `{env_name}`; connect with database = one of: {}",
+                self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+            })?;
+        match db {
+            Some(d) => env
+                .postgres
+                .get_key_value(d)
+                .map(|(k, p)| (env, k.as_str(), p))
+                .ok_or_else(|| format!("environment `{env_name}` has no database named `{d}`")),
+            None => {
+                let mut dbs = env.postgres.iter();
+                match (dbs.next(), dbs.next()) {
+                    (Some((k, p)), None) => Ok((env, k.as_str(), p)),
+                    (None, _) => Err(format!("environment `{env_name}` has no PostgreSQL database configured")),
+                    _ => Err(format!(
+                        "environment `{env_name}` has several databases; connect with database = {}",
+                        env.postgres.keys().map(|k| format!("{env_name}.{k}")).collect::<Vec<_>>().join(" or ")
+                    )),
+                }
+            }
+        }
     }
 
     /// The environment named `name`.

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use belay_core::Secret;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{Audit, BackupStore, Config, Env, Environment, Error, Listen, Postgres, Sql, SslMode};
+use crate::{
+    Audit, BackupStore, Config, Env, Environment, Error, Listen, Postgres, Sql, SslMode, Tls,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,13 @@ struct RawConfig {
 struct RawListen {
     postgres: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    require_tls: Option<bool>,
+    allow_cleartext_password: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +60,7 @@ struct RawSql {
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     tier: Tier,
+    statement_timeout: Option<String>,
     #[serde(default)]
     postgres: BTreeMap<String, Spanned<RawPostgres>>,
     backups: Option<Spanned<RawBackups>>,
@@ -73,6 +84,7 @@ struct RawPostgres {
     password: Option<SecretSource>,
     #[serde(default = "default_sslmode")]
     sslmode: SslMode,
+    sslrootcert: Option<PathBuf>,
     failure_domain: String,
 }
 
@@ -155,6 +167,14 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 ),
                 ));
             }
+            if matches!(pg.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
+                && pg.sslrootcert.is_none()
+            {
+                return Err(at(Some(pg_span), format!(
+                    "`environments.{name}.postgres.{db}.sslmode` verifies the server's certificate: \
+                     give `sslrootcert` (the CA certificate file) too"
+                )));
+            }
             if pg.failure_domain.trim().is_empty() {
                 return Err(at(Some(pg_span), format!(
                     "`environments.{name}.postgres.{db}.failure_domain` must name where the data lives"
@@ -178,6 +198,7 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                     user: pg.user,
                     password,
                     sslmode: pg.sslmode,
+                    sslrootcert: pg.sslrootcert.map(|p| resolve(&p)),
                     failure_domain: pg.failure_domain,
                 },
             );
@@ -211,11 +232,22 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 })
             }
         };
+        let statement_timeout = duration(
+            raw_env.statement_timeout.as_deref(),
+            DEFAULT_STATEMENT_TIMEOUT,
+        )
+        .map_err(|m| {
+            at(
+                Some(span.clone()),
+                format!("`environments.{name}.statement_timeout`: {m}"),
+            )
+        })?;
         environments.insert(
             name.clone(),
             Environment {
                 name,
                 production: matches!(raw_env.tier, Tier::Production),
+                statement_timeout,
                 postgres,
                 backups,
             },
@@ -242,14 +274,61 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
             checkpoint_every,
         },
         state_dir,
-        listen: Listen {
-            postgres: raw.listen.postgres,
-            http: raw.listen.http,
-        },
+        listen: listen(raw.listen, &resolve).map_err(|m| at(None, m))?,
         sql: Sql {
             max_input_bytes: raw.sql.max_input_bytes.unwrap_or(1024 * 1024),
         },
         environments,
+    })
+}
+
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A duration written as `30s`, `5min` or `1h`; `None` takes `default`.
+fn duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("`{t}` is not a duration such as `30s` or `5min` ({e})")),
+    }
+}
+
+fn listen(raw: RawListen, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Listen, String> {
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(Tls {
+            cert: resolve(&cert),
+            key: resolve(&key),
+        }),
+        _ => return Err("`listen.tls_cert` and `listen.tls_key` go together".to_owned()),
+    };
+    let require_tls = raw.require_tls.unwrap_or(false);
+    if require_tls && tls.is_none() {
+        return Err("`listen.require_tls` needs `listen.tls_cert` and `listen.tls_key`".to_owned());
+    }
+    let allow_cleartext_password = raw.allow_cleartext_password.unwrap_or(false);
+    if allow_cleartext_password && tls.is_none() {
+        return Err(
+            "`listen.allow_cleartext_password` needs TLS (`listen.tls_cert`, `listen.tls_key`): \
+             a token must never cross the network in the clear"
+                .to_owned(),
+        );
+    }
+    let max_connections = raw.max_connections.unwrap_or(1000);
+    if max_connections == 0 {
+        return Err("`listen.max_connections` must be at least 1".to_owned());
+    }
+    Ok(Listen {
+        postgres: raw.postgres,
+        http: raw.http,
+        max_connections,
+        handshake_timeout: duration(raw.handshake_timeout.as_deref(), Duration::from_secs(10))
+            .map_err(|m| format!("`listen.handshake_timeout`: {m}"))?,
+        shutdown_grace: duration(raw.shutdown_grace.as_deref(), Duration::from_secs(30))
+            .map_err(|m| format!("`listen.shutdown_grace`: {m}"))?,
+        tls,
+        require_tls,
+        allow_cleartext_password,
     })
 }
 

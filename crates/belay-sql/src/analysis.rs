@@ -37,6 +37,21 @@ pub struct Statement {
     /// until then.
     #[serde(skip)]
     pub unresolved_prepared: Option<String>,
+    /// What the statement does to the session's SQL-level prepared statements, for a caller
+    /// that tracks them across inputs.
+    #[serde(skip)]
+    pub prepared_effect: Option<PreparedEffect>,
+}
+
+/// A statement's effect on the session's prepared statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedEffect {
+    /// `PREPARE name AS ...`: the statement's own text defines `name`.
+    Prepare(String),
+    /// `DEALLOCATE name`.
+    Deallocate(String),
+    /// `DEALLOCATE ALL` or `DISCARD ALL`.
+    DeallocateAll,
 }
 
 /// Something a statement names.
@@ -192,6 +207,7 @@ impl Analysis {
                 reason,
                 span: 0..input_len,
                 unresolved_prepared: None,
+                prepared_effect: None,
             }],
         }
     }

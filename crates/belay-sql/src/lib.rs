@@ -29,7 +29,7 @@ use belay_core::Class;
 use pg_query::protobuf::RawStmt;
 use pg_query::{NodeEnum, ParserOptions};
 
-pub use analysis::{Access, Analysis, Flag, ObjectKind, Relation, Statement};
+pub use analysis::{Access, Analysis, Flag, ObjectKind, PreparedEffect, Relation, Statement};
 
 /// Bounds on what the classifier accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,14 +132,25 @@ pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
         if raws.len() > 1 {
             walk.flag(Flag::MultipleStatements);
         }
-        let statement = walk.finish(statements::statement_kind(node.to_ref()), span);
+        let mut statement = walk.finish(statements::statement_kind(node.to_ref()), span);
         match node {
             NodeEnum::PrepareStmt(p) => {
                 prepared.insert(p.name.clone(), statement.clone());
+                statement.prepared_effect = Some(PreparedEffect::Prepare(p.name.clone()));
             }
-            NodeEnum::DeallocateStmt(d) if d.isall => prepared.clear(),
+            NodeEnum::DeallocateStmt(d) if d.isall => {
+                prepared.clear();
+                statement.prepared_effect = Some(PreparedEffect::DeallocateAll);
+            }
             NodeEnum::DeallocateStmt(d) => {
                 prepared.remove(&d.name);
+                statement.prepared_effect = Some(PreparedEffect::Deallocate(d.name.clone()));
+            }
+            NodeEnum::DiscardStmt(d)
+                if d.target == pg_query::protobuf::DiscardMode::DiscardAll as i32 =>
+            {
+                prepared.clear();
+                statement.prepared_effect = Some(PreparedEffect::DeallocateAll);
             }
             _ => {}
         }
@@ -151,6 +162,14 @@ pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
         .max()
         .unwrap_or(Class::Read);
     Analysis { class, statements }
+}
+
+/// `sql` with every constant replaced by `$n`, for records that must not hold the values a
+/// statement carries (passwords, personal data). `None` when the text does not parse.
+pub fn redact(sql: &str) -> Option<String> {
+    catch_unwind(|| pg_query::normalize(sql).ok())
+        .ok()
+        .flatten()
 }
 
 /// Why an input could not be parsed.

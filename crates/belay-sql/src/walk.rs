@@ -83,6 +83,7 @@ impl<'a> Walk<'a> {
             reason,
             span,
             unresolved_prepared: self.unresolved_prepared,
+            prepared_effect: None,
         }
     }
 

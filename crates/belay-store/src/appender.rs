@@ -35,6 +35,11 @@ impl Ticket {
         Ticket(Err(e))
     }
 
+    /// Whether the writer accepted the event, without waiting for it to be durable.
+    pub fn submitted(&self) -> Result<(), Error> {
+        self.0.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
     /// The event's sequence number once it is durable, or why it is not.
     pub fn wait(self) -> Result<u64, Error> {
         let rx = self.0?;

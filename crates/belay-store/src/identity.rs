@@ -56,10 +56,10 @@ pub(crate) fn add_human(
         "INSERT INTO humans (name, created_us) VALUES (?1, ?2)",
         params![name, now],
     )?;
-    let (token, hash) = new_token(TokenKind::Human)?;
+    let (token, hash, scram) = new_token(TokenKind::Human)?;
     tx.execute(
-        "INSERT INTO credentials (token_hash, kind, subject, created_us) VALUES (?1, 'human', ?2, ?3)",
-        params![hash, name, now],
+        "INSERT INTO credentials (token_hash, kind, subject, created_us, scram) VALUES (?1, 'human', ?2, ?3, ?4)",
+        params![hash, name, now, scram],
     )?;
     tx.commit()?;
     Ok((
@@ -143,10 +143,10 @@ pub(crate) fn add_agent(
             params![name, env, class.as_str()],
         )?;
     }
-    let (token, hash) = new_token(TokenKind::Agent)?;
+    let (token, hash, scram) = new_token(TokenKind::Agent)?;
     tx.execute(
-        "INSERT INTO credentials (token_hash, kind, subject, created_us) VALUES (?1, 'agent', ?2, ?3)",
-        params![hash, name, now],
+        "INSERT INTO credentials (token_hash, kind, subject, created_us, scram) VALUES (?1, 'agent', ?2, ?3, ?4)",
+        params![hash, name, now, scram],
     )?;
     tx.commit()?;
     let agent = Agent {
@@ -259,10 +259,10 @@ pub(crate) fn rotate(
         "UPDATE credentials SET revoked_us = ?3 WHERE kind = ?1 AND subject = ?2 AND revoked_us IS NULL",
         params![kind.as_str(), name, now],
     )?;
-    let (token, hash) = new_token(kind)?;
+    let (token, hash, scram) = new_token(kind)?;
     tx.execute(
-        "INSERT INTO credentials (token_hash, kind, subject, created_us) VALUES (?1, ?2, ?3, ?4)",
-        params![hash, kind.as_str(), name, now],
+        "INSERT INTO credentials (token_hash, kind, subject, created_us, scram) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![hash, kind.as_str(), name, now, scram],
     )?;
     tx.commit()?;
     Ok(token)
@@ -317,18 +317,26 @@ pub(crate) fn authenticate_agent(
     token: &Secret,
     now: i64,
 ) -> Result<Result<Agent, AuthError>, Error> {
-    let name = match credential(c, TokenKind::Agent, token)? {
-        Ok(name) => name,
-        Err(e) => return Ok(Err(e)),
-    };
-    let Some(agent) = agents(c, Some(&name))?.into_iter().next() else {
+    match credential(c, TokenKind::Agent, token)? {
+        Ok(name) => login_agent(c, &name, now),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The agent `name` if it may act now, recording the use.
+pub(crate) fn login_agent(
+    c: &mut Connection,
+    name: &str,
+    now: i64,
+) -> Result<Result<Agent, AuthError>, Error> {
+    let Some(agent) = agents(c, Some(name))?.into_iter().next() else {
         return Ok(Err(AuthError::Unknown("agent")));
     };
     if agent.revoked_us.is_some() {
-        return Ok(Err(AuthError::Revoked(name)));
+        return Ok(Err(AuthError::Revoked(agent.name)));
     }
     if agent.expires_us.is_some_and(|e| e <= now) {
-        return Ok(Err(AuthError::Expired(name)));
+        return Ok(Err(AuthError::Expired(agent.name)));
     }
     c.execute(
         "UPDATE agents SET last_used_us = ?2 WHERE name = ?1",
@@ -338,4 +346,13 @@ pub(crate) fn authenticate_agent(
         last_used_us: Some(now),
         ..agent
     }))
+}
+
+pub(crate) fn agent_verifier(c: &mut Connection, name: &str) -> Result<Option<String>, Error> {
+    Ok(c.prepare_cached(
+        "SELECT scram FROM credentials WHERE kind = 'agent' AND subject = ?1 \
+             AND revoked_us IS NULL AND scram IS NOT NULL ORDER BY created_us DESC LIMIT 1",
+    )?
+    .query_row([name], |r| r.get(0))
+    .optional()?)
 }

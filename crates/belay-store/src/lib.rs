@@ -105,6 +105,15 @@ pub trait StateStore: Send + Sync {
         now_us: i64,
     ) -> Result<Result<Agent, AuthError>, Error>;
 
+    /// The SCRAM-SHA-256 verifier of the agent's live credential (PostgreSQL's text form), if
+    /// it has one. Credentials made before verifiers were stored have none: rotate them.
+    fn agent_verifier(&self, name: &str) -> Result<Option<String>, Error>;
+    /// The agent, once its credential was proven some other way (SCRAM), if it is neither
+    /// revoked nor expired; records the use.
+    fn agent_login(&self, name: &str, now_us: i64) -> Result<Result<Agent, AuthError>, Error>;
+    /// A number that grows whenever agents, grants or credentials change, in any process.
+    fn identity_generation(&self) -> Result<u64, Error>;
+
     /// Appends an event and returns its sequence number once it is durable.
     fn append(&self, draft: Draft) -> Result<u64, Error>;
     /// Hands an event to the writer without waiting; `Ticket::wait` waits for durability.

@@ -67,6 +67,29 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 ",
+    // SCRAM verifiers for the gateway, and a generation number that every change to who may
+    // do what bumps, so that a running gateway knows when its cached decisions are stale.
+    r"
+ALTER TABLE credentials ADD COLUMN scram TEXT;
+CREATE TABLE identity_generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+INSERT INTO identity_generation VALUES (1, 0);
+CREATE TRIGGER agents_insert AFTER INSERT ON agents
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER agents_update AFTER UPDATE OF revoked_us, expires_us, owner ON agents
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER grants_insert AFTER INSERT ON grants
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER grants_update AFTER UPDATE ON grants
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER grants_delete AFTER DELETE ON grants
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER credentials_insert AFTER INSERT ON credentials
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER credentials_update AFTER UPDATE OF revoked_us ON credentials
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+CREATE TRIGGER humans_update AFTER UPDATE OF revoked_us ON humans
+    BEGIN UPDATE identity_generation SET value = value + 1; END;
+",
 ];
 
 /// How the audit log signs checkpoints.
@@ -238,6 +261,23 @@ impl StateStore for SqliteStore {
         now_us: i64,
     ) -> Result<Result<Agent, AuthError>, Error> {
         self.with_conn(|c| identity::authenticate_agent(c, token, now_us))
+    }
+
+    fn agent_verifier(&self, name: &str) -> Result<Option<String>, Error> {
+        self.with_conn(|c| identity::agent_verifier(c, name))
+    }
+
+    fn agent_login(&self, name: &str, now_us: i64) -> Result<Result<Agent, AuthError>, Error> {
+        self.with_conn(|c| identity::login_agent(c, name, now_us))
+    }
+
+    fn identity_generation(&self) -> Result<u64, Error> {
+        self.with_conn(|c| {
+            let v: i64 = c
+                .prepare_cached("SELECT value FROM identity_generation")?
+                .query_row([], |r| r.get(0))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        })
     }
 
     fn append(&self, draft: Draft) -> Result<u64, Error> {

@@ -31,14 +31,17 @@ impl TokenKind {
     }
 }
 
-/// A new token (256 random bits) and the hash to store.
-pub(crate) fn new_token(kind: TokenKind) -> Result<(Secret, String), Error> {
+/// A new token (256 random bits), the hash to store and its SCRAM-SHA-256 verifier.
+pub(crate) fn new_token(kind: TokenKind) -> Result<(Secret, String, String), Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::Storage(format!("the system's random source failed: {e}")))?;
     let token = Secret::new(format!("{}{}", kind.prefix(), hex::encode(bytes)));
     let hash = token_hash(&token);
-    Ok((token, hash))
+    let verifier =
+        belay_scram::Verifier::new(token.expose().as_bytes(), belay_scram::DEFAULT_ITERATIONS)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+    Ok((token, hash, verifier.encode()))
 }
 
 /// The stored form of a token. Tokens carry 256 random bits, so a plain SHA-256 cannot be

@@ -4,6 +4,8 @@
 mod audit;
 mod identity;
 mod policy;
+mod quickstart;
+mod serve;
 mod setup;
 mod sql;
 
@@ -28,6 +30,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a scratch PostgreSQL with demo data, a demo agent and the gateway, and print
+    /// what to try.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Run the PostgreSQL gateway.
+    Serve(serve::ServeArgs),
     /// Write a commented configuration, the default policy and its tests into DIR.
     Init(setup::InitArgs),
     /// Check the configuration.
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
 fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.config;
     match cli.command {
+        Command::Quickstart(args) => quickstart::quickstart(args),
+        Command::Serve(args) => serve::serve(&config, args),
         Command::Init(args) => setup::init(args),
         Command::Config(cmd) => setup::config(&config, cmd),
         Command::Human(cmd) => identity::human(&config, cmd),

@@ -1,0 +1,529 @@
+//! The relay between one client and its upstream after startup: every SQL text is decided
+//! before it is forwarded, and every answer is matched to the message that asked for it.
+//! No IO: the caller feeds frames in and writes the bytes this produces.
+//!
+//! Three rules keep what runs upstream equal to what was decided:
+//!
+//! - **Refusals travel in order.** A refused message is replaced by one that fails upstream
+//!   without side effects (a Parse or Query of text that is a syntax error), and its error is
+//!   rewritten into belay's. The client sees the refusal exactly where the answer to its
+//!   message belongs, the upstream discards the rest of the pipeline until Sync as it does for
+//!   any error, and a refusal inside a transaction leaves it failed, upstream and client alike.
+//! - **Statement names are belay's.** A named prepared statement gets a fresh upstream name at
+//!   each Parse, so a name can never refer upstream to a statement other than the one belay
+//!   decided (a failed or skipped Parse or Close cannot leave a stale statement behind it).
+//!   A statement's text is re-decided at every Execute, so a revoked grant takes effect.
+//! - **Answers are matched.** A queue holds what each forwarded message will produce; an
+//!   error empties it up to the next Sync, as the server does; a reply that does not fit the
+//!   queue closes the connection (fail closed).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
+use crate::gate::{Check, Completion, Phase, Refusal, Session};
+
+/// Text sent upstream in place of a refused message: a syntax error, which fails in every
+/// transaction state without touching anything.
+const REFUSED_SQL: &str = "belay refused this statement";
+
+/// Upstream names of prepared statements; SQL-level `PREPARE` of such names is refused.
+pub const RESERVED_PREFIX: &str = "belay_";
+
+#[derive(Debug)]
+enum Expect {
+    /// A simple Query: row data and one CommandComplete per statement, then ReadyForQuery.
+    Simple {
+        record: Option<u64>,
+        next: usize,
+        refusal: Option<Box<ErrorFields>>,
+    },
+    Parse {
+        client: String,
+        upstream: String,
+    },
+    Bind,
+    Describe,
+    Execute {
+        record: Option<u64>,
+    },
+    Close,
+    Sync,
+    /// A message injected for a refusal: its error is answered with these fields.
+    Refused(Box<ErrorFields>),
+}
+
+impl Expect {
+    fn name(&self) -> &'static str {
+        match self {
+            Expect::Simple { .. } => "Query",
+            Expect::Parse { .. } => "Parse",
+            Expect::Bind => "Bind",
+            Expect::Describe => "Describe",
+            Expect::Execute { .. } => "Execute",
+            Expect::Close => "Close",
+            Expect::Sync => "Sync",
+            Expect::Refused(_) => "refusal",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Prepared {
+    upstream: String,
+    sql: Arc<str>,
+}
+
+/// What the caller does after a client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Continue,
+    /// The client sent Terminate: flush and close.
+    Terminate,
+}
+
+/// A protocol violation; the connection is closed with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Violation(pub String);
+
+impl From<codec::Error> for Violation {
+    fn from(e: codec::Error) -> Self {
+        Violation(format!("invalid message: {e}"))
+    }
+}
+
+pub(crate) struct Relay {
+    session: Box<dyn Session>,
+    expect: VecDeque<Expect>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Arc<str>>,
+    next_name: u64,
+    /// Between CopyInResponse and the client's CopyDone or CopyFail, when the server ignores
+    /// Sync and Flush.
+    copy_in: bool,
+    pub status: TransactionStatus,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("expect", &self.expect)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two strings a Parse, Bind, Describe or Close body starts with, and the rest.
+fn split_cstr(body: &Bytes) -> Result<(String, Bytes), Violation> {
+    let end = body
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))?;
+    let s = std::str::from_utf8(&body[..end])
+        .map_err(|_| Violation("invalid message: string is not UTF-8".to_owned()))?;
+    Ok((s.to_owned(), body.slice(end + 1..)))
+}
+
+fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
+    out.reserve(len + 1);
+    out.extend_from_slice(&[tag]);
+    out.extend_from_slice(&(len as i32).to_be_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+fn error_fields(refusal: Refusal) -> Box<ErrorFields> {
+    let mut fields = ErrorFields::new(Severity::Error, &refusal.code, refusal.message);
+    fields.detail = refusal.detail;
+    fields.hint = refusal.hint;
+    Box::new(fields)
+}
+
+fn check_blocking(session: &mut dyn Session, sql: &str, phase: Phase) -> Check {
+    // A decision may wait for the audit log's fsync; let the runtime move other tasks away.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| session.check(sql, phase))
+        }
+        _ => session.check(sql, phase),
+    }
+}
+
+impl Relay {
+    pub(crate) fn new(session: Box<dyn Session>) -> Relay {
+        Relay {
+            session,
+            expect: VecDeque::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            next_name: 0,
+            copy_in: false,
+            status: TransactionStatus::Idle,
+        }
+    }
+
+    /// Nothing is in flight and no transaction is open: the session can end cleanly.
+    pub(crate) fn idle(&self) -> bool {
+        self.expect.is_empty() && self.status == TransactionStatus::Idle
+    }
+
+    pub(crate) fn ended(&mut self, why: &str) {
+        self.session.ended(why);
+    }
+
+    /// Replaces the message in flight with one that fails upstream, answered with `refusal`.
+    fn refuse_extended(&mut self, refusal: Refusal, up: &mut BytesMut) {
+        // The injected Parse replaces the upstream's unnamed statement, if it runs.
+        self.statements.remove("");
+        put_frame(up, b'P', &[b"\0", REFUSED_SQL.as_bytes(), b"\0", &[0, 0]]);
+        self.expect
+            .push_back(Expect::Refused(error_fields(refusal)));
+    }
+
+    fn refuse_simple(&mut self, refusal: Refusal, up: &mut BytesMut) {
+        put_frame(up, b'Q', &[REFUSED_SQL.as_bytes(), b"\0"]);
+        self.expect.push_back(Expect::Simple {
+            record: None,
+            next: 0,
+            refusal: Some(error_fields(refusal)),
+        });
+    }
+
+    fn missing_statement(name: &str) -> Refusal {
+        if name.is_empty() {
+            Refusal::new("26000", "unnamed prepared statement does not exist")
+        } else {
+            Refusal::new(
+                "26000",
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+        }
+    }
+
+    /// Handles one client message, appending what goes upstream to `up`.
+    pub(crate) fn from_client(
+        &mut self,
+        frame: Frame,
+        up: &mut BytesMut,
+    ) -> Result<Next, Violation> {
+        match frame.tag {
+            b'Q' => {
+                let (sql, _) = split_cstr(&frame.body)?;
+                // A simple Query drops the unnamed statement, upstream as here.
+                self.statements.remove("");
+                match check_blocking(self.session.as_mut(), &sql, Phase::Query) {
+                    Check::Allow { record } => {
+                        frame.encode(up);
+                        self.expect.push_back(Expect::Simple {
+                            record,
+                            next: 0,
+                            refusal: None,
+                        });
+                    }
+                    Check::Refuse(r) => self.refuse_simple(r, up),
+                }
+            }
+            b'P' => {
+                let (name, rest) = split_cstr(&frame.body)?;
+                let (sql, _) = split_cstr(&rest)?;
+                if !name.is_empty() && self.statements.contains_key(&name) {
+                    let r = Refusal::new("42P05", format!("prepared statement \"{name}\" already exists"));
+                    self.refuse_extended(r, up);
+                    return Ok(Next::Continue);
+                }
+                match check_blocking(self.session.as_mut(), &sql, Phase::Parse) {
+                    Check::Allow { .. } => {
+                        let upstream = if name.is_empty() {
+                            String::new()
+                        } else {
+                            self.next_name += 1;
+                            format!("{RESERVED_PREFIX}{}", self.next_name)
+                        };
+                        put_frame(up, b'P', &[upstream.as_bytes(), b"\0", &rest]);
+                        self.statements.insert(
+                            name.clone(),
+                            Prepared {
+                                upstream: upstream.clone(),
+                                sql: Arc::from(sql),
+                            },
+                        );
+                        self.expect.push_back(Expect::Parse {
+                            client: name,
+                            upstream,
+                        });
+                    }
+                    Check::Refuse(r) => {
+                        // The client's name now names nothing, upstream as here.
+                        self.statements.remove(&name);
+                        self.refuse_extended(r, up);
+                    }
+                }
+            }
+            b'B' => {
+                let (portal, rest) = split_cstr(&frame.body)?;
+                let (statement, rest) = split_cstr(&rest)?;
+                match self.statements.get(&statement) {
+                    None => {
+                        self.portals.remove(&portal);
+                        self.refuse_extended(Self::missing_statement(&statement), up);
+                    }
+                    Some(p) => {
+                        put_frame(
+                            up,
+                            b'B',
+                            &[portal.as_bytes(), b"\0", p.upstream.as_bytes(), b"\0", &rest],
+                        );
+                        self.portals.insert(portal, p.sql.clone());
+                        self.expect.push_back(Expect::Bind);
+                    }
+                }
+            }
+            b'E' => {
+                let (portal, _) = split_cstr(&frame.body)?;
+                let Some(sql) = self.portals.get(&portal).cloned() else {
+                    let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
+                    self.refuse_extended(r, up);
+                    return Ok(Next::Continue);
+                };
+                match check_blocking(self.session.as_mut(), &sql, Phase::Execute) {
+                    Check::Allow { record } => {
+                        frame.encode(up);
+                        self.expect.push_back(Expect::Execute { record });
+                    }
+                    Check::Refuse(r) => self.refuse_extended(r, up),
+                }
+            }
+            b'D' | b'C' => {
+                let target = *frame
+                    .body
+                    .first()
+                    .ok_or_else(|| Violation("invalid message: empty Describe/Close".to_owned()))?;
+                let (name, _) = split_cstr(&frame.body.slice(1..))?;
+                let describe = frame.tag == b'D';
+                match target {
+                    b'S' => match self.statements.get(&name).cloned() {
+                        Some(p) => {
+                            if !describe {
+                                self.statements.remove(&name);
+                            }
+                            put_frame(up, frame.tag, &[b"S", p.upstream.as_bytes(), b"\0"]);
+                        }
+                        // Closing what does not exist is not an error; describing it is.
+                        None if describe => {
+                            self.refuse_extended(Self::missing_statement(&name), up);
+                            return Ok(Next::Continue);
+                        }
+                        None => put_frame(up, b'C', &[b"S", RESERVED_PREFIX.as_bytes(), b"none\0"]),
+                    },
+                    b'P' => {
+                        if !describe {
+                            self.portals.remove(&name);
+                        }
+                        frame.encode(up);
+                    }
+                    _ => {
+                        return Err(Violation(
+                            "invalid message: Describe/Close target must be `S` or `P`".to_owned(),
+                        ))
+                    }
+                }
+                self.expect
+                    .push_back(if describe { Expect::Describe } else { Expect::Close });
+            }
+            b'S' => {
+                frame.encode(up);
+                if !self.copy_in {
+                    self.expect.push_back(Expect::Sync);
+                }
+            }
+            b'c' | b'f' => {
+                self.copy_in = false;
+                frame.encode(up);
+            }
+            b'H' | b'd' => frame.encode(up),
+            b'X' => {
+                frame.encode(up);
+                return Ok(Next::Terminate);
+            }
+            b'F' => self.refuse_simple(
+                Refusal::new(
+                    crate::gate::SQLSTATE_DENIED,
+                    "belay refuses the fast-path function call protocol",
+                )
+                .hint("call the function in a SQL statement (SELECT f(...)) so that belay can check it"),
+                up,
+            ),
+            other => {
+                return Err(Violation(format!(
+                    "unexpected message type `{}` after startup",
+                    other as char
+                )))
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn pop(&mut self, answer: &str, fits: impl Fn(&Expect) -> bool) -> Result<Expect, Violation> {
+        match self.expect.pop_front() {
+            Some(e) if fits(&e) => Ok(e),
+            other => Err(Violation(format!(
+                "the upstream sent {answer} while belay expected the answer to {}",
+                other.as_ref().map_or("nothing", Expect::name)
+            ))),
+        }
+    }
+
+    /// After an error the server discards messages until Sync; so does the queue. Statements
+    /// whose Parse never ran are forgotten.
+    fn skip_to_sync(&mut self) {
+        while let Some(front) = self.expect.front() {
+            if matches!(front, Expect::Sync) {
+                break;
+            }
+            match self.expect.pop_front() {
+                Some(Expect::Parse { client, upstream }) => self.forget(&client, &upstream),
+                Some(Expect::Execute { record: Some(r) }) => {
+                    self.session.completed(r, 0, Completion::Skipped)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn forget(&mut self, client: &str, upstream: &str) {
+        if self
+            .statements
+            .get(client)
+            .is_some_and(|p| p.upstream == upstream)
+        {
+            self.statements.remove(client);
+        }
+    }
+
+    /// Handles one upstream message, appending what goes to the client to `client`.
+    pub(crate) fn from_upstream(
+        &mut self,
+        frame: Frame,
+        client: &mut BytesMut,
+    ) -> Result<(), Violation> {
+        match frame.tag {
+            // The hot path: rows and copy data go through untouched.
+            b'D' | b'd' | b'N' | b'A' | b'S' | b't' | b'H' | b'W' | b'c' => {}
+            b'G' => self.copy_in = true,
+            b'T' => {
+                if matches!(self.expect.front(), Some(Expect::Describe)) {
+                    self.expect.pop_front();
+                }
+            }
+            b'n' => {
+                self.pop("NoData", |e| matches!(e, Expect::Describe))?;
+            }
+            b'1' => {
+                self.pop("ParseComplete", |e| matches!(e, Expect::Parse { .. }))?;
+            }
+            b'2' => {
+                self.pop("BindComplete", |e| matches!(e, Expect::Bind))?;
+            }
+            b'3' => {
+                self.pop("CloseComplete", |e| matches!(e, Expect::Close))?;
+            }
+            b's' => {
+                self.pop("PortalSuspended", |e| matches!(e, Expect::Execute { .. }))?;
+            }
+            b'C' => {
+                let tag = match Backend::decode(&frame)? {
+                    Backend::CommandComplete(tag) => tag,
+                    _ => String::new(),
+                };
+                match self.expect.front_mut() {
+                    Some(Expect::Simple { record, next, .. }) => {
+                        if let Some(r) = *record {
+                            self.session.completed(r, *next, Completion::Tag(&tag));
+                        }
+                        *next += 1;
+                    }
+                    _ => {
+                        if let Expect::Execute { record: Some(r) } =
+                            self.pop("CommandComplete", |e| matches!(e, Expect::Execute { .. }))?
+                        {
+                            self.session.completed(r, 0, Completion::Tag(&tag));
+                        }
+                    }
+                }
+            }
+            b'I' => match self.expect.front_mut() {
+                Some(Expect::Simple { next, .. }) => *next += 1,
+                _ => {
+                    self.pop("EmptyQueryResponse", |e| {
+                        matches!(e, Expect::Execute { .. })
+                    })?;
+                }
+            },
+            b'Z' => {
+                if let Backend::ReadyForQuery(status) = Backend::decode(&frame)? {
+                    self.status = status;
+                }
+                self.pop("ReadyForQuery", |e| {
+                    matches!(e, Expect::Simple { .. } | Expect::Sync)
+                })?;
+            }
+            b'E' => {
+                self.copy_in = false;
+                let fields = match Backend::decode(&frame)? {
+                    Backend::ErrorResponse(f) => f,
+                    _ => return Err(Violation("undecodable ErrorResponse".to_owned())),
+                };
+                match self.expect.front_mut() {
+                    Some(Expect::Simple {
+                        record,
+                        next,
+                        refusal,
+                    }) => {
+                        if let Some(r) = *record {
+                            self.session
+                                .completed(r, *next, Completion::Error(&fields.code));
+                        }
+                        if let Some(ours) = refusal.take() {
+                            codec::Backend::ErrorResponse(*ours).encode(client);
+                            return Ok(());
+                        }
+                    }
+                    // An error at Sync (a deferred constraint at commit) precedes its
+                    // ReadyForQuery.
+                    Some(Expect::Sync) | None => {}
+                    Some(_) => {
+                        match self.expect.pop_front() {
+                            Some(Expect::Refused(ours)) => {
+                                codec::Backend::ErrorResponse(*ours).encode(client);
+                                self.skip_to_sync();
+                                return Ok(());
+                            }
+                            Some(Expect::Parse {
+                                client: c,
+                                upstream,
+                            }) => self.forget(&c, &upstream),
+                            Some(Expect::Execute { record: Some(r) }) => {
+                                self.session
+                                    .completed(r, 0, Completion::Error(&fields.code))
+                            }
+                            _ => {}
+                        }
+                        self.skip_to_sync();
+                    }
+                }
+            }
+            other => {
+                return Err(Violation(format!(
+                    "the upstream sent an unexpected message `{}`",
+                    other as char
+                )))
+            }
+        }
+        frame.encode(client);
+        Ok(())
+    }
+}

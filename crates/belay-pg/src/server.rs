@@ -1,0 +1,689 @@
+//! The listener and each connection's life: TLS negotiation, the startup message and its
+//! parameters, SCRAM-SHA-256 (or cleartext over TLS), admission through the `Gate`, the
+//! upstream login, cancel routing, then the relay loop until either side leaves or belay
+//! shuts down.
+//!
+//! Limits: a connection cap (SQLSTATE 53300 past it; cancel requests are always served), a
+//! handshake deadline, a bound on message size, and a shutdown that lets idle sessions go at
+//! once and busy ones finish their transaction within a grace period.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::codec::{self, Backend, ErrorFields, Severity, Startup};
+use crate::gate::{Credential, Gate, Login, UpstreamSpec};
+use crate::relay::{Next, Relay, Violation};
+use crate::upstream::{self, CancelTarget, Stream};
+
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub require_tls: bool,
+    pub allow_cleartext_password: bool,
+    /// Largest message accepted from a client.
+    pub max_message: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_connections: 1000,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            require_tls: false,
+            allow_cleartext_password: false,
+            max_message: codec::DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// Buffered bytes past which a side stops reading until the other side catches up.
+const HIGH_WATER: usize = 1 << 20;
+
+/// Startup parameters a client may send; they are passed upstream. Everything else (notably
+/// `options`, `replication`, `search_path`) is refused, since it could change settings belay
+/// pins or parses by.
+const PASSED_PARAMETERS: &[&str] = &[
+    "client_encoding",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "timezone",
+];
+
+/// Client encodings whose multi-byte characters can contain the bytes of `'` or `\`, which
+/// would let the server read other text than belay parsed.
+const UNSAFE_ENCODINGS: &[&str] = &[
+    "BIG5",
+    "CP932",
+    "CP936",
+    "CP949",
+    "CP950",
+    "GB18030",
+    "GBK",
+    "JOHAB",
+    "MSKANJI",
+    "SHIFTJIS",
+    "SHIFTJIS2004",
+    "SJIS",
+    "UHC",
+    "WIN1361",
+    "WIN932",
+    "WIN936",
+    "WIN949",
+    "WIN950",
+];
+
+#[derive(Debug, Default)]
+struct CancelKeys {
+    map: Mutex<HashMap<i32, (Bytes, CancelTarget)>>,
+}
+
+impl CancelKeys {
+    /// A fresh key for a session whose upstream key is `target`.
+    fn register(&self, target: CancelTarget) -> (i32, Bytes) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut raw = [0u8; 8];
+            if getrandom::fill(&mut raw).is_err() {
+                // No randomness: hand out a key nobody can use rather than a guessable one.
+                return (0, Bytes::new());
+            }
+            let pid = i32::from_be_bytes([raw[0] & 0x7f, raw[1], raw[2], raw[3]]);
+            if pid == 0 || map.contains_key(&pid) {
+                continue;
+            }
+            let secret = Bytes::copy_from_slice(&raw[4..]);
+            map.insert(pid, (secret.clone(), target));
+            return (pid, secret);
+        }
+    }
+
+    fn remove(&self, pid: i32) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+
+    fn find(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let (expected, target) = map.get(&pid)?;
+        let same = expected.len() == secret.len()
+            && expected
+                .iter()
+                .zip(secret)
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        same.then(|| target.clone())
+    }
+}
+
+/// Upstream TLS configurations, built once per (sslmode, root certificate).
+#[derive(Debug, Default)]
+struct UpstreamTls {
+    cache: Mutex<HashMap<(u8, Option<std::path::PathBuf>), Option<Arc<rustls::ClientConfig>>>>,
+}
+
+impl UpstreamTls {
+    fn get(&self, spec: &UpstreamSpec) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        let key = (spec.sslmode as u8, spec.sslrootcert.clone());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let config = crate::tls::client_config(spec.sslmode, spec.sslrootcert.as_deref())?;
+        cache.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+/// Everything connections share.
+struct Shared {
+    gate: Arc<dyn Gate>,
+    options: Options,
+    cancel: CancelKeys,
+    upstream_tls: UpstreamTls,
+    limit: Arc<Semaphore>,
+    /// A per-process secret that makes unknown users' SCRAM salts stable.
+    decoy: [u8; 32],
+}
+
+/// Serves PostgreSQL clients on `listener` until `shutdown` becomes true, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<dyn Gate>,
+    options: Options,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut decoy = [0u8; 32];
+    getrandom::fill(&mut decoy).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        gate,
+        limit: Arc::new(Semaphore::new(options.max_connections)),
+        options,
+        cancel: CancelKeys::default(),
+        upstream_tls: UpstreamTls::default(),
+        decoy,
+    });
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move { connection(shared, socket, peer, shutdown).await });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    let grace = shared.options.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "closing sessions still busy after the shutdown grace period"
+        );
+        tasks.shutdown().await;
+    }
+    Ok(())
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> BytesMut {
+    let mut out = BytesMut::new();
+    Backend::ErrorResponse(ErrorFields::new(Severity::Fatal, code, message)).encode(&mut out);
+    out
+}
+
+fn fatal_refusal(r: crate::gate::Refusal) -> BytesMut {
+    let mut fields = ErrorFields::new(Severity::Fatal, &r.code, r.message);
+    fields.detail = r.detail;
+    fields.hint = r.hint;
+    let mut out = BytesMut::new();
+    Backend::ErrorResponse(fields).encode(&mut out);
+    out
+}
+
+/// Why a connection ended before its session began; the client reads `message`.
+struct Reject(BytesMut);
+
+async fn read_startup(stream: &mut Box<dyn Stream>, buf: &mut BytesMut) -> Result<Startup, Reject> {
+    loop {
+        match Startup::read(buf) {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Reject(fatal(
+                    "08P01",
+                    format!("invalid startup packet: {e}"),
+                )))
+            }
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(Reject(BytesMut::new())),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn read_message(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    tag: u8,
+) -> Result<Bytes, Reject> {
+    loop {
+        match codec::read_frame(buf, 64 * 1024) {
+            Ok(Some(f)) if f.tag == tag => return Ok(f.body),
+            Ok(Some(f)) => {
+                return Err(Reject(fatal(
+                    "08P01",
+                    format!(
+                        "expected an authentication message, got `{}`",
+                        f.tag as char
+                    ),
+                )))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Reject(fatal("08P01", format!("invalid message: {e}")))),
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(Reject(BytesMut::new())),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn send(stream: &mut Box<dyn Stream>, bytes: &[u8]) -> Result<(), Reject> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|_| Reject(BytesMut::new()))?;
+    stream.flush().await.map_err(|_| Reject(BytesMut::new()))
+}
+
+fn auth_message(out: &mut BytesMut, message: Backend) {
+    message.encode(out);
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stream: Box<dyn Stream> = Box::new(socket);
+    let mut buf = BytesMut::with_capacity(8192);
+    let timeout = shared.options.handshake_timeout;
+    let startup =
+        tokio::time::timeout(timeout, handshake(&shared, &mut stream, &mut buf, peer)).await;
+    let admitted = match startup {
+        Err(_) => Err(Reject(fatal(
+            "08006",
+            format!("the client did not complete the handshake within {timeout:?}"),
+        ))),
+        Ok(result) => result,
+    };
+    match admitted {
+        Err(Reject(message)) => {
+            if !message.is_empty() {
+                let _ = send(&mut stream, &message).await;
+            }
+        }
+        Ok(None) => {}
+        Ok(Some(admitted)) => run(shared, stream, buf, admitted, shutdown).await,
+    }
+}
+
+struct Admitted {
+    relay: Relay,
+    upstream: upstream::Upstream,
+    key: i32,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// From the first byte to ReadyForQuery. `Ok(None)`: a cancel request, served.
+async fn handshake(
+    shared: &Shared,
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Result<Option<Admitted>, Reject> {
+    let mut tls = false;
+    let params = loop {
+        match read_startup(stream, buf).await? {
+            Startup::SslRequest if !tls => match &shared.options.tls {
+                Some(config) if buf.is_empty() => {
+                    send(stream, b"S").await?;
+                    let plain = std::mem::replace(stream, Box::new(tokio::io::duplex(1).0));
+                    let accepted = tokio_rustls::TlsAcceptor::from(config.clone())
+                        .accept(plain)
+                        .await
+                        .map_err(|_| Reject(BytesMut::new()))?;
+                    *stream = Box::new(accepted);
+                    tls = true;
+                }
+                // Bytes after the SSLRequest would be read in the clear: refuse.
+                Some(_) => {
+                    return Err(Reject(fatal(
+                        "08P01",
+                        "data arrived before the TLS handshake",
+                    )))
+                }
+                None => send(stream, b"N").await?,
+            },
+            Startup::GssEncRequest => send(stream, b"N").await?,
+            Startup::Cancel { pid, secret } => {
+                if let Some(target) = shared.cancel.find(pid, &secret) {
+                    upstream::cancel(&target).await;
+                }
+                return Ok(None);
+            }
+            Startup::Startup { params } => break params,
+            Startup::SslRequest => return Err(Reject(fatal("08P01", "a second SSLRequest"))),
+        }
+    };
+    let permit = shared.limit.clone().try_acquire_owned().map_err(|_| {
+        Reject(fatal(
+            "53300",
+            format!(
+                "too many connections to belay (the limit is {}); close idle sessions or raise listen.max_connections",
+                shared.options.max_connections
+            ),
+        ))
+    })?;
+    if shared.options.require_tls && !tls {
+        return Err(Reject(fatal(
+            "28000",
+            "belay requires TLS: connect with sslmode=require or stricter",
+        )));
+    }
+    let login = login(&params, peer, tls)?;
+    let mut passed = Vec::new();
+    for (key, value) in &params {
+        let lower = key.to_ascii_lowercase();
+        if PASSED_PARAMETERS.contains(&lower.as_str()) {
+            if lower == "client_encoding" {
+                let norm: String = value
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_ascii_uppercase();
+                if UNSAFE_ENCODINGS.contains(&norm.as_str()) {
+                    return Err(Reject(fatal("08P01", format!(
+                        "client_encoding `{value}` can hide quotes inside multi-byte characters; use UTF8"
+                    ))));
+                }
+            }
+            passed.push((key.clone(), value.clone()));
+        }
+    }
+
+    let credential =
+        block(|| shared.gate.credential(&login.user)).map_err(|r| Reject(fatal_refusal(r)))?;
+    let mut out = BytesMut::new();
+    let authenticated = if shared.options.allow_cleartext_password && tls {
+        auth_message(&mut out, Backend::AuthenticationCleartextPassword);
+        send(stream, &out).await?;
+        let body = read_message(stream, buf, b'p').await?;
+        let password = body.strip_suffix(&[0]).unwrap_or(&body);
+        match credential {
+            Credential::Scram(v) => v.matches(password),
+            Credential::None => false,
+        }
+    } else {
+        scram(shared, stream, buf, &login.user, &credential).await?
+    };
+    let (mut spec, session) =
+        block(|| shared.gate.open(&login, authenticated)).map_err(|r| Reject(fatal_refusal(r)))?;
+    let mut relay = Relay::new(session);
+    spec.params.extend(passed);
+    let upstream_tls = match shared.upstream_tls.get(&spec) {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("belay cannot use TLS to the upstream {}: {e}", spec.label);
+            relay.ended(&message);
+            return Err(Reject(fatal("08006", message)));
+        }
+    };
+    let upstream = match upstream::connect(&spec, upstream_tls).await {
+        Ok(u) => u,
+        Err(e) => {
+            let message = format!(
+                "belay cannot reach the upstream database {}: {e}",
+                spec.label
+            );
+            relay.ended(&message);
+            return Err(Reject(fatal_refusal(
+                crate::gate::Refusal::new("08006", message).hint(
+                    "the database is down or unreachable from belay; an operator must check it",
+                ),
+            )));
+        }
+    };
+    let key = match &upstream.key {
+        Some((pid, secret)) => shared.cancel.register(CancelTarget {
+            host: spec.host.clone(),
+            port: spec.port,
+            pid: *pid,
+            secret: secret.clone(),
+        }),
+        None => (0, Bytes::new()),
+    };
+    out.clear();
+    auth_message(&mut out, Backend::AuthenticationOk);
+    for p in &upstream.parameters {
+        p.encode(&mut out);
+    }
+    Backend::BackendKeyData {
+        pid: key.0,
+        secret: key.1,
+    }
+    .encode(&mut out);
+    Backend::ReadyForQuery(codec::TransactionStatus::Idle).encode(&mut out);
+    send(stream, &out).await?;
+    Ok(Some(Admitted {
+        relay,
+        upstream,
+        key: key.0,
+        _permit: permit,
+    }))
+}
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn login(params: &[(String, String)], peer: SocketAddr, tls: bool) -> Result<Login, Reject> {
+    for (key, _) in params {
+        let lower = key.to_ascii_lowercase();
+        let why = match lower.as_str() {
+            "user" | "database" | "application_name" => continue,
+            k if PASSED_PARAMETERS.contains(&k) => continue,
+            "replication" => "replication connections cannot go through belay".to_owned(),
+            "options" => "startup `options` could change settings belay pins; run SET after connecting instead".to_owned(),
+            _ => format!("the startup parameter `{key}` is not accepted by belay; run SET after connecting instead"),
+        };
+        return Err(Reject(fatal("08P01", why)));
+    }
+    let user = Startup::param(params, "user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            Reject(fatal(
+                "28000",
+                "no user name: connect with user = your agent name",
+            ))
+        })?;
+    let database = Startup::param(params, "database").unwrap_or(user);
+    Ok(Login {
+        user: user.to_owned(),
+        database: database.to_owned(),
+        peer: peer.to_string(),
+        application_name: Startup::param(params, "application_name").map(str::to_owned),
+        tls,
+    })
+}
+
+/// The server side of SCRAM-SHA-256. `Ok(false)`: the proof failed.
+async fn scram(
+    shared: &Shared,
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    user: &str,
+    credential: &Credential,
+) -> Result<bool, Reject> {
+    let mut out = BytesMut::new();
+    auth_message(
+        &mut out,
+        Backend::AuthenticationSasl(vec![belay_scram::MECHANISM.to_owned()]),
+    );
+    send(stream, &out).await?;
+    let mut body = read_message(stream, buf, b'p').await?;
+    let malformed = || Reject(fatal("08P01", "malformed SASLInitialResponse"));
+    let end = body.iter().position(|b| *b == 0).ok_or_else(malformed)?;
+    let mechanism = body.split_to(end);
+    body.advance(1);
+    if &mechanism[..] != belay_scram::MECHANISM.as_bytes() {
+        return Err(Reject(fatal(
+            "28000",
+            "belay speaks SCRAM-SHA-256 only; channel binding is not offered",
+        )));
+    }
+    if body.len() < 4 {
+        return Err(malformed());
+    }
+    let len = body.get_i32();
+    if usize::try_from(len).ok() != Some(body.len()) {
+        return Err(malformed());
+    }
+    let verifier = match credential {
+        Credential::Scram(v) => Some(v),
+        Credential::None => None,
+    };
+    let seed = [user.as_bytes(), &shared.decoy].concat();
+    let (exchange, server_first) = belay_scram::ServerExchange::start(verifier, &seed, &body)
+        .map_err(|e| Reject(fatal("08P01", e.to_string())))?;
+    out.clear();
+    auth_message(
+        &mut out,
+        Backend::AuthenticationSaslContinue(Bytes::from(server_first)),
+    );
+    send(stream, &out).await?;
+    let body = read_message(stream, buf, b'p').await?;
+    match exchange.finish(&body) {
+        Ok(server_final) => {
+            out.clear();
+            auth_message(
+                &mut out,
+                Backend::AuthenticationSaslFinal(Bytes::from(server_final)),
+            );
+            send(stream, &out).await?;
+            Ok(true)
+        }
+        Err(belay_scram::Error::Failed) => Ok(false),
+        Err(e) => Err(Reject(fatal("08P01", e.to_string()))),
+    }
+}
+
+/// The relay loop: reads both sides, decides, writes both sides, with back-pressure.
+async fn run(
+    shared: Arc<Shared>,
+    client: Box<dyn Stream>,
+    mut client_buf: BytesMut,
+    admitted: Admitted,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Admitted {
+        mut relay,
+        upstream,
+        key,
+        _permit,
+    } = admitted;
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream.stream);
+    let mut up_buf = upstream.buf;
+    let mut to_up = BytesMut::with_capacity(8192);
+    let mut to_client = BytesMut::with_capacity(8192);
+    let max = shared.options.max_message;
+    let mut draining = *shutdown.borrow();
+    let mut terminating = false;
+
+    let why: String = 'session: loop {
+        // Decide and route every complete message already buffered.
+        while !terminating && to_up.len() < HIGH_WATER {
+            match codec::read_frame(&mut client_buf, max) {
+                Ok(Some(frame)) => match relay.from_client(frame, &mut to_up) {
+                    Ok(Next::Continue) => {}
+                    Ok(Next::Terminate) => terminating = true,
+                    Err(Violation(m)) => {
+                        to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                        let _ = cw.write_all(&to_client).await;
+                        break 'session m;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let m = format!("invalid message: {e}");
+                    to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                    let _ = cw.write_all(&to_client).await;
+                    break 'session m;
+                }
+            }
+        }
+        while to_client.len() < HIGH_WATER {
+            match codec::read_frame(&mut up_buf, codec::DEFAULT_MAX_MESSAGE) {
+                Ok(Some(frame)) => {
+                    if let Err(Violation(m)) = relay.from_upstream(frame, &mut to_client) {
+                        to_client.extend_from_slice(&fatal(
+                            "08P01",
+                            format!("belay lost track of the upstream: {m}"),
+                        ));
+                        let _ = cw.write_all(&to_client).await;
+                        break 'session m;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'session format!("the upstream sent an invalid message: {e}"),
+            }
+        }
+        if terminating && to_up.is_empty() {
+            break 'session "the client ended the session".to_owned();
+        }
+        if draining && relay.idle() && to_up.is_empty() && client_buf.is_empty() {
+            to_client.extend_from_slice(&fatal(
+                "57P01",
+                "terminating connection because belay is shutting down",
+            ));
+            let _ = cw.write_all(&to_client).await;
+            let _ = uw.write_all(&[b'X', 0, 0, 0, 4]).await;
+            break 'session "belay shut down".to_owned();
+        }
+        tokio::select! {
+            r = cw.write(&to_client), if !to_client.is_empty() => match r {
+                Ok(0) | Err(_) => break 'session "the client connection broke".to_owned(),
+                Ok(n) => to_client.advance(n),
+            },
+            r = uw.write(&to_up), if !to_up.is_empty() => match r {
+                Ok(0) | Err(_) => break 'session "the upstream connection broke".to_owned(),
+                Ok(n) => to_up.advance(n),
+            },
+            r = cr.read_buf(&mut client_buf), if !terminating && to_up.len() < HIGH_WATER => match r {
+                Ok(0) | Err(_) => {
+                    let _ = uw.write_all(&[b'X', 0, 0, 0, 4]).await;
+                    break 'session "the client disconnected".to_owned();
+                }
+                Ok(_) => {}
+            },
+            r = ur.read_buf(&mut up_buf), if to_client.len() < HIGH_WATER => match r {
+                Ok(0) | Err(_) => {
+                    // Whatever the server said last (a FATAL, usually) is already queued.
+                    let _ = cw.write_all(&to_client).await;
+                    let _ = cw.write_all(&fatal("08006", "the upstream database closed the connection")).await;
+                    break 'session "the upstream closed the connection".to_owned();
+                }
+                Ok(_) => {}
+            },
+            changed = shutdown.changed(), if !draining => {
+                draining = changed.is_err() || *shutdown.borrow();
+            }
+        }
+    };
+    let _ = cw.flush().await;
+    let _ = cw.shutdown().await;
+    shared.cancel.remove(key);
+    relay.ended(&why);
+}

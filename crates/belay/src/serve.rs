@@ -1,0 +1,95 @@
+//! `belay serve`: the PostgreSQL gateway on the configured address, until Ctrl-C or SIGTERM,
+//! then a graceful drain and a final audit checkpoint.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use belay_app::{App, AppGate};
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Listen here instead of `listen.postgres` from the configuration.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+pub(crate) fn serve(config: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let app = Arc::new(crate::open(config)?);
+    let addr = args.listen.or(app.config.listen.postgres).context(
+        "no address to listen on: set `listen.postgres` in the configuration or pass --listen",
+    )?;
+    runtime()?.block_on(gateway(app.clone(), addr, |bound| {
+        eprintln!("belay: gateway listening on {bound} (Ctrl-C stops it)");
+    }))?;
+    app.close()?;
+    eprintln!("belay: gateway stopped; audit checkpoint written");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The gateway options the configuration asks for.
+fn options(app: &App) -> anyhow::Result<belay_pg::Options> {
+    let listen = &app.config.listen;
+    let tls = match &listen.tls {
+        Some(t) => Some(belay_pg::tls::server_config(&t.cert, &t.key).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    Ok(belay_pg::Options {
+        max_connections: listen.max_connections,
+        handshake_timeout: listen.handshake_timeout,
+        shutdown_grace: listen.shutdown_grace,
+        tls,
+        require_tls: listen.require_tls,
+        allow_cleartext_password: listen.allow_cleartext_password,
+        ..belay_pg::Options::default()
+    })
+}
+
+/// Runs the gateway on `addr` until SIGINT or SIGTERM; `ready` hears the bound address.
+pub(crate) async fn gateway(
+    app: Arc<App>,
+    addr: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let options = options(&app)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        signal().await;
+        eprintln!("belay: stopping; sessions finish their transaction (Ctrl-C again to stop now)");
+        let _ = stop.send(true);
+        signal().await;
+        std::process::exit(130);
+    });
+    ready(listener.local_addr()?);
+    belay_pg::serve(listener, Arc::new(AppGate::new(app)), options, stopped).await?;
+    Ok(())
+}
+
+async fn signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
