@@ -413,7 +413,16 @@ impl Relay {
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
             b'D' | b'd' | b'N' | b'A' | b'S' | b't' | b'H' | b'W' | b'c' => {}
-            b'G' => self.copy_in = true,
+            b'G' => {
+                // The server ignores Sync and Flush while it reads COPY data; a Sync the
+                // client pipelined behind the COPY (as libraries do) gets no answer.
+                self.copy_in = true;
+                let front = self.expect.pop_front();
+                self.expect.retain(|e| !matches!(e, Expect::Sync));
+                if let Some(front) = front {
+                    self.expect.push_front(front);
+                }
+            }
             b'T' => {
                 if matches!(self.expect.front(), Some(Expect::Describe)) {
                     self.expect.pop_front();

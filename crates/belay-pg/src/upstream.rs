@@ -204,9 +204,11 @@ async fn connect_inner(
                     .verify(&data)
                     .map_err(|e| UpstreamError::Refused(e.to_string()))?;
             }
-            Backend::AuthenticationOther(code) => return Err(UpstreamError::Refused(format!(
+            Backend::AuthenticationOther(code) => {
+                return Err(UpstreamError::Refused(format!(
                 "the server asks for an authentication method belay does not speak (code {code})"
-            ))),
+            )))
+            }
             Backend::ParameterStatus { .. } => parameters.push(frame),
             Backend::BackendKeyData { pid, secret } => key = Some((pid, secret)),
             Backend::NoticeResponse(_) => {}

@@ -256,6 +256,36 @@ impl Cluster {
         .map(|_| ())
     }
 
+    /// Stops the server once process `pid` is gone, even if it never drops this `Cluster`
+    /// (a test binary's shared cluster lives in a static).
+    pub fn stop_when_gone(&self, pid: u32) -> Result<(), Error> {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.dir.join("data");
+        let stop = match &self.run_as {
+            Some(user) => format!(
+                "runuser -u {user} -- '{}' -D '{}' -m immediate stop",
+                pg_ctl.display(),
+                data.display()
+            ),
+            None => format!(
+                "'{}' -D '{}' -m immediate stop",
+                pg_ctl.display(),
+                data.display()
+            ),
+        };
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1"
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(|_| ())
+            .map_err(|e| Error(format!("cannot start the cluster's watchdog: {e}")))
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

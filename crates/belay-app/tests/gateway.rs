@@ -1,0 +1,916 @@
+//! The PostgreSQL gateway against a real PostgreSQL (a scratch cluster started here): real
+//! clients (tokio-postgres) and hand-written protocol messages for the bypasses a client
+//! library would never send. Every refusal is checked upstream too: what belay refused must
+//! not have happened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use belay_app::{App, AppGate};
+use belay_config::{Config, Env};
+use belay_core::{Class, Secret};
+use belay_pg::codec::{self, Backend, ErrorFields, Frontend, Startup};
+use belay_scratch::Cluster;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+struct NoEnv;
+impl Env for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+    app: Arc<App>,
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    tokens: BTreeMap<&'static str, Secret>,
+}
+
+const SCHEMA: &str = "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
+    INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i; \
+    CREATE TABLE scratch (id int, note text);";
+
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cluster = Cluster::start(&dir.path().join("pg"), None).unwrap();
+        cluster.stop_when_gone(std::process::id()).unwrap();
+        cluster.psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'").unwrap();
+        for db in ["staging", "production"] {
+            cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER belay")).unwrap();
+            cluster.psql(db, &format!("SET ROLE belay; {SCHEMA}")).unwrap();
+        }
+        std::fs::write(dir.path().join("upstream-password"), "upstream-secret\n").unwrap();
+        std::fs::write(dir.path().join("policy.cedar"), belay_policy::DEFAULT_POLICY).unwrap();
+        let closed_port = belay_scratch::free_port().unwrap();
+        let env = |name: &str, tier: &str, port: u16| {
+            format!(
+                "[environments.{name}]\ntier = \"{tier}\"\nstatement_timeout = \"30s\"\n\
+                 [environments.{name}.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 database = \"{}\"\nuser = \"belay\"\npassword = {{ file = \"upstream-password\" }}\n\
+                 sslmode = \"prefer\"\nfailure_domain = \"db\"\n",
+                if name == "broken" { "staging" } else { name }
+            )
+        };
+        let text = format!(
+            "state_dir = \"state\"\npolicy = \"policy.cedar\"\n{}{}{}",
+            env("staging", "non-production", cluster.port),
+            env("production", "production", cluster.port),
+            env("broken", "non-production", closed_port)
+        );
+        let path = dir.path().join("belay.toml");
+        std::fs::write(&path, &text).unwrap();
+        let app = Arc::new(App::open(Config::load(&path, &NoEnv).unwrap()).unwrap());
+        app.add_human("test", "owner").unwrap();
+        let mut tokens = BTreeMap::new();
+        for (name, grants) in [
+            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read)][..]),
+            ("reader", &[("staging", Class::Read)][..]),
+            ("revokable", &[("staging", Class::Read)][..]),
+        ] {
+            let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
+            let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
+            tokens.insert(name, token);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (addr, _stop) = start_gateway(&runtime, app.clone(), belay_pg::Options::default());
+        std::mem::forget(_stop);
+        Harness { _dir: dir, cluster, app, runtime, addr, tokens }
+    })
+}
+
+/// A gateway of its own (for limits and shutdown), on the harness's runtime.
+fn start_gateway(
+    runtime: &tokio::runtime::Runtime,
+    app: Arc<App>,
+    options: belay_pg::Options,
+) -> (
+    SocketAddr,
+    (
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ),
+) {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = watch::channel(false);
+    let handle = runtime.spawn(belay_pg::serve(
+        listener,
+        Arc::new(AppGate::new(app)),
+        options,
+        rx,
+    ));
+    (addr, (tx, handle))
+}
+
+fn conn_string(addr: SocketAddr, agent: &str, db: &str) -> String {
+    let h = harness();
+    format!(
+        "host=127.0.0.1 port={} user={agent} password={} dbname={db}",
+        addr.port(),
+        h.tokens[agent].expose()
+    )
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    // The harness starts its own runtime; it must not be first asked for inside this one.
+    let _ = harness();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn client(agent: &str, db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &conn_string(harness().addr, agent, db),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{agent} cannot connect to {db}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_else(|| format!("not a database error: {e}"))
+}
+
+fn upstream(db: &str, sql: &str) -> String {
+    harness().cluster.psql(db, sql).unwrap()
+}
+
+#[test]
+fn tokio_postgres_reads_and_writes_staging_with_simple_and_prepared_statements() {
+    let rows = block(async {
+        let c = client("worker", "staging").await;
+        c.simple_query("INSERT INTO scratch VALUES (1, 'simple')")
+            .await
+            .unwrap();
+        let stmt = c
+            .prepare("INSERT INTO scratch VALUES ($1, $2)")
+            .await
+            .unwrap();
+        for i in 2..5 {
+            c.execute(&stmt, &[&i, &"prepared"]).await.unwrap();
+        }
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM scratch WHERE id BETWEEN $1 AND $2",
+                &[&1i32, &4i32],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        c.execute("DELETE FROM scratch WHERE id BETWEEN 1 AND 4", &[])
+            .await
+            .unwrap();
+        n
+    });
+    assert_eq!(rows, 4);
+    assert_eq!(
+        upstream(
+            "staging",
+            "SELECT count(*) FROM scratch WHERE id BETWEEN 1 AND 4"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn read_only_agent_cannot_drop_or_write_in_production_and_the_refusal_is_audited() {
+    let before = harness().app.store().head_seq().unwrap();
+    let (drop_err, update_err) = block(async {
+        let c = client("worker", "production").await;
+        let d = c.simple_query("DROP TABLE items").await.unwrap_err();
+        let u = c
+            .execute("UPDATE items SET name = 'x' WHERE id = $1", &[&1i32])
+            .await
+            .unwrap_err();
+        (d, u)
+    });
+    let db = drop_err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), belay_pg::SQLSTATE_APPROVAL, "{db:?}");
+    assert!(
+        db.message().contains("DROP TABLE") && db.message().contains("destructive"),
+        "{}",
+        db.message()
+    );
+    assert!(db.detail().unwrap().contains("production-destructive"));
+    assert_eq!(code(&update_err), belay_pg::SQLSTATE_APPROVAL);
+    assert_eq!(
+        upstream("production", "SELECT count(*) FROM items WHERE name = 'x'"),
+        "0"
+    );
+    assert_eq!(
+        upstream("production", "SELECT to_regclass('items') IS NOT NULL"),
+        "t"
+    );
+    let events = harness().app.store().events(before + 1, 1000).unwrap();
+    assert!(events.iter().any(|e| e.draft.kind == "statement"
+        && e.draft.class.as_deref() == Some("destructive")
+        && e.draft.verdict.as_deref() == Some("approve(1)")
+        && e.draft.detail["sql"].as_str() == Some("DROP TABLE items")));
+}
+
+#[test]
+fn production_session_is_pinned_read_only_and_settings_cannot_be_changed() {
+    let (app_name, ro, set_err, rw_err, after_reset) = block(async {
+        let c = client("worker", "production").await;
+        let get = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+            rows.iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap().to_owned())
+                    }
+                    _ => None,
+                })
+                .expect("a row")
+        };
+        let app_name = get(c.simple_query("SHOW application_name").await.unwrap());
+        let ro = get(c
+            .simple_query("SHOW default_transaction_read_only")
+            .await
+            .unwrap());
+        let set_err = c
+            .simple_query("SET statement_timeout = 0")
+            .await
+            .unwrap_err();
+        let rw_err = c.simple_query("BEGIN READ WRITE").await.unwrap_err();
+        c.simple_query("RESET ALL").await.unwrap();
+        let after = get(c.simple_query("SHOW application_name").await.unwrap());
+        (app_name, ro, set_err, rw_err, after)
+    });
+    assert_eq!(app_name, "belay:worker");
+    assert_eq!(ro, "on");
+    assert_eq!(code(&set_err), belay_pg::SQLSTATE_DENIED);
+    assert_eq!(code(&rw_err), belay_pg::SQLSTATE_DENIED);
+    assert_eq!(after_reset, "belay:worker");
+}
+
+#[test]
+fn an_agent_without_a_grant_cannot_connect_to_that_environment() {
+    let err = block(async {
+        tokio_postgres::connect(
+            &conn_string(harness().addr, "reader", "production"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err()
+    });
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message()
+            .contains("no grant in environment `production`"),
+        "{}",
+        db.message()
+    );
+}
+
+#[test]
+fn a_wrong_token_or_unknown_agent_is_refused_alike() {
+    for (user, password) in [
+        ("worker", "belay_agent_wrong"),
+        ("nobody", "belay_agent_wrong"),
+    ] {
+        let err = block(async {
+            let s = format!(
+                "host=127.0.0.1 port={} user={user} password={password} dbname=staging",
+                harness().addr.port()
+            );
+            tokio_postgres::connect(&s, tokio_postgres::NoTls)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+        });
+        assert_eq!(code(&err), "28P01", "{user}");
+    }
+}
+
+#[test]
+fn a_refusal_inside_a_transaction_fails_it_and_commit_rolls_back() {
+    let (after, commit_tag) = block(async {
+        let c = client("worker", "staging").await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("INSERT INTO scratch VALUES (500, 'in transaction')")
+            .await
+            .unwrap();
+        // ALTER SYSTEM is admin: denied.
+        let denied = c
+            .simple_query("ALTER SYSTEM SET work_mem = '1GB'")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&denied), "42501");
+        let after = c.simple_query("SELECT 1").await.unwrap_err();
+        let commit = c.simple_query("COMMIT").await.unwrap();
+        let tag = commit.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        (code(&after), tag)
+    });
+    assert_eq!(after, "25P02");
+    let _ = commit_tag;
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM scratch WHERE id = 500"),
+        "0"
+    );
+}
+
+#[test]
+fn copy_in_and_out_go_through() {
+    use futures_util::SinkExt;
+    let out = block(async {
+        let c = client("worker", "staging").await;
+        let sink = c
+            .copy_in("COPY scratch (id, note) FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(Bytes::from_static(b"900\tcopied\n901\tcopied\n"))
+            .await
+            .unwrap();
+        let n = sink.finish().await.unwrap();
+        assert_eq!(n, 2);
+        let stream = c
+            .copy_out("COPY (SELECT id FROM scratch WHERE note = 'copied' ORDER BY id) TO STDOUT")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(stream);
+        let mut out = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        c.simple_query("DELETE FROM scratch WHERE note = 'copied'")
+            .await
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    assert_eq!(out, "900\n901\n");
+}
+
+#[test]
+fn cancel_requests_reach_the_upstream_backend() {
+    let err = block(async {
+        let c = client("worker", "staging").await;
+        let token = c.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        });
+        let r = c.simple_query("SELECT pg_sleep(20)").await;
+        canceller.await.unwrap();
+        r.unwrap_err()
+    });
+    assert_eq!(code(&err), "57014");
+}
+
+#[test]
+fn an_unreachable_upstream_is_a_clear_error() {
+    let err = block(async {
+        tokio_postgres::connect(
+            &conn_string(harness().addr, "worker", "broken"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err()
+    });
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "08006");
+    assert!(
+        db.message()
+            .contains("cannot reach the upstream database broken.main"),
+        "{}",
+        db.message()
+    );
+    assert!(!db.message().contains("upstream-secret"));
+}
+
+// ---- The protocol by hand ---------------------------------------------------------------
+
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    async fn connect(
+        addr: SocketAddr,
+        params: &[(&str, &str)],
+        password: &str,
+    ) -> Result<Raw, ErrorFields> {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut out = BytesMut::new();
+        Startup::Startup {
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+        .encode(&mut out);
+        stream.write_all(&out).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let mut scram = None;
+        loop {
+            match raw.next().await {
+                Backend::AuthenticationSasl(_) => {
+                    let (ex, first) =
+                        belay_scram::ClientExchange::new(password.as_bytes()).unwrap();
+                    scram = Some(ex);
+                    let mut body = BytesMut::new();
+                    body.extend_from_slice(b"SCRAM-SHA-256\0");
+                    body.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                    body.extend_from_slice(first.as_bytes());
+                    raw.send(&[Frontend::Password(body.freeze())]).await;
+                }
+                Backend::AuthenticationSaslContinue(data) => {
+                    let reply = scram.as_mut().unwrap().respond(&data).unwrap();
+                    raw.send(&[Frontend::Password(Bytes::from(reply))]).await;
+                }
+                Backend::ErrorResponse(e) => return Err(e),
+                Backend::ReadyForQuery(_) => return Ok(raw),
+                _ => {}
+            }
+        }
+    }
+
+    async fn agent(agent: &str, db: &str) -> Raw {
+        let token = harness().tokens[agent].expose().to_owned();
+        Raw::connect(harness().addr, &[("user", agent), ("database", db)], &token)
+            .await
+            .unwrap()
+    }
+
+    async fn send(&mut self, messages: &[Frontend]) {
+        let mut out = BytesMut::new();
+        for m in messages {
+            m.encode(&mut out);
+        }
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Backend {
+        loop {
+            if let Some(frame) = codec::read_frame(&mut self.buf, 1 << 20).unwrap() {
+                return Backend::decode(&frame).unwrap();
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert!(n > 0, "the gateway closed the connection");
+        }
+    }
+
+    /// Everything up to and including the next ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<Backend> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.next().await;
+            let done = matches!(m, Backend::ReadyForQuery(_));
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn parse(name: &str, sql: &str) -> Frontend {
+    Frontend::Parse {
+        name: name.to_owned(),
+        query: sql.to_owned(),
+        param_types: vec![],
+    }
+}
+
+fn bind(portal: &str, statement: &str) -> Frontend {
+    Frontend::Bind {
+        portal: portal.to_owned(),
+        statement: statement.to_owned(),
+        param_formats: vec![],
+        params: vec![],
+        result_formats: vec![],
+    }
+}
+
+fn execute(portal: &str) -> Frontend {
+    Frontend::Execute {
+        portal: portal.to_owned(),
+        max_rows: 0,
+    }
+}
+
+fn errors(messages: &[Backend]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Backend::ErrorResponse(e) => Some(e.code.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tags(messages: &[Backend]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Backend::CommandComplete(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn several_statements_in_one_string_are_refused_together() {
+    let got = block(async {
+        let mut c = Raw::agent("worker", "production").await;
+        c.send(&[Frontend::Query(
+            "SELECT 1; DELETE FROM items WHERE id = 1; SELECT 2".to_owned(),
+        )])
+        .await;
+        c.until_ready().await
+    });
+    assert_eq!(errors(&got), vec![belay_pg::SQLSTATE_APPROVAL.to_owned()]);
+    assert!(tags(&got).is_empty(), "nothing ran: {got:?}");
+    assert_eq!(
+        upstream("production", "SELECT count(*) FROM items WHERE id = 1"),
+        "1"
+    );
+}
+
+#[test]
+fn sql_prepare_and_execute_are_resolved_across_queries() {
+    let (ok, refused_prepare, unresolved, reserved) = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[Frontend::Query(
+            "PREPARE q AS SELECT count(*) FROM items".to_owned(),
+        )])
+        .await;
+        assert!(errors(&c.until_ready().await).is_empty());
+        c.send(&[Frontend::Query("EXECUTE q".to_owned())]).await;
+        let ok = c.until_ready().await;
+        c.send(&[Frontend::Query(
+            "PREPARE d AS DELETE FROM items WHERE id = 2".to_owned(),
+        )])
+        .await;
+        let refused = c.until_ready().await;
+        c.send(&[Frontend::Query("EXECUTE d".to_owned())]).await;
+        let unresolved = c.until_ready().await;
+        c.send(&[Frontend::Query("EXECUTE belay_1".to_owned())])
+            .await;
+        let reserved = c.until_ready().await;
+        (ok, refused, unresolved, reserved)
+    });
+    assert_eq!(tags(&ok), vec!["SELECT 1".to_owned()]);
+    assert_eq!(
+        errors(&refused_prepare),
+        vec![belay_pg::SQLSTATE_APPROVAL.to_owned()]
+    );
+    assert_eq!(errors(&unresolved), vec!["42501".to_owned()]);
+    assert_eq!(errors(&reserved), vec!["42501".to_owned()]);
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM items WHERE id = 2"),
+        "1"
+    );
+}
+
+#[test]
+fn protocol_parse_of_a_delete_then_execute_runs_nothing() {
+    let got = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[
+            parse("del", "DELETE FROM items WHERE id = 3"),
+            bind("", "del"),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        let first = c.until_ready().await;
+        // The refused name names nothing afterwards either.
+        c.send(&[bind("", "del"), execute(""), Frontend::Sync])
+            .await;
+        let second = c.until_ready().await;
+        (first, second)
+    });
+    assert_eq!(
+        errors(&got.0),
+        vec![belay_pg::SQLSTATE_APPROVAL.to_owned()],
+        "{:?}",
+        got.0
+    );
+    assert_eq!(errors(&got.1), vec!["26000".to_owned()]);
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM items WHERE id = 3"),
+        "1"
+    );
+}
+
+#[test]
+fn a_statement_name_reused_after_close_is_decided_again() {
+    let got = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[
+            parse("s1", "SELECT name FROM items WHERE id = 4"),
+            bind("", "s1"),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        let first = c.until_ready().await;
+        c.send(&[
+            Frontend::Close(codec::Close {
+                target: codec::Target::Statement,
+                name: "s1".to_owned(),
+            }),
+            parse("s1", "DELETE FROM items WHERE id = 4"),
+            bind("", "s1"),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        (first, c.until_ready().await)
+    });
+    assert_eq!(tags(&got.0), vec!["SELECT 1".to_owned()]);
+    assert_eq!(errors(&got.1), vec![belay_pg::SQLSTATE_APPROVAL.to_owned()]);
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM items WHERE id = 4"),
+        "1"
+    );
+}
+
+#[test]
+fn pipelined_messages_without_sync_are_each_decided() {
+    let got = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[
+            parse("", "SELECT id FROM items WHERE id = 5"),
+            bind("", ""),
+            execute(""),
+            Frontend::Flush,
+            parse("", "DELETE FROM items WHERE id = 5"),
+            bind("", ""),
+            execute(""),
+            parse("", "SELECT 42"),
+            bind("", ""),
+            execute(""),
+        ])
+        .await;
+        // Without Sync, the first result arrives (after Flush), then the refusal.
+        let mut seen = Vec::new();
+        loop {
+            let m = c.next().await;
+            let stop = matches!(m, Backend::ErrorResponse(_));
+            seen.push(m);
+            if stop {
+                break;
+            }
+        }
+        c.send(&[Frontend::Sync]).await;
+        seen.extend(c.until_ready().await);
+        seen
+    });
+    assert_eq!(
+        tags(&got),
+        vec!["SELECT 1".to_owned()],
+        "the statement after the refusal was skipped: {got:?}"
+    );
+    assert_eq!(errors(&got), vec![belay_pg::SQLSTATE_APPROVAL.to_owned()]);
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM items WHERE id = 5"),
+        "1"
+    );
+}
+
+#[test]
+fn a_grant_revoked_between_parse_and_execute_takes_effect() {
+    let got = block(async {
+        let mut c = Raw::agent("revokable", "staging").await;
+        c.send(&[parse("s", "SELECT count(*) FROM items"), Frontend::Sync])
+            .await;
+        let parsed = c.until_ready().await;
+        assert!(errors(&parsed).is_empty());
+        harness().app.revoke_agent("test", "revokable").unwrap();
+        c.send(&[bind("", "s"), execute(""), Frontend::Sync]).await;
+        c.until_ready().await
+    });
+    assert_eq!(errors(&got), vec!["42501".to_owned()]);
+}
+
+#[test]
+fn function_call_messages_are_refused() {
+    let got = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[Frontend::FunctionCall(Bytes::from_static(&[
+            0, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+        ]))])
+        .await;
+        c.until_ready().await
+    });
+    assert_eq!(errors(&got), vec!["42501".to_owned()]);
+}
+
+#[test]
+fn malformed_messages_close_the_connection_with_an_error() {
+    let last = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.stream.write_all(&[b'Q', 0, 0, 0, 2]).await.unwrap();
+        let mut seen = Vec::new();
+        loop {
+            if let Ok(Some(f)) = codec::read_frame(&mut c.buf, 1 << 20) {
+                seen.push(Backend::decode(&f).unwrap());
+                continue;
+            }
+            if c.stream.read_buf(&mut c.buf).await.unwrap_or(0) == 0 {
+                return seen;
+            }
+        }
+    });
+    assert!(
+        matches!(&last[..], [Backend::ErrorResponse(e)] if e.code == "08P01"),
+        "{last:?}"
+    );
+    // The gateway still serves others.
+    block(async {
+        client("reader", "staging")
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .unwrap()
+    });
+}
+
+#[test]
+fn startup_options_and_replication_are_refused() {
+    for (key, value) in [
+        ("options", "-c default_transaction_read_only=off"),
+        ("replication", "database"),
+        ("search_path", "evil,pg_catalog"),
+    ] {
+        let err = block(async {
+            let token = harness().tokens["worker"].expose().to_owned();
+            Raw::connect(
+                harness().addr,
+                &[("user", "worker"), ("database", "production"), (key, value)],
+                &token,
+            )
+            .await
+            .err()
+            .unwrap()
+        });
+        assert_eq!(err.code, "08P01", "{key}");
+    }
+}
+
+#[test]
+fn connection_limit_and_handshake_timeout() {
+    let h = harness();
+    let options = belay_pg::Options {
+        max_connections: 1,
+        handshake_timeout: Duration::from_millis(300),
+        ..belay_pg::Options::default()
+    };
+    let (addr, (stop, handle)) = start_gateway(&h.runtime, h.app.clone(), options);
+    block(async {
+        let (first, conn) = tokio_postgres::connect(
+            &conn_string(addr, "worker", "staging"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let second = tokio_postgres::connect(
+            &conn_string(addr, "worker", "staging"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(code(&second), "53300");
+        first.simple_query("SELECT 1").await.unwrap();
+        // A client that says nothing is disconnected.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), silent.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let _ = n;
+    });
+    stop.send(true).unwrap();
+    h.runtime.block_on(handle).unwrap().unwrap();
+}
+
+#[test]
+fn shutdown_lets_open_transactions_finish_and_ends_idle_sessions() {
+    let h = harness();
+    let (addr, (stop, handle)) =
+        start_gateway(&h.runtime, h.app.clone(), belay_pg::Options::default());
+    block(async {
+        let url = conn_string(addr, "worker", "staging");
+        let connect = || tokio_postgres::connect(&url, tokio_postgres::NoTls);
+        let (busy, c1) = connect().await.unwrap();
+        let busy_conn = tokio::spawn(c1);
+        let (idle, c2) = connect().await.unwrap();
+        let idle_conn = tokio::spawn(c2);
+        busy.simple_query("BEGIN").await.unwrap();
+        busy.simple_query("INSERT INTO scratch VALUES (700, 'during shutdown')")
+            .await
+            .unwrap();
+        stop.send(true).unwrap();
+        // The idle session is ended by belay.
+        let _ = tokio::time::timeout(Duration::from_secs(20), idle_conn)
+            .await
+            .unwrap();
+        assert!(idle.simple_query("SELECT 1").await.is_err());
+        // The busy one may still commit, then it is ended too.
+        busy.simple_query("COMMIT").await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(20), busy_conn)
+            .await
+            .unwrap();
+    });
+    h.runtime.block_on(handle).unwrap().unwrap();
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM scratch WHERE id = 700"),
+        "1"
+    );
+    assert!(
+        block(async { TcpStream::connect(addr).await.is_err() }),
+        "the listener is closed"
+    );
+}
+
+#[test]
+fn the_audit_log_records_outcomes_and_verifies() {
+    let before = harness().app.store().head_seq().unwrap();
+    block(async {
+        let c = client("worker", "staging").await;
+        c.simple_query("INSERT INTO scratch VALUES (800, 'secret-value-123')")
+            .await
+            .unwrap();
+        c.simple_query("DELETE FROM scratch WHERE id = 800")
+            .await
+            .unwrap();
+    });
+    // Outcomes are written without waiting; give the group commit a moment.
+    let outcome_tags = |events: &[belay_audit::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.draft.kind == "statement.outcome")
+            .map(|e| e.draft.detail["tag"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = harness().app.store().events(before + 1, 10_000).unwrap();
+        let tags = outcome_tags(&events);
+        if tags.iter().any(|t| t == "DELETE 1") && tags.iter().any(|t| t == "INSERT 0 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outcomes = outcome_tags(&events);
+    assert!(
+        outcomes.contains(&"INSERT 0 1".to_owned()) && outcomes.contains(&"DELETE 1".to_owned()),
+        "{outcomes:?}"
+    );
+    let text =
+        serde_json::to_string(&events.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !text.contains("secret-value-123"),
+        "constants are redacted: {text}"
+    );
+    assert!(!text.contains(harness().tokens["worker"].expose()));
+    let report = belay_app::verify_audit(&harness().app).unwrap();
+    assert_eq!(report.broken, None);
+}
