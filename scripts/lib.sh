@@ -12,9 +12,36 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Debian/Ubuntu packages the build and the tests need:
 #   libclang-dev  pg_query generates its bindings to libpg_query with bindgen, which needs libclang
 #   g++           libFuzzer (the fuzz smoke run) is C++
-#   python3       checks that the generated parse-tree walker matches pg_query
+#   python3       checks that the generated parse-tree walker matches pg_query; runs psycopg
+#   postgresql    initdb, pg_ctl, postgres and pgbench: the scratch clusters behind the gateway
+#   postgresql-client  psql, the first client the compatibility tests drive
+#   python3-pip, nodejs, npm  install psycopg 3 and node-postgres for the compatibility tests
 BUILD_PACKAGES=(libclang-dev g++)
-TEST_PACKAGES=(python3)
+RUN_PACKAGES=(postgresql postgresql-client)
+TEST_PACKAGES=(python3 python3-pip nodejs npm postgresql postgresql-client)
+
+# The PostgreSQL server programs live outside PATH on Debian; belay finds them itself, but
+# pgbench is wanted on PATH by the tests.
+add_postgres_to_path() {
+    local bin
+    for bin in /usr/lib/postgresql/*/bin; do
+        [ -x "$bin/pgbench" ] && PATH="$PATH:$bin"
+    done
+    export PATH
+}
+
+# psycopg 3 (PyPI) and node-postgres (npm), the client libraries the compatibility tests use.
+ensure_client_libraries() {
+    if ! python3 -c 'import psycopg' 2>/dev/null; then
+        say "installing psycopg 3 from PyPI"
+        python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]>=3.1,<4' \
+            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'psycopg[binary]>=3.1,<4'
+    fi
+    if [ ! -d target/compat-node/node_modules/pg ]; then
+        say "installing node-postgres from npm into target/compat-node"
+        npm install --silent --no-save --no-package-lock --prefix target/compat-node pg@8 >/dev/null
+    fi
+}
 
 # Installs the Debian packages given that are not installed yet, as root or through sudo,
 # saying what it installs.

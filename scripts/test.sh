@@ -5,6 +5,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+add_postgres_to_path
+ensure_client_libraries
 
 say "formatting (cargo fmt --check)"
 cargo fmt --all --check

@@ -414,9 +414,33 @@ fn an_unreachable_upstream_is_a_clear_error() {
 
 // ---- The protocol by hand ---------------------------------------------------------------
 
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 struct Raw {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
+}
+
+/// Negotiates TLS with the gateway, accepting any certificate.
+async fn tls_stream(addr: SocketAddr) -> Box<dyn Stream> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut out = BytesMut::new();
+    Startup::SslRequest.encode(&mut out);
+    tcp.write_all(&out).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], b'S', "the gateway offers TLS");
+    let config = belay_pg::tls::client_config(belay_pg::SslMode::Require, None)
+        .unwrap()
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    Box::new(
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap(),
+    )
 }
 
 impl Raw {
@@ -425,7 +449,15 @@ impl Raw {
         params: &[(&str, &str)],
         password: &str,
     ) -> Result<Raw, ErrorFields> {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let stream: Box<dyn Stream> = Box::new(TcpStream::connect(addr).await.unwrap());
+        Raw::start(stream, params, password).await
+    }
+
+    async fn start(
+        mut stream: Box<dyn Stream>,
+        params: &[(&str, &str)],
+        password: &str,
+    ) -> Result<Raw, ErrorFields> {
         let mut out = BytesMut::new();
         Startup::Startup {
             params: params
@@ -455,6 +487,11 @@ impl Raw {
                 Backend::AuthenticationSaslContinue(data) => {
                     let reply = scram.as_mut().unwrap().respond(&data).unwrap();
                     raw.send(&[Frontend::Password(Bytes::from(reply))]).await;
+                }
+                Backend::AuthenticationCleartextPassword => {
+                    let mut body = BytesMut::from(password.as_bytes());
+                    body.extend_from_slice(&[0]);
+                    raw.send(&[Frontend::Password(body.freeze())]).await;
                 }
                 Backend::ErrorResponse(e) => return Err(e),
                 Backend::ReadyForQuery(_) => return Ok(raw),
@@ -913,4 +950,42 @@ fn the_audit_log_records_outcomes_and_verifies() {
     assert!(!text.contains(harness().tokens["worker"].expose()));
     let report = belay_app::verify_audit(&harness().app).unwrap();
     assert_eq!(report.broken, None);
+}
+
+#[test]
+fn tls_for_clients_required_when_configured_and_cleartext_only_over_tls() {
+    let h = harness();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let options = belay_pg::Options {
+        tls: Some(belay_pg::tls::server_config(&cert_path, &key_path).unwrap()),
+        require_tls: true,
+        allow_cleartext_password: true,
+        ..belay_pg::Options::default()
+    };
+    let (addr, (stop, handle)) = start_gateway(&h.runtime, h.app.clone(), options);
+    let token = h.tokens["worker"].expose().to_owned();
+    let params = [("user", "worker"), ("database", "staging")];
+    block(async {
+        // Without TLS: refused before any password is asked for.
+        let plain = Raw::connect(addr, &params, &token).await.err().unwrap();
+        assert_eq!(plain.code, "28000");
+        // Over TLS the token may travel as a cleartext password, and only the right one works.
+        let mut c = Raw::start(tls_stream(addr).await, &params, &token)
+            .await
+            .unwrap();
+        c.send(&[Frontend::Query("SELECT count(*) FROM items".to_owned())])
+            .await;
+        assert_eq!(tags(&c.until_ready().await), vec!["SELECT 1".to_owned()]);
+        let wrong = Raw::start(tls_stream(addr).await, &params, "belay_agent_wrong")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(wrong.code, "28P01");
+    });
+    stop.send(true).unwrap();
+    h.runtime.block_on(handle).unwrap().unwrap();
 }

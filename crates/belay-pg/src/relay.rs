@@ -205,7 +205,7 @@ impl Relay {
     }
 
     /// Handles one client message, appending what goes upstream to `up`.
-    pub(crate) fn from_client(
+    pub(crate) fn client_message(
         &mut self,
         frame: Frame,
         up: &mut BytesMut,
@@ -405,7 +405,7 @@ impl Relay {
     }
 
     /// Handles one upstream message, appending what goes to the client to `client`.
-    pub(crate) fn from_upstream(
+    pub(crate) fn upstream_message(
         &mut self,
         frame: Frame,
         client: &mut BytesMut,

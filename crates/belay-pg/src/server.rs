@@ -132,10 +132,13 @@ impl CancelKeys {
     }
 }
 
-/// Upstream TLS configurations, built once per (sslmode, root certificate).
+/// An upstream TLS configuration's identity: its sslmode and root certificate file.
+type TlsKey = (u8, Option<std::path::PathBuf>);
+
+/// Upstream TLS configurations, built once per key.
 #[derive(Debug, Default)]
 struct UpstreamTls {
-    cache: Mutex<HashMap<(u8, Option<std::path::PathBuf>), Option<Arc<rustls::ClientConfig>>>>,
+    cache: Mutex<HashMap<TlsKey, Option<Arc<rustls::ClientConfig>>>>,
 }
 
 impl UpstreamTls {
@@ -606,7 +609,7 @@ async fn run(
         // Decide and route every complete message already buffered.
         while !terminating && to_up.len() < HIGH_WATER {
             match codec::read_frame(&mut client_buf, max) {
-                Ok(Some(frame)) => match relay.from_client(frame, &mut to_up) {
+                Ok(Some(frame)) => match relay.client_message(frame, &mut to_up) {
                     Ok(Next::Continue) => {}
                     Ok(Next::Terminate) => terminating = true,
                     Err(Violation(m)) => {
@@ -627,7 +630,7 @@ async fn run(
         while to_client.len() < HIGH_WATER {
             match codec::read_frame(&mut up_buf, codec::DEFAULT_MAX_MESSAGE) {
                 Ok(Some(frame)) => {
-                    if let Err(Violation(m)) = relay.from_upstream(frame, &mut to_client) {
+                    if let Err(Violation(m)) = relay.upstream_message(frame, &mut to_client) {
                         to_client.extend_from_slice(&fatal(
                             "08P01",
                             format!("belay lost track of the upstream: {m}"),
