@@ -17,8 +17,27 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 #   postgresql-client  psql, the first client the compatibility tests drive
 #   python3-pip, nodejs, npm  install psycopg 3 and node-postgres for the compatibility tests
 BUILD_PACKAGES=(libclang-dev g++)
-RUN_PACKAGES=(postgresql postgresql-client)
-TEST_PACKAGES=(python3 python3-pip nodejs npm postgresql postgresql-client)
+# Programs, as COMMAND:PACKAGE; a package is installed only when its command is missing, so a
+# PostgreSQL or Node.js installed some other way is used as it is.
+RUN_COMMANDS=(initdb:postgresql pg_ctl:postgresql psql:postgresql-client)
+TEST_COMMANDS=(python3:python3 pip:python3-pip node:nodejs npm:npm pgbench:postgresql "${RUN_COMMANDS[@]}")
+
+# Whether a program is available, on PATH or among Debian's PostgreSQL programs.
+have_command() {
+    case "$1" in
+        pip) python3 -m pip --version >/dev/null 2>&1 ;;
+        *) command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null ;;
+    esac
+}
+
+# Installs the packages of the COMMAND:PACKAGE pairs given whose command is missing.
+ensure_commands() {
+    local missing=() pair
+    for pair in "$@"; do
+        have_command "${pair%%:*}" || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] || ensure_packages $(printf '%s\n' "${missing[@]}" | sort -u)
+}
 
 # The PostgreSQL server programs live outside PATH on Debian; belay finds them itself, but
 # pgbench is wanted on PATH by the tests.

@@ -5,7 +5,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
-ensure_packages "${BUILD_PACKAGES[@]}" "${RUN_PACKAGES[@]}"
+ensure_packages "${BUILD_PACKAGES[@]}"
+ensure_commands "${RUN_COMMANDS[@]}"
 
 say "building belay (release)"
 cargo build --release --locked -p belay

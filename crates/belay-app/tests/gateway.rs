@@ -53,6 +53,11 @@ fn harness() -> &'static Harness {
         }
         let cluster = Cluster::start(&dir.path().join("pg"), None).unwrap();
         cluster.stop_when_gone(std::process::id()).unwrap();
+        // The upstream speaks TLS with a certificate from a CA of the test's own.
+        let (ca_pem, cert_pem, key_pem) = certificate_chain();
+        cluster.enable_ssl(&cert_pem, &key_pem).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.path().join("other-ca.pem"), certificate_chain().0).unwrap();
         cluster.psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'").unwrap();
         for db in ["staging", "production"] {
             cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER belay")).unwrap();
@@ -62,27 +67,33 @@ fn harness() -> &'static Harness {
         std::fs::write(dir.path().join("policy.cedar"), belay_policy::DEFAULT_POLICY).unwrap();
         let closed_port = belay_scratch::free_port().unwrap();
         let env = |name: &str, tier: &str, port: u16| {
+            let tls = match name {
+                "secure" => "sslmode = \"verify-full\"\nsslrootcert = \"ca.pem\"",
+                "wrongca" => "sslmode = \"verify-full\"\nsslrootcert = \"other-ca.pem\"",
+                _ => "sslmode = \"prefer\"",
+            };
             format!(
                 "[environments.{name}]\ntier = \"{tier}\"\nstatement_timeout = \"30s\"\n\
                  [environments.{name}.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
                  database = \"{}\"\nuser = \"belay\"\npassword = {{ file = \"upstream-password\" }}\n\
-                 sslmode = \"prefer\"\nfailure_domain = \"db\"\n",
-                if name == "broken" { "staging" } else { name }
+                 {tls}\nfailure_domain = \"db\"\n",
+                if name == "production" { "production" } else { "staging" }
             )
         };
         let text = format!(
             "state_dir = \"state\"\npolicy = \"policy.cedar\"\n{}{}{}",
             env("staging", "non-production", cluster.port),
             env("production", "production", cluster.port),
-            env("broken", "non-production", closed_port)
-        );
+            env("broken", "non-production", closed_port),
+        ) + &env("secure", "non-production", cluster.port)
+            + &env("wrongca", "non-production", cluster.port);
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
         let app = Arc::new(App::open(Config::load(&path, &NoEnv).unwrap()).unwrap());
         app.add_human("test", "owner").unwrap();
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
-            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read)][..]),
+            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read)][..]),
             ("reader", &[("staging", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),
         ] {
@@ -95,6 +106,23 @@ fn harness() -> &'static Harness {
         std::mem::forget(_stop);
         Harness { _dir: dir, cluster, app, runtime, addr, tokens }
     })
+}
+
+/// A CA certificate, and a certificate for 127.0.0.1 and localhost it signed, with its key.
+fn certificate_chain() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "belay test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
 
 /// A gateway of its own (for limits and shutdown), on the harness's runtime.
@@ -988,4 +1016,38 @@ fn tls_for_clients_required_when_configured_and_cleartext_only_over_tls() {
     });
     stop.send(true).unwrap();
     h.runtime.block_on(handle).unwrap().unwrap();
+}
+
+#[test]
+fn upstream_tls_follows_sslmode() {
+    let in_tls = |db: &str| {
+        block(async {
+            let c = client("worker", db).await;
+            let rows = c
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            rows.get::<_, bool>(0)
+        })
+    };
+    // verify-full against the CA that signed the server's certificate, and prefer (which
+    // takes TLS when the server offers it).
+    assert!(in_tls("secure"));
+    assert!(in_tls("production"));
+    // verify-full against another CA: refused, with the reason.
+    let err = block(async {
+        tokio_postgres::connect(
+            &conn_string(harness().addr, "worker", "wrongca"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err()
+    });
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "08006");
+    assert!(db.message().contains("TLS"), "{}", db.message());
 }

@@ -286,6 +286,41 @@ impl Cluster {
             .map_err(|e| Error(format!("cannot start the cluster's watchdog: {e}")))
     }
 
+    /// Turns TLS on with this certificate and key (PEM), effective at once (a reload).
+    pub fn enable_ssl(&self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let data = self.dir.join("data");
+        for (name, contents) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, contents)
+                .map_err(|e| Error(format!("cannot write `{}`: {e}", path.display())))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error(format!("cannot restrict `{}`: {e}", path.display())))?;
+            if let Some(user) = &self.run_as {
+                check(
+                    "chown",
+                    Command::new("chown")
+                        .arg(format!("{user}:"))
+                        .arg(&path)
+                        .output(),
+                )?;
+            }
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until new sessions see it.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl")? == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(Error(format!(
+            "the server did not turn TLS on; see {}",
+            self.dir.join("server.log").display()
+        )))
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
