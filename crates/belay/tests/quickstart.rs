@@ -29,6 +29,10 @@ impl Drop for Quickstart {
 }
 
 fn start() -> Quickstart {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Quickstart {
     let tmp = tempfile::tempdir().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -38,6 +42,7 @@ fn start() -> Quickstart {
     let child = Command::new(env!("CARGO_BIN_EXE_belay"))
         .args(["quickstart", "--port", "0", "--dir"])
         .arg(&dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -240,5 +245,45 @@ fn quickstart_serves_psql_pgbench_psycopg_and_node_postgres() {
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", upstream_port as u16)).is_err(),
         "the scratch cluster stopped"
+    );
+}
+
+#[test]
+fn quickstart_can_use_an_existing_server_and_leaves_it_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cluster = belay_scratch::Cluster::start(&tmp.path().join("pg"), None).unwrap();
+    cluster.stop_when_gone(std::process::id()).unwrap();
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        cluster.superuser_password, cluster.port
+    );
+    let mut qs = start_with(&["--upstream", &url]);
+    assert_eq!(
+        qs.info["upstream_port"].as_u64(),
+        Some(u64::from(cluster.port))
+    );
+    let out = qs.psql("staging", "SELECT count(*) FROM customers");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2000",
+        "{}",
+        text(&out)
+    );
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(qs.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(qs.child.wait().unwrap().success());
+    assert_eq!(
+        cluster
+            .psql("staging", "SELECT count(*) FROM vehicles")
+            .unwrap(),
+        "300",
+        "the server was left running"
     );
 }
