@@ -7,18 +7,18 @@
 //! the cache is dropped whenever the identity generation moves (a grant revoked in another
 //! process takes effect at the next statement) or the agent expires.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use belay_audit::{fingerprint, Draft};
 use belay_core::{Class, Decision, Verdict};
 use belay_pg::{
-    Check, Completion, Credential, Gate, Login, Phase, Refusal, Session, SslMode, UpstreamSpec,
+    Check, Completion, Credential, Gate, Login, Phase, Refusal, Session, UpstreamSpec,
     RESERVED_PREFIX, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
 };
 use belay_policy::ActionRequest;
-use belay_sql::{Analysis, PreparedEffect};
+use belay_sql::{Analysis, Flag, PreparedEffect};
 use belay_store::{Agent, AuthError};
 use serde_json::json;
 
@@ -81,16 +81,6 @@ impl AppGate {
             Ok(_) => refusal,
             Err(audit) => audit,
         }
-    }
-}
-
-fn ssl_mode(mode: belay_config::SslMode) -> SslMode {
-    match mode {
-        belay_config::SslMode::Disable => SslMode::Disable,
-        belay_config::SslMode::Prefer => SslMode::Prefer,
-        belay_config::SslMode::Require => SslMode::Require,
-        belay_config::SslMode::VerifyCa => SslMode::VerifyCa,
-        belay_config::SslMode::VerifyFull => SslMode::VerifyFull,
     }
 }
 
@@ -189,7 +179,7 @@ impl Gate for AppGate {
             database: pg.database.clone(),
             user: pg.user.clone(),
             password: pg.password.clone(),
-            sslmode: ssl_mode(pg.sslmode),
+            sslmode: pg.sslmode,
             sslrootcert: pg.sslrootcert.clone(),
             params,
             connect_timeout: CONNECT_TIMEOUT,
@@ -234,6 +224,10 @@ struct Record {
     effects: Vec<(usize, PreparedEffect, String)>,
 }
 
+/// What policy sees of a statement beyond the session's agent and environment: class, flags
+/// and relations.
+type DecisionKey = (Class, BTreeSet<Flag>, BTreeSet<String>);
+
 /// Decisions for one agent's session in one environment.
 #[derive(Debug)]
 pub struct AppSession {
@@ -244,7 +238,7 @@ pub struct AppSession {
     agent: Agent,
     generation: u64,
     /// Policy decisions by what policy sees, valid for `generation`.
-    decisions: HashMap<String, Decision>,
+    decisions: HashMap<DecisionKey, Decision>,
     /// SQL-level prepared statements that ran upstream: name -> the PREPARE statement's text.
     prepared: HashMap<String, String>,
     records: HashMap<u64, Record>,
@@ -317,6 +311,18 @@ impl AppSession {
     }
 
     fn decide(&mut self, analysis: &Analysis) -> Decision {
+        let key: DecisionKey = (
+            analysis.class,
+            analysis.flags(),
+            analysis
+                .statements
+                .iter()
+                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
+                .collect(),
+        );
+        if let Some(d) = self.decisions.get(&key) {
+            return d.clone();
+        }
         let request = with_analysis(
             ActionRequest::new(
                 &self.agent.name,
@@ -328,20 +334,6 @@ impl AppSession {
             ),
             analysis,
         );
-        let key = format!(
-            "{}|{}|{}",
-            analysis.class.as_str(),
-            request.flags.iter().cloned().collect::<Vec<_>>().join(","),
-            request
-                .relations
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        if let Some(d) = self.decisions.get(&key) {
-            return d.clone();
-        }
         let decision = self.app.policy.evaluate(&request);
         if self.decisions.len() >= MAX_CACHED {
             self.decisions.clear();

@@ -207,8 +207,8 @@ fn load_or_create_key(path: &Path) -> Result<CheckpointKey, Error> {
     }
 }
 
-/// Writes a file only its owner can read.
-pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+/// Writes a new file only its owner can read, and syncs it; an existing file is an error.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -181,6 +181,14 @@ async fn client(agent: &str, db: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The error of a connection attempt that must fail.
+async fn refused(conn: &str) -> tokio_postgres::Error {
+    tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+}
+
 fn code(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.code().code().to_owned())
@@ -301,15 +309,7 @@ fn production_session_is_pinned_read_only_and_settings_cannot_be_changed() {
 
 #[test]
 fn an_agent_without_a_grant_cannot_connect_to_that_environment() {
-    let err = block(async {
-        tokio_postgres::connect(
-            &conn_string(harness().addr, "reader", "production"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-    });
+    let err = block(async { refused(&conn_string(harness().addr, "reader", "production")).await });
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "42501");
     assert!(
@@ -331,10 +331,7 @@ fn a_wrong_token_or_unknown_agent_is_refused_alike() {
                 "host=127.0.0.1 port={} user={user} password={password} dbname=staging",
                 harness().addr.port()
             );
-            tokio_postgres::connect(&s, tokio_postgres::NoTls)
-                .await
-                .map(|_| ())
-                .unwrap_err()
+            refused(&s).await
         });
         assert_eq!(code(&err), "28P01", "{user}");
     }
@@ -420,15 +417,7 @@ fn cancel_requests_reach_the_upstream_backend() {
 
 #[test]
 fn an_unreachable_upstream_is_a_clear_error() {
-    let err = block(async {
-        tokio_postgres::connect(
-            &conn_string(harness().addr, "worker", "broken"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-    });
+    let err = block(async { refused(&conn_string(harness().addr, "worker", "broken")).await });
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "08006");
     assert!(
@@ -874,13 +863,7 @@ fn connection_limit_and_handshake_timeout() {
         .await
         .unwrap();
         tokio::spawn(conn);
-        let second = tokio_postgres::connect(
-            &conn_string(addr, "worker", "staging"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map(|_| ())
-        .unwrap_err();
+        let second = refused(&conn_string(addr, "worker", "staging")).await;
         assert_eq!(code(&second), "53300");
         first.simple_query("SELECT 1").await.unwrap();
         // A client that says nothing is disconnected.
@@ -1038,15 +1021,7 @@ fn upstream_tls_follows_sslmode() {
     assert!(in_tls("secure"));
     assert!(in_tls("production"));
     // verify-full against another CA: refused, with the reason.
-    let err = block(async {
-        tokio_postgres::connect(
-            &conn_string(harness().addr, "worker", "wrongca"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map(|_| ())
-        .unwrap_err()
-    });
+    let err = block(async { refused(&conn_string(harness().addr, "worker", "wrongca")).await });
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "08006");
     assert!(db.message().contains("TLS"), "{}", db.message());

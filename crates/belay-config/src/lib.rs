@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use belay_core::Secret;
+pub use belay_core::SslMode;
 
 pub use env::{Env, ProcessEnv};
 
@@ -100,17 +101,6 @@ pub struct Postgres {
 pub struct BackupStore {
     pub path: PathBuf,
     pub failure_domain: String,
-}
-
-/// TLS to an upstream, as libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
 }
 
 /// A configuration problem, with where it is.

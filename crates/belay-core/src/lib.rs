@@ -7,8 +7,10 @@
 
 mod class;
 mod secret;
+mod sslmode;
 mod verdict;
 
 pub use class::{Class, ParseClassError};
 pub use secret::Secret;
+pub use sslmode::SslMode;
 pub use verdict::{Decision, Verdict};

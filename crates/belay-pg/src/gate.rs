@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use belay_core::Secret;
+pub use belay_core::SslMode;
 use belay_scram::Verifier;
+
+use crate::codec::{ErrorFields, Severity};
 
 /// SQLSTATE of a statement belay denied.
 pub const SQLSTATE_DENIED: &str = "42501";
@@ -39,6 +42,25 @@ impl Refusal {
         self.hint = Some(hint.into());
         self
     }
+
+    /// The ErrorResponse fields that carry this refusal.
+    pub(crate) fn fields(self, severity: Severity) -> ErrorFields {
+        let mut fields = ErrorFields::new(severity, &self.code, self.message);
+        fields.detail = self.detail;
+        fields.hint = self.hint;
+        fields
+    }
+}
+
+/// Runs a `Gate` or `Session` call, which may wait for the audit log's fsync, where blocking
+/// is allowed: on a multi-threaded runtime the runtime moves other tasks away meanwhile.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Who is connecting, as the startup message and the socket say.
@@ -63,16 +85,6 @@ pub enum Credential {
     /// The agent is unknown, revoked or has no SCRAM verifier: the exchange runs to the end
     /// and fails, so a client cannot tell these cases from a wrong token.
     None,
-}
-
-/// TLS to the upstream, as libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
 }
 
 /// Where and as whom the session connects upstream, and the settings it pins there.

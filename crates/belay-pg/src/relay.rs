@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
-use crate::gate::{Check, Completion, Phase, Refusal, Session};
+use crate::gate::{blocking, Check, Completion, Phase, Refusal, Session};
 
 /// Text sent upstream in place of a refused message: a syntax error, which fails in every
 /// transaction state without touching anything.
@@ -136,23 +136,6 @@ fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
     }
 }
 
-fn error_fields(refusal: Refusal) -> Box<ErrorFields> {
-    let mut fields = ErrorFields::new(Severity::Error, &refusal.code, refusal.message);
-    fields.detail = refusal.detail;
-    fields.hint = refusal.hint;
-    Box::new(fields)
-}
-
-fn check_blocking(session: &mut dyn Session, sql: &str, phase: Phase) -> Check {
-    // A decision may wait for the audit log's fsync; let the runtime move other tasks away.
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| session.check(sql, phase))
-        }
-        _ => session.check(sql, phase),
-    }
-}
-
 impl Relay {
     pub(crate) fn new(session: Box<dyn Session>) -> Relay {
         Relay {
@@ -181,7 +164,7 @@ impl Relay {
         self.statements.remove("");
         put_frame(up, b'P', &[b"\0", REFUSED_SQL.as_bytes(), b"\0", &[0, 0]]);
         self.expect
-            .push_back(Expect::Refused(error_fields(refusal)));
+            .push_back(Expect::Refused(Box::new(refusal.fields(Severity::Error))));
     }
 
     fn refuse_simple(&mut self, refusal: Refusal, up: &mut BytesMut) {
@@ -189,7 +172,7 @@ impl Relay {
         self.expect.push_back(Expect::Simple {
             record: None,
             next: 0,
-            refusal: Some(error_fields(refusal)),
+            refusal: Some(Box::new(refusal.fields(Severity::Error))),
         });
     }
 
@@ -215,7 +198,7 @@ impl Relay {
                 let (sql, _) = split_cstr(&frame.body)?;
                 // A simple Query drops the unnamed statement, upstream as here.
                 self.statements.remove("");
-                match check_blocking(self.session.as_mut(), &sql, Phase::Query) {
+                match blocking(|| self.session.check(&sql, Phase::Query)) {
                     Check::Allow { record } => {
                         frame.encode(up);
                         self.expect.push_back(Expect::Simple {
@@ -235,7 +218,7 @@ impl Relay {
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 }
-                match check_blocking(self.session.as_mut(), &sql, Phase::Parse) {
+                match blocking(|| self.session.check(&sql, Phase::Parse)) {
                     Check::Allow { .. } => {
                         let upstream = if name.is_empty() {
                             String::new()
@@ -289,7 +272,7 @@ impl Relay {
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 };
-                match check_blocking(self.session.as_mut(), &sql, Phase::Execute) {
+                match blocking(|| self.session.check(&sql, Phase::Execute)) {
                     Check::Allow { record } => {
                         frame.encode(up);
                         self.expect.push_back(Expect::Execute { record });

@@ -18,8 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::codec::{self, Backend, ErrorFields, Severity, Startup};
-use crate::gate::{Credential, Gate, Login, UpstreamSpec};
+use crate::codec::{self, Backend, Severity, Startup};
+use crate::gate::{blocking, Credential, Gate, Login, Refusal, UpstreamSpec};
 use crate::relay::{Next, Relay, Violation};
 use crate::upstream::{self, CancelTarget, Stream};
 
@@ -133,7 +133,7 @@ impl CancelKeys {
 }
 
 /// An upstream TLS configuration's identity: its sslmode and root certificate file.
-type TlsKey = (u8, Option<std::path::PathBuf>);
+type TlsKey = (belay_core::SslMode, Option<std::path::PathBuf>);
 
 /// Upstream TLS configurations, built once per key.
 #[derive(Debug, Default)]
@@ -143,7 +143,7 @@ struct UpstreamTls {
 
 impl UpstreamTls {
     fn get(&self, spec: &UpstreamSpec) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
-        let key = (spec.sslmode as u8, spec.sslrootcert.clone());
+        let key = (spec.sslmode, spec.sslrootcert.clone());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
@@ -223,17 +223,12 @@ pub async fn serve(
 }
 
 fn fatal(code: &str, message: impl Into<String>) -> BytesMut {
-    let mut out = BytesMut::new();
-    Backend::ErrorResponse(ErrorFields::new(Severity::Fatal, code, message)).encode(&mut out);
-    out
+    fatal_refusal(Refusal::new(code, message))
 }
 
-fn fatal_refusal(r: crate::gate::Refusal) -> BytesMut {
-    let mut fields = ErrorFields::new(Severity::Fatal, &r.code, r.message);
-    fields.detail = r.detail;
-    fields.hint = r.hint;
+fn fatal_refusal(r: Refusal) -> BytesMut {
     let mut out = BytesMut::new();
-    Backend::ErrorResponse(fields).encode(&mut out);
+    Backend::ErrorResponse(r.fields(Severity::Fatal)).encode(&mut out);
     out
 }
 
@@ -292,10 +287,6 @@ async fn send(stream: &mut Box<dyn Stream>, bytes: &[u8]) -> Result<(), Reject> 
         .await
         .map_err(|_| Reject(BytesMut::new()))?;
     stream.flush().await.map_err(|_| Reject(BytesMut::new()))
-}
-
-fn auth_message(out: &mut BytesMut, message: Backend) {
-    message.encode(out);
 }
 
 async fn connection(
@@ -412,10 +403,10 @@ async fn handshake(
     }
 
     let credential =
-        block(|| shared.gate.credential(&login.user)).map_err(|r| Reject(fatal_refusal(r)))?;
+        blocking(|| shared.gate.credential(&login.user)).map_err(|r| Reject(fatal_refusal(r)))?;
     let mut out = BytesMut::new();
     let authenticated = if shared.options.allow_cleartext_password && tls {
-        auth_message(&mut out, Backend::AuthenticationCleartextPassword);
+        Backend::AuthenticationCleartextPassword.encode(&mut out);
         send(stream, &out).await?;
         let body = read_message(stream, buf, b'p').await?;
         let password = body.strip_suffix(&[0]).unwrap_or(&body);
@@ -426,8 +417,8 @@ async fn handshake(
     } else {
         scram(shared, stream, buf, &login.user, &credential).await?
     };
-    let (mut spec, session) =
-        block(|| shared.gate.open(&login, authenticated)).map_err(|r| Reject(fatal_refusal(r)))?;
+    let (mut spec, session) = blocking(|| shared.gate.open(&login, authenticated))
+        .map_err(|r| Reject(fatal_refusal(r)))?;
     let mut relay = Relay::new(session);
     spec.params.extend(passed);
     let upstream_tls = match shared.upstream_tls.get(&spec) {
@@ -446,11 +437,9 @@ async fn handshake(
                 spec.label
             );
             relay.ended(&message);
-            return Err(Reject(fatal_refusal(
-                crate::gate::Refusal::new("08006", message).hint(
-                    "the database is down or unreachable from belay; an operator must check it",
-                ),
-            )));
+            return Err(Reject(fatal_refusal(Refusal::new("08006", message).hint(
+                "the database is down or unreachable from belay; an operator must check it",
+            ))));
         }
     };
     let key = match &upstream.key {
@@ -463,7 +452,7 @@ async fn handshake(
         None => (0, Bytes::new()),
     };
     out.clear();
-    auth_message(&mut out, Backend::AuthenticationOk);
+    Backend::AuthenticationOk.encode(&mut out);
     for p in &upstream.parameters {
         p.encode(&mut out);
     }
@@ -480,15 +469,6 @@ async fn handshake(
         key: key.0,
         _permit: permit,
     }))
-}
-
-fn block<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
 }
 
 fn login(params: &[(String, String)], peer: SocketAddr, tls: bool) -> Result<Login, Reject> {
@@ -530,10 +510,7 @@ async fn scram(
     credential: &Credential,
 ) -> Result<bool, Reject> {
     let mut out = BytesMut::new();
-    auth_message(
-        &mut out,
-        Backend::AuthenticationSasl(vec![belay_scram::MECHANISM.to_owned()]),
-    );
+    Backend::AuthenticationSasl(vec![belay_scram::MECHANISM.to_owned()]).encode(&mut out);
     send(stream, &out).await?;
     let mut body = read_message(stream, buf, b'p').await?;
     let malformed = || Reject(fatal("08P01", "malformed SASLInitialResponse"));
@@ -561,19 +538,13 @@ async fn scram(
     let (exchange, server_first) = belay_scram::ServerExchange::start(verifier, &seed, &body)
         .map_err(|e| Reject(fatal("08P01", e.to_string())))?;
     out.clear();
-    auth_message(
-        &mut out,
-        Backend::AuthenticationSaslContinue(Bytes::from(server_first)),
-    );
+    Backend::AuthenticationSaslContinue(Bytes::from(server_first)).encode(&mut out);
     send(stream, &out).await?;
     let body = read_message(stream, buf, b'p').await?;
     match exchange.finish(&body) {
         Ok(server_final) => {
             out.clear();
-            auth_message(
-                &mut out,
-                Backend::AuthenticationSaslFinal(Bytes::from(server_final)),
-            );
+            Backend::AuthenticationSaslFinal(Bytes::from(server_final)).encode(&mut out);
             send(stream, &out).await?;
             Ok(true)
         }

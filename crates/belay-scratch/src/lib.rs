@@ -67,6 +67,33 @@ pub fn find_bin() -> Result<PathBuf, Error> {
     })
 }
 
+/// PostgreSQL program `program` of `bin`, run as `run_as` when given.
+fn command(bin: &Path, run_as: Option<&str>, program: &str) -> Command {
+    let path = bin.join(program);
+    match run_as {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(path);
+            c
+        }
+        None => Command::new(path),
+    }
+}
+
+/// Stops a server that an earlier `Cluster` in `dir` left running (its process ended without
+/// stopping it); nothing happens when none runs there.
+pub fn stop_leftover(dir: &Path) {
+    let data = dir.join("data");
+    if let (true, Ok(bin)) = (data.is_dir(), find_bin()) {
+        let run_as = is_root().then_some("postgres");
+        let _ = command(&bin, run_as, "pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
 /// A free TCP port on loopback (free when asked; the caller binds it soon after).
 pub fn free_port() -> Result<u16, Error> {
     TcpListener::bind("127.0.0.1:0")
@@ -75,7 +102,8 @@ pub fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error(format!("cannot find a free port: {e}")))
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (PostgreSQL then runs as `postgres`).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -83,7 +111,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn random_hex(bytes: usize) -> Result<String, Error> {
+/// `bytes` random bytes as hex, for passwords.
+pub fn random_hex(bytes: usize) -> Result<String, Error> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b)
         .map_err(|e| Error(format!("the system's random source failed: {e}")))?;
@@ -204,15 +233,7 @@ impl Cluster {
     }
 
     fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        match &self.run_as {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        }
+        command(&self.bin, self.run_as.as_deref(), program)
     }
 
     /// The directory of the Unix socket.

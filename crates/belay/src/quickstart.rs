@@ -169,23 +169,7 @@ impl Upstream {
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.join(MARKER).exists() {
         // A previous quickstart: stop its cluster if it still runs, then start afresh.
-        if let Ok(bin) = belay_scratch::find_bin() {
-            let data = dir.join("pg").join("data");
-            if data.is_dir() {
-                let _ = Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(bin.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-m", "immediate", "stop"])
-                    .output();
-                let _ = Command::new(bin.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-m", "immediate", "stop"])
-                    .output();
-            }
-        }
+        belay_scratch::stop_leftover(&dir.join("pg"));
         std::fs::remove_dir_all(dir).with_context(|| {
             format!(
                 "cannot remove the previous quickstart in `{}`",
@@ -200,13 +184,6 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     Ok(())
-}
-
-fn random_password() -> anyhow::Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b)
-        .map_err(|e| anyhow::anyhow!("the system's random source failed: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn config_text(host: &str, port: u16, gateway: u16) -> String {
@@ -252,20 +229,6 @@ checkpoint_every = 1000
     )
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
 pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     prepare_dir(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
@@ -276,12 +239,7 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
                 "belay: creating a scratch PostgreSQL cluster in {}",
                 dir.join("pg").display()
             );
-            if Command::new("id")
-                .arg("-u")
-                .output()
-                .map(|o| o.stdout.starts_with(b"0\n"))
-                .unwrap_or(false)
-            {
+            if belay_scratch::is_root() {
                 // The server runs as `postgres`, which must be able to enter the directory.
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
@@ -289,7 +247,7 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             Upstream::Scratch(Cluster::start(&dir.join("pg"), None).map_err(anyhow::Error::msg)?)
         }
     };
-    let role_password = random_password()?;
+    let role_password = belay_scratch::random_hex(16).map_err(anyhow::Error::msg)?;
     upstream.sql(
         "postgres",
         &format!("CREATE ROLE {UPSTREAM_ROLE} LOGIN PASSWORD '{role_password}'"),
@@ -304,7 +262,7 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
 
     belay_app::init(&dir, &crate::operator())?;
     std::fs::create_dir_all(dir.join("secrets"))?;
-    write_private(&dir.join("secrets/upstream-password"), &role_password)?;
+    belay_app::write_private(&dir.join("secrets/upstream-password"), &role_password)?;
     let gateway_port = if args.port == 0 {
         belay_scratch::free_port().map_err(anyhow::Error::msg)?
     } else {
@@ -348,7 +306,7 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     let result =
         crate::serve::runtime()?.block_on(crate::serve::gateway(app.clone(), addr, |bound| {
             // Written once the gateway listens, so that scripts can wait for the file.
-            let written = write_private(&marker, &format!("{info:#}\n"));
+            let written = belay_app::write_private(&marker, &format!("{info:#}\n"));
             if let Err(e) = written {
                 eprintln!("belay: {e:#}");
             }
