@@ -13,4 +13,4 @@ mod verdict;
 pub use class::{Class, ParseClassError};
 pub use secret::Secret;
 pub use sslmode::SslMode;
-pub use verdict::{Decision, Verdict};
+pub use verdict::{Decision, Hold, Verdict};

@@ -1,6 +1,8 @@
-//! `Verdict` and `Decision`: what policy says about an action, and why.
+//! `Verdict` and `Decision`: what policy says about an action, and why; `Hold`: the terms of
+//! a held action's approval.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -56,6 +58,37 @@ pub struct Decision {
     pub policies: Vec<String>,
     /// Why, in words a person understands.
     pub reason: String,
+    /// For `approve(n)`: how long the request stays open, how soon an approved action must
+    /// run, and who may approve.
+    pub hold: Hold,
+}
+
+/// The terms of an approval, from the policy that held the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// How long a request waits for its approvals before it expires.
+    pub expires: Duration,
+    /// Once approved, how long the agent has to run the action before the approval lapses.
+    pub run_within: Duration,
+    /// The humans whose approvals count; empty means any human. `owner` stands for the
+    /// agent's owner.
+    pub approvers: Vec<String>,
+}
+
+impl Hold {
+    /// One hour to decide, fifteen minutes to run once approved.
+    pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_RUN_WITHIN: Duration = Duration::from_secs(900);
+}
+
+impl Default for Hold {
+    fn default() -> Hold {
+        Hold {
+            expires: Hold::DEFAULT_EXPIRES,
+            run_within: Hold::DEFAULT_RUN_WITHIN,
+            approvers: Vec::new(),
+        }
+    }
 }
 
 impl Decision {
@@ -67,6 +100,7 @@ impl Decision {
             backup_first: false,
             policies: Vec::new(),
             reason: reason.into(),
+            hold: Hold::default(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! to a `Decision` (allow, deny or approve(n), with modifiers, deciding policies and a reason).
 //!
 //! Approval requirements live in the policy, not here: a forbid annotated `@approvals("n")`
-//! holds an action until n humans approve it, and is lifted once they have. Any evaluation
-//! error denies. The crate does no IO: callers hand it policy text.
+//! holds an action until n humans approve it, and is lifted once they have; `@expires`,
+//! `@run_within` and `@approvers` on the same forbid set the terms of that approval. Any
+//! evaluation error denies. The crate does no IO: callers hand it policy text.
 //!
 //! `cedar-policy` types stay inside this crate (a façade), so the rest of belay speaks in
 //! `belay_core` terms.
@@ -13,7 +14,7 @@ mod diff;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use belay_core::{Class, Decision, Verdict};
+use belay_core::{Class, Decision, Hold, Verdict};
 use cedar_policy::{
     Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema,
     ValidationMode, Validator,
@@ -155,6 +156,29 @@ impl PolicyEngine {
                 }
                 held.push((id.clone(), count));
             }
+            for key in ["expires", "run_within", "approvers"] {
+                if let Some(v) = policy.annotation(key) {
+                    if policy.annotation("approvals").is_none() {
+                        return Err(Error::Annotation {
+                            id: id.to_string(),
+                            message: format!("@{key} sets a term of an approval: it belongs on a forbid with @approvals"),
+                        });
+                    }
+                    let valid = match key {
+                        "approvers" => approvers(v).is_some(),
+                        _ => humantime::parse_duration(v).is_ok_and(|d| !d.is_zero()),
+                    };
+                    if !valid {
+                        return Err(Error::Annotation {
+                            id: id.to_string(),
+                            message: match key {
+                                "approvers" => format!("@approvers(\"{v}\") must list human names (or `owner`) separated by commas"),
+                                _ => format!("@{key}(\"{v}\") must be a duration such as \"15m\" or \"1h\""),
+                            },
+                        });
+                    }
+                }
+            }
             for flag in ["reversible", "backup_first"] {
                 if let Some(v) = policy.annotation(flag) {
                     if v != "true" && v != "false" {
@@ -265,6 +289,7 @@ impl PolicyEngine {
                 backup_first: annotated("backup_first"),
                 policies: ids,
                 reason: reasons(&deciding),
+                hold: Hold::default(),
             });
         }
         if deciding.is_empty() {
@@ -277,6 +302,7 @@ impl PolicyEngine {
                     "no policy permits a {} action by agent `{}` in `{}`",
                     request.class, request.agent, request.environment
                 ),
+                hold: Hold::default(),
             });
         }
         let denying: Vec<&Policy> = deciding
@@ -291,6 +317,7 @@ impl PolicyEngine {
                 backup_first: false,
                 policies: denying.iter().map(|p| p.id().to_string()).collect(),
                 reason: reasons(&denying),
+                hold: Hold::default(),
             });
         }
         let needed = deciding
@@ -307,6 +334,7 @@ impl PolicyEngine {
             backup_first: annotated("backup_first"),
             policies: ids,
             reason: reasons(&deciding),
+            hold: hold(&deciding),
         })
     }
 
@@ -353,6 +381,45 @@ impl PolicyEngine {
             .map_err(|e| e.to_string())?;
         Ok((request, entities))
     }
+}
+
+/// The terms of an approval held by `deciding`: the shortest expiry and run window any of them
+/// sets, and every approver any of them names.
+fn hold(deciding: &[&Policy]) -> Hold {
+    let mut hold = Hold::default();
+    let shortest = |key: &str, default| {
+        deciding
+            .iter()
+            .filter_map(|p| p.annotation(key))
+            .filter_map(|v| humantime::parse_duration(v).ok())
+            .min()
+            .unwrap_or(default)
+    };
+    hold.expires = shortest("expires", Hold::DEFAULT_EXPIRES);
+    hold.run_within = shortest("run_within", Hold::DEFAULT_RUN_WITHIN);
+    for p in deciding {
+        for name in p
+            .annotation("approvers")
+            .and_then(approvers)
+            .unwrap_or_default()
+        {
+            if !hold.approvers.contains(&name) {
+                hold.approvers.push(name);
+            }
+        }
+    }
+    hold
+}
+
+/// The names in an `@approvers` list, or `None` when one is not a valid name.
+fn approvers(list: &str) -> Option<Vec<String>> {
+    let names: Vec<String> = list.split(',').map(|n| n.trim().to_owned()).collect();
+    let valid = |n: &str| {
+        n.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    };
+    names.iter().all(|n| valid(n)).then_some(names)
 }
 
 /// `line L: message`, from the first source span the diagnostic labels.
