@@ -1,5 +1,5 @@
-//! belay's state: humans, agents with their grants, credentials (stored only as hashes) and
-//! the audit log.
+//! belay's state: humans, agents with their grants, credentials (stored only as hashes),
+//! held actions waiting for approval, and the audit log.
 //!
 //! `StateStore` is the seam; `SqliteStore` is the embedded default (WAL, `synchronous=FULL`,
 //! numbered migrations). Audit appends go through one writer thread that commits whatever is
@@ -7,6 +7,7 @@
 //! append returns only once it is durable.
 
 mod appender;
+mod approval;
 mod identity;
 mod sqlite;
 mod token;
@@ -17,6 +18,7 @@ use belay_audit::{Draft, Event};
 use belay_core::{Class, Secret};
 
 pub use appender::Ticket;
+pub use approval::{Approval, ApprovalStatus, NewApproval, Vote};
 pub use sqlite::{AuditOptions, SqliteStore};
 pub use token::{TokenKind, TOKEN_PREFIX_AGENT, TOKEN_PREFIX_HUMAN};
 
@@ -124,6 +126,29 @@ pub trait StateStore: Send + Sync {
     /// seen.
     fn meta(&self, key: &str) -> Result<Option<String>, Error>;
     fn set_meta(&self, key: &str, value: &str) -> Result<(), Error>;
+    /// Marks requests whose time ran out (pending past expiry, approved past their run
+    /// window) as expired, and returns them.
+    fn expire_approvals(&self, now_us: i64) -> Result<Vec<Approval>, Error>;
+    /// The open request for this exact action (same agent, environment and fingerprint), or
+    /// a new one; `true` when it was created.
+    fn request_approval(&self, new: &NewApproval, now_us: i64) -> Result<(Approval, bool), Error>;
+    fn approval(&self, id: u64) -> Result<Option<Approval>, Error>;
+    /// Requests with one of `statuses` (every status when empty), oldest first.
+    fn approvals(&self, statuses: &[ApprovalStatus], limit: usize) -> Result<Vec<Approval>, Error>;
+    /// Records a human's vote: one per human, only on a pending request, only by a listed
+    /// approver; a denial denies, the last approval needed approves.
+    fn vote(&self, id: u64, vote: &Vote) -> Result<Approval, Error>;
+    /// Takes the approved, unexpired request for this exact action, which becomes executed
+    /// in the same transaction: an approval is used at most once.
+    fn consume_approval(
+        &self,
+        agent: &str,
+        environment: &str,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<Option<Approval>, Error>;
+    /// Marks a request that can never run.
+    fn abandon_approval(&self, id: u64) -> Result<(), Error>;
     /// The sequence number of the last event (0 when the log is empty).
     fn head_seq(&self) -> Result<u64, Error>;
     /// Writes a signed checkpoint of the current head, if it moved since the last one.

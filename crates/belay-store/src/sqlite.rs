@@ -11,6 +11,7 @@ use belay_core::{Class, Secret};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::appender::{self, Job, Ticket};
+use crate::approval::{self, Approval, ApprovalStatus, NewApproval, Vote};
 use crate::{identity, Agent, AuthError, Error, Human, StateStore};
 
 /// Schema changes, applied in order; `user_version` records how many ran.
@@ -90,6 +91,8 @@ CREATE TRIGGER credentials_update AFTER UPDATE OF revoked_us ON credentials
 CREATE TRIGGER humans_update AFTER UPDATE OF revoked_us ON humans
     BEGIN UPDATE identity_generation SET value = value + 1; END;
 ",
+    // Held actions and the humans' votes on them.
+    approval::MIGRATION,
 ];
 
 /// How the audit log signs checkpoints.
@@ -354,6 +357,40 @@ impl StateStore for SqliteStore {
             )?;
             Ok(())
         })
+    }
+
+    fn expire_approvals(&self, now_us: i64) -> Result<Vec<Approval>, Error> {
+        self.with_conn(|c| approval::expire(c, now_us))
+    }
+
+    fn request_approval(&self, new: &NewApproval, now_us: i64) -> Result<(Approval, bool), Error> {
+        self.with_conn(|c| approval::request(c, new, now_us))
+    }
+
+    fn approval(&self, id: u64) -> Result<Option<Approval>, Error> {
+        self.with_conn(|c| approval::one(c, id))
+    }
+
+    fn approvals(&self, statuses: &[ApprovalStatus], limit: usize) -> Result<Vec<Approval>, Error> {
+        self.with_conn(|c| approval::list(c, statuses, limit))
+    }
+
+    fn vote(&self, id: u64, vote: &Vote) -> Result<Approval, Error> {
+        self.with_conn(|c| approval::vote(c, id, vote))
+    }
+
+    fn consume_approval(
+        &self,
+        agent: &str,
+        environment: &str,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<Option<Approval>, Error> {
+        self.with_conn(|c| approval::consume(c, agent, environment, fingerprint, now_us))
+    }
+
+    fn abandon_approval(&self, id: u64) -> Result<(), Error> {
+        self.with_conn(|c| approval::abandon(c, id))
     }
 
     fn head_seq(&self) -> Result<u64, Error> {
