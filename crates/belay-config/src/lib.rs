@@ -18,6 +18,10 @@ use std::time::Duration;
 use belay_core::Secret;
 pub use belay_core::SslMode;
 
+/// The longest `approval_wait` an environment may set: a held statement keeps its client
+/// (and any open transaction's locks) waiting.
+pub const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(600);
+
 pub use env::{Env, ProcessEnv};
 
 /// Where the configuration file is looked for when neither `--config` nor `BELAY_CONFIG` says.
@@ -33,7 +37,16 @@ pub struct Config {
     pub listen: Listen,
     pub audit: Audit,
     pub sql: Sql,
+    pub notify: Notify,
     pub environments: BTreeMap<String, Environment>,
+}
+
+/// Where belay tells people that an action waits for them.
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    /// Slack-compatible webhook URLs by owner (a human's name): the owner hears of every
+    /// request by their agents. The URL is a secret (whoever has it can post).
+    pub owners: BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +95,11 @@ pub struct Environment {
     /// PostgreSQL databases of the environment, by name (`ENV.NAME` selects one).
     pub postgres: BTreeMap<String, Postgres>,
     pub backups: Option<BackupStore>,
+    /// How long the gateway holds a statement that needs approval, waiting for the humans,
+    /// before it answers; zero answers at once.
+    pub approval_wait: Duration,
+    /// A Slack-compatible webhook URL told of every approval requested in this environment.
+    pub notify_webhook: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    Audit, BackupStore, Config, Env, Environment, Error, Listen, Postgres, Sql, SslMode, Tls,
+    Audit, BackupStore, Config, Env, Environment, Error, Listen, Notify, Postgres, Sql, SslMode,
+    Tls, MAX_APPROVAL_WAIT,
 };
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +27,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     sql: RawSql,
+    #[serde(default)]
+    notify: RawNotify,
     environments: BTreeMap<String, Spanned<RawEnvironment>>,
 }
 
@@ -56,11 +59,26 @@ struct RawSql {
     max_input_bytes: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    #[serde(default)]
+    owners: BTreeMap<String, RawOwnerNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwnerNotify {
+    webhook: SecretSource,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     tier: Tier,
     statement_timeout: Option<String>,
+    approval_wait: Option<String>,
+    notify_webhook: Option<SecretSource>,
     #[serde(default)]
     postgres: BTreeMap<String, Spanned<RawPostgres>>,
     backups: Option<Spanned<RawBackups>>,
@@ -242,6 +260,33 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 format!("`environments.{name}.statement_timeout`: {m}"),
             )
         })?;
+        let approval_wait = duration(raw_env.approval_wait.as_deref(), Duration::ZERO)
+            .and_then(|d| {
+                if d > MAX_APPROVAL_WAIT {
+                    Err(format!(
+                        "`{}` is longer than the longest wait belay allows ({})",
+                        raw_env.approval_wait.as_deref().unwrap_or_default(),
+                        humantime::format_duration(MAX_APPROVAL_WAIT)
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })
+            .map_err(|m| {
+                at(
+                    Some(span.clone()),
+                    format!("`environments.{name}.approval_wait`: {m}"),
+                )
+            })?;
+        let notify_webhook = match &raw_env.notify_webhook {
+            None => None,
+            Some(source) => Some(webhook(source, env, &resolve).map_err(|m| {
+                at(
+                    Some(span.clone()),
+                    format!("`environments.{name}.notify_webhook`: {m}"),
+                )
+            })?),
+        };
         environments.insert(
             name.clone(),
             Environment {
@@ -250,8 +295,17 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 statement_timeout,
                 postgres,
                 backups,
+                approval_wait,
+                notify_webhook,
             },
         );
+    }
+
+    let mut owners = BTreeMap::new();
+    for (owner, n) in &raw.notify.owners {
+        let url = webhook(&n.webhook, env, &resolve)
+            .map_err(|m| at(None, format!("`notify.owners.{owner}.webhook`: {m}")))?;
+        owners.insert(owner.clone(), url);
     }
 
     let state_dir = resolve(&raw.state_dir);
@@ -278,6 +332,7 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
         sql: Sql {
             max_input_bytes: raw.sql.max_input_bytes.unwrap_or(1024 * 1024),
         },
+        notify: Notify { owners },
         environments,
     })
 }
@@ -349,6 +404,22 @@ fn secret(
                 .map_err(|e| format!("cannot read the secret file `{}`: {e}", file.display()))
         }
         _ => Err("give exactly one of `env = \"VARIABLE\"` or `file = \"PATH\"`".to_owned()),
+    }
+}
+
+/// A webhook URL from a secret source; only its scheme is checked and named, since the URL
+/// itself is a credential.
+fn webhook(
+    source: &SecretSource,
+    env: &dyn Env,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Secret, String> {
+    let url = secret(source, env, resolve)?;
+    let text = url.expose();
+    if text.starts_with("https://") || text.starts_with("http://") {
+        Ok(url)
+    } else {
+        Err("the webhook must be an `https://` (or `http://`) URL".to_owned())
     }
 }
 
