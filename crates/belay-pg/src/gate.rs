@@ -118,13 +118,111 @@ pub enum Phase {
     Execute,
 }
 
+/// The parameter values a Bind gave a portal, as the client sent them; decoded only when a
+/// decision needs them (an approval is bound to the statement and its parameters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parameters(bytes::Bytes);
+
+impl Parameters {
+    /// The part of a Bind message after the portal and statement names.
+    pub fn from_bind(rest: bytes::Bytes) -> Parameters {
+        Parameters(rest)
+    }
+
+    /// The values in a canonical text form, `$1 = '42', $2 = NULL, $3 = x'00ff'` (a binary
+    /// value in hex), or `None` when there are none. `Err` when the message is malformed.
+    pub fn canonical(&self) -> Result<Option<String>, String> {
+        let buf = &self.0[..];
+        if buf.is_empty() {
+            // Not from a Bind: a simple Query or a Parse.
+            return Ok(None);
+        }
+        let mut pos = 0;
+        let formats_len = usize::try_from(read_i16(buf, &mut pos)?).map_err(|_| NEGATIVE)?;
+        let mut formats = Vec::with_capacity(formats_len.min(1024));
+        for _ in 0..formats_len {
+            formats.push(read_i16(buf, &mut pos)?);
+        }
+        let count = usize::try_from(read_i16(buf, &mut pos)?).map_err(|_| NEGATIVE)?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(count);
+        for i in 0..count {
+            let len = read_i32(buf, &mut pos)?;
+            let binary = match formats.as_slice() {
+                [] => false,
+                [one] => *one == 1,
+                many => many.get(i).copied().unwrap_or(0) == 1,
+            };
+            let value = if len < 0 {
+                "NULL".to_owned()
+            } else {
+                let bytes = take(buf, &mut pos, usize::try_from(len).map_err(|_| NEGATIVE)?)?;
+                let quoted = |t: &str| format!("'{}'", t.replace('\'', "''"));
+                match (binary, std::str::from_utf8(bytes)) {
+                    (false, Ok(text)) => quoted(text),
+                    // A binary value's meaning depends on its type, which only the server
+                    // knows: the bytes decide, and readable bytes are shown as text beside.
+                    (true, Ok(text)) if !text.is_empty() && !text.chars().any(char::is_control) => {
+                        format!("x'{}' (binary; reads as {})", hex(bytes), quoted(text))
+                    }
+                    _ => format!("x'{}'", hex(bytes)),
+                }
+            };
+            out.push(format!("${} = {value}", i + 1));
+        }
+        Ok(Some(out.join(", ")))
+    }
+}
+
+const NEGATIVE: &str = "the Bind message has a negative count";
+
+fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
+    let end = pos.checked_add(n).filter(|e| *e <= buf.len());
+    let Some(end) = end else {
+        return Err("the Bind message's parameters are cut short".to_owned());
+    };
+    let out = &buf[*pos..end];
+    *pos = end;
+    Ok(out)
+}
+
+fn read_i16(buf: &[u8], pos: &mut usize) -> Result<i16, String> {
+    let b = take(buf, pos, 2)?;
+    Ok(i16::from_be_bytes([b[0], b[1]]))
+}
+
+fn read_i32(buf: &[u8], pos: &mut usize) -> Result<i32, String> {
+    let b = take(buf, pos, 4)?;
+    Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One SQL text the gateway asks about.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    pub sql: &'a str,
+    pub phase: Phase,
+    /// At Execute, the parameters bound to the portal; empty otherwise.
+    pub params: &'a Parameters,
+    /// A transaction block is open, as of the upstream's last ReadyForQuery.
+    pub in_transaction: bool,
+}
+
 /// A decision on one SQL text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// Forward it. `record`, when set, asks for each statement's outcome to be reported
-    /// through `Session::completed` with this value.
+    /// through `Session::completed` with this value. `read_write` lifts the session's pinned
+    /// `default_transaction_read_only` for this one simple Query (outside a transaction
+    /// block), for an action humans approved.
     Allow {
         record: Option<u64>,
+        read_write: bool,
     },
     Refuse(Refusal),
 }
@@ -157,8 +255,9 @@ pub trait Gate: Send + Sync + 'static {
 
 /// One agent's session in one environment.
 pub trait Session: Send {
-    /// Decides `sql`. Called before anything of it is forwarded; a refusal forwards nothing.
-    fn check(&mut self, sql: &str, phase: Phase) -> Check;
+    /// Decides one SQL text. Called before anything of it is forwarded; a refusal forwards
+    /// nothing.
+    fn check(&mut self, statement: Statement<'_>) -> Check;
 
     /// The outcome of statement `index` (0-based within the checked text) of a decision that
     /// asked for it.

@@ -23,11 +23,15 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
-use crate::gate::{blocking, Check, Completion, Phase, Refusal, Session};
+use crate::gate::{blocking, Check, Completion, Parameters, Phase, Refusal, Session, Statement};
 
 /// Text sent upstream in place of a refused message: a syntax error, which fails in every
 /// transaction state without touching anything.
 const REFUSED_SQL: &str = "belay refused this statement";
+
+/// Put before an approved simple Query in a session pinned read-only: it lifts read-only for
+/// that implicit transaction alone. Its CommandComplete is not passed on.
+const READ_WRITE_PREFIX: &str = "SET transaction_read_only = off; ";
 
 /// Upstream names of prepared statements; SQL-level `PREPARE` of such names is refused.
 pub const RESERVED_PREFIX: &str = "belay_";
@@ -39,6 +43,8 @@ enum Expect {
         record: Option<u64>,
         next: usize,
         refusal: Option<Box<ErrorFields>>,
+        /// Leading statements belay added, whose CommandComplete the client must not see.
+        hidden: usize,
     },
     Parse {
         client: String,
@@ -98,7 +104,8 @@ pub(crate) struct Relay {
     session: Box<dyn Session>,
     expect: VecDeque<Expect>,
     statements: HashMap<String, Prepared>,
-    portals: HashMap<String, Arc<str>>,
+    /// Each portal's statement text and the parameters bound to it.
+    portals: HashMap<String, (Arc<str>, Parameters)>,
     next_name: u64,
     /// Between CopyInResponse and the client's CopyDone or CopyFail, when the server ignores
     /// Sync and Flush.
@@ -173,6 +180,7 @@ impl Relay {
             record: None,
             next: 0,
             refusal: Some(Box::new(refusal.fields(Severity::Error))),
+            hidden: 0,
         });
     }
 
@@ -198,13 +206,27 @@ impl Relay {
                 let (sql, _) = split_cstr(&frame.body)?;
                 // A simple Query drops the unnamed statement, upstream as here.
                 self.statements.remove("");
-                match blocking(|| self.session.check(&sql, Phase::Query)) {
-                    Check::Allow { record } => {
-                        frame.encode(up);
+                let in_transaction = self.status != TransactionStatus::Idle;
+                let asked = Statement {
+                    sql: &sql,
+                    phase: Phase::Query,
+                    params: &Parameters::default(),
+                    in_transaction,
+                };
+                match blocking(|| self.session.check(asked)) {
+                    Check::Allow { record, read_write } => {
+                        let hidden = if read_write && !in_transaction {
+                            put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &frame.body]);
+                            1
+                        } else {
+                            frame.encode(up);
+                            0
+                        };
                         self.expect.push_back(Expect::Simple {
                             record,
                             next: 0,
                             refusal: None,
+                            hidden,
                         });
                     }
                     Check::Refuse(r) => self.refuse_simple(r, up),
@@ -218,7 +240,13 @@ impl Relay {
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 }
-                match blocking(|| self.session.check(&sql, Phase::Parse)) {
+                let asked = Statement {
+                    sql: &sql,
+                    phase: Phase::Parse,
+                    params: &Parameters::default(),
+                    in_transaction: self.status != TransactionStatus::Idle,
+                };
+                match blocking(|| self.session.check(asked)) {
                     Check::Allow { .. } => {
                         let upstream = if name.is_empty() {
                             String::new()
@@ -260,20 +288,27 @@ impl Relay {
                             b'B',
                             &[portal.as_bytes(), b"\0", p.upstream.as_bytes(), b"\0", &rest],
                         );
-                        self.portals.insert(portal, p.sql.clone());
+                        self.portals
+                            .insert(portal, (p.sql.clone(), Parameters::from_bind(rest)));
                         self.expect.push_back(Expect::Bind);
                     }
                 }
             }
             b'E' => {
                 let (portal, _) = split_cstr(&frame.body)?;
-                let Some(sql) = self.portals.get(&portal).cloned() else {
+                let Some((sql, params)) = self.portals.get(&portal).cloned() else {
                     let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 };
-                match blocking(|| self.session.check(&sql, Phase::Execute)) {
-                    Check::Allow { record } => {
+                let asked = Statement {
+                    sql: &sql,
+                    phase: Phase::Execute,
+                    params: &params,
+                    in_transaction: self.status != TransactionStatus::Idle,
+                };
+                match blocking(|| self.session.check(asked)) {
+                    Check::Allow { record, .. } => {
                         frame.encode(up);
                         self.expect.push_back(Expect::Execute { record });
                     }
@@ -432,6 +467,10 @@ impl Relay {
                     _ => String::new(),
                 };
                 match self.expect.front_mut() {
+                    Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
+                        *hidden -= 1;
+                        return Ok(());
+                    }
                     Some(Expect::Simple { record, next, .. }) => {
                         if let Some(r) = *record {
                             self.session.completed(r, *next, Completion::Tag(&tag));
@@ -474,6 +513,7 @@ impl Relay {
                         record,
                         next,
                         refusal,
+                        ..
                     }) => {
                         if let Some(r) = *record {
                             self.session
