@@ -6,6 +6,13 @@
 //! Decisions are cached per session by what policy can see (class, flags, relations), and
 //! the cache is dropped whenever the identity generation moves (a grant revoked in another
 //! process takes effect at the next statement) or the agent expires.
+//!
+//! A statement that policy holds for approval becomes an approval request bound to the exact
+//! action (agent, environment, text and, at Execute, the bound parameters). It is refused
+//! with the request's id, or held up to the environment's `approval_wait` for a decision.
+//! Once enough humans approved, the identical action runs once: the request is used in the
+//! same transaction that finds it, and policy is asked again with the approvals counted, so
+//! a hold is lifted but no other rule is.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,14 +21,15 @@ use std::time::Duration;
 use belay_audit::{fingerprint, Draft};
 use belay_core::{Class, Decision, Verdict};
 use belay_pg::{
-    Check, Completion, Credential, Gate, Login, Phase, Refusal, Session, UpstreamSpec,
-    RESERVED_PREFIX, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
+    Check, Completion, Credential, Gate, Login, Parameters, Phase, Refusal, Session, Statement,
+    UpstreamSpec, RESERVED_PREFIX, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
 };
 use belay_policy::ActionRequest;
 use belay_sql::{Analysis, Flag, PreparedEffect};
-use belay_store::{Agent, AuthError};
+use belay_store::{Agent, Approval, ApprovalStatus, AuthError, NewApproval};
 use serde_json::json;
 
+use crate::approvals::{approval_event, approve_command, approvers_text};
 use crate::decide::with_analysis;
 use crate::{now_us, App};
 
@@ -202,6 +210,8 @@ impl Gate for AppGate {
                 app: self.app.clone(),
                 environment: env.name.clone(),
                 production: env.production,
+                approval_wait: env.approval_wait,
+                read_only,
                 peer: login.peer.clone(),
                 agent,
                 generation,
@@ -234,6 +244,10 @@ pub struct AppSession {
     app: Arc<App>,
     environment: String,
     production: bool,
+    /// How long a held statement waits for its humans before the refusal is sent.
+    approval_wait: Duration,
+    /// The upstream session is pinned `default_transaction_read_only`.
+    read_only: bool,
     peer: String,
     agent: Agent,
     generation: u64,
@@ -246,6 +260,31 @@ pub struct AppSession {
 }
 
 const MAX_CACHED: usize = 4096;
+
+/// How often a statement held with `approval_wait` looks for its humans' decision.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// The exact action a held statement is, as approvals are bound to it.
+#[derive(Debug)]
+struct Action {
+    /// At Execute, the parameters the agent bound, in canonical text.
+    parameters: Option<String>,
+    /// Agent, environment, text and parameters.
+    fingerprint: String,
+    /// The approval request it runs under or waits on.
+    approval: Option<u64>,
+}
+
+/// The humans who approved, for the record.
+fn approved_by(approval: &Approval) -> String {
+    approval
+        .votes
+        .iter()
+        .filter(|v| v.approve)
+        .map(|v| v.human.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl AppSession {
     /// Re-reads the agent when identities changed anywhere; `Err` refuses (fail closed).
@@ -323,7 +362,16 @@ impl AppSession {
         if let Some(d) = self.decisions.get(&key) {
             return d.clone();
         }
-        let request = with_analysis(
+        let decision = self.app.policy.evaluate(&self.request(analysis));
+        if self.decisions.len() >= MAX_CACHED {
+            self.decisions.clear();
+        }
+        self.decisions.insert(key, decision.clone());
+        decision
+    }
+
+    fn request(&self, analysis: &Analysis) -> ActionRequest {
+        with_analysis(
             ActionRequest::new(
                 &self.agent.name,
                 &self.agent.owner,
@@ -333,13 +381,7 @@ impl AppSession {
                 self.agent.grants.get(&self.environment).copied(),
             ),
             analysis,
-        );
-        let decision = self.app.policy.evaluate(&request);
-        if self.decisions.len() >= MAX_CACHED {
-            self.decisions.clear();
-        }
-        self.decisions.insert(key, decision.clone());
-        decision
+        )
     }
 
     fn refusal(
@@ -385,7 +427,7 @@ impl AppSession {
                     if n == 1 { "" } else { "s" },
                     decision.reason
                 ),
-                "human approval is not available through the gateway yet; ask an operator to run it".to_owned(),
+                "a human must approve it first (`belay pending` lists what waits)".to_owned(),
             ),
             _ => (
                 SQLSTATE_DENIED,
@@ -393,6 +435,265 @@ impl AppSession {
                 format!(
                     "run `belay policy explain --agent {} --env {} --sql '...'` to see why; a wider grant must come from the agent's owner",
                     self.agent.name, self.environment
+                ),
+            ),
+        };
+        Refusal {
+            code: code.to_owned(),
+            message,
+            detail: Some(detail),
+            hint: Some(hint),
+        }
+    }
+
+    /// The exact action a held statement is: its text and, at Execute, its parameters.
+    fn action(&self, sql: &str, params: &Parameters) -> Result<Action, String> {
+        let parameters = params.canonical()?;
+        let fingerprint = match &parameters {
+            None => fingerprint(&[&self.agent.name, &self.environment, sql]),
+            Some(p) => fingerprint(&[&self.agent.name, &self.environment, sql, p]),
+        };
+        Ok(Action {
+            parameters,
+            fingerprint,
+            approval: None,
+        })
+    }
+
+    /// Uses an approved request for exactly `action`, if there is one, and returns the
+    /// decision with its approvals counted. `Err` is a denial: the approval cannot be used.
+    fn use_approval(
+        &self,
+        analysis: &Analysis,
+        action: &mut Action,
+        blocked: Option<&str>,
+    ) -> Result<Option<Decision>, Decision> {
+        if blocked.is_some() {
+            return Ok(None);
+        }
+        let used = self
+            .app
+            .store()
+            .consume_approval(
+                &self.agent.name,
+                &self.environment,
+                &action.fingerprint,
+                now_us(),
+            )
+            .map_err(|e| Decision::deny(format!("belay cannot read its approvals ({e})")))?;
+        let Some(approval) = used else {
+            return Ok(None);
+        };
+        action.approval = Some(approval.id);
+        let mut request = self.request(analysis);
+        request.approvals = approval.approvals();
+        let decision = self.app.policy.evaluate(&request);
+        let actor = format!("agent:{}", self.agent.name);
+        if decision.verdict != Verdict::Allow {
+            // Something other than the hold forbids it now (a grant revoked, a policy
+            // changed): the approval can never be used.
+            let _ = self.app.store().abandon_approval(approval.id);
+            let mut event = approval_event("approval.abandoned", &actor, &approval, "abandoned");
+            event.reasons = vec![decision.reason.clone()];
+            let _ = self.app.store().append(event);
+            let mut denied = Decision::deny(format!(
+                "approval request {} was approved, but policy no longer allows the action: {}",
+                approval.id, decision.reason
+            ));
+            denied.policies = decision.policies;
+            return Err(denied);
+        }
+        let mut event = approval_event("approval.executed", &actor, &approval, "forwarded once");
+        event.reasons = vec![format!("approved by {}", approved_by(&approval))];
+        self.app.store().append(event).map_err(|e| {
+            Decision::deny(format!(
+                "the use of approval {} could not be written to the audit log ({e}); belay forwards nothing it has not recorded",
+                approval.id
+            ))
+        })?;
+        Ok(Some(decision))
+    }
+
+    /// Finds or creates the approval request for `action`, tells its humans, and waits up to
+    /// the environment's `approval_wait` for them. `Ok` is the decision once approved (the
+    /// approval is then used); `Err` is the refusal the agent reads.
+    fn hold(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        action: &mut Action,
+        seq: Option<u64>,
+        blocked: Option<&str>,
+    ) -> Result<Decision, Refusal> {
+        let state_error = |e: &dyn std::fmt::Display| {
+            Refusal::new(
+                SQLSTATE_STATE,
+                format!("belay cannot record the approval request ({e}), so it forwards nothing"),
+            )
+            .hint("an operator must check belay's state directory")
+        };
+        self.app.expire_approvals().map_err(|e| state_error(&e))?;
+        let now = now_us();
+        let hold = &decision.hold;
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let mut approvers: Vec<String> = Vec::new();
+        for name in &hold.approvers {
+            let name = if name == "owner" {
+                &self.agent.owner
+            } else {
+                name
+            };
+            if !approvers.contains(name) {
+                approvers.push(name.clone());
+            }
+        }
+        let new = NewApproval {
+            agent: self.agent.name.clone(),
+            environment: self.environment.clone(),
+            action: sql.to_owned(),
+            parameters: action.parameters.clone(),
+            fingerprint: action.fingerprint.clone(),
+            class: analysis.class.as_str().to_owned(),
+            flags: analysis
+                .flags()
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
+            relations: analysis
+                .statements
+                .iter()
+                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            policies: decision.policies.clone(),
+            reason: decision.reason.clone(),
+            blast_radius: None,
+            required: decision.verdict.approvals_required().max(1),
+            approvers,
+            expires_us: now.saturating_add(micros(hold.expires)),
+            run_within_us: micros(hold.run_within),
+            request_seq: seq,
+        };
+        let (mut approval, created) = self
+            .app
+            .store()
+            .request_approval(&new, now)
+            .map_err(|e| state_error(&e))?;
+        action.approval = Some(approval.id);
+        if created {
+            let mut event = approval_event(
+                "approval.requested",
+                &format!("agent:{}", self.agent.name),
+                &approval,
+                "pending",
+            );
+            event.reasons = vec![decision.reason.clone()];
+            event.detail["sql"] =
+                json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
+            event.detail["approvers"] = json!(approval.request.approvers);
+            event.detail["decision"] = json!(seq);
+            self.app.audit(event).map_err(|e| state_error(&e))?;
+            self.app.notify_requested(&approval, &self.agent.owner);
+        }
+        let deadline = std::time::Instant::now() + self.approval_wait;
+        loop {
+            if approval.status == ApprovalStatus::Approved {
+                if blocked.is_some() {
+                    break;
+                }
+                match self.use_approval(analysis, action, None) {
+                    Ok(Some(approved)) => return Ok(approved),
+                    // Used by another session of this agent in the meantime.
+                    Ok(None) => {}
+                    Err(denied) => return Err(self.refusal(Some(analysis), &denied, seq)),
+                }
+            }
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            if approval.status != ApprovalStatus::Pending
+                || remaining.is_zero()
+                || approval.request.expires_us <= now_us()
+            {
+                break;
+            }
+            std::thread::sleep(remaining.min(WAIT_POLL));
+            approval = match self.app.store().approval(approval.id) {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(e) => return Err(state_error(&e)),
+            };
+        }
+        Err(self.hold_refusal(analysis, &approval, seq, blocked))
+    }
+
+    /// The refusal of a statement whose approval request `approval` is not (or no longer)
+    /// usable.
+    fn hold_refusal(
+        &self,
+        analysis: &Analysis,
+        approval: &Approval,
+        seq: Option<u64>,
+        blocked: Option<&str>,
+    ) -> Refusal {
+        let id = approval.id;
+        let what = analysis
+            .statements
+            .iter()
+            .map(|s| s.kind.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let class = analysis.class.as_str();
+        let mut detail = format!(
+            "class: {class}; policy: {}; approval request {id}: {}, {} of {}",
+            approval.request.policies.join(", "),
+            approval.status,
+            approval.approvals(),
+            approvers_text(approval),
+        );
+        if let Some(seq) = seq {
+            detail.push_str(&format!("; audit event {seq}"));
+        }
+        let window = humantime::format_duration(Duration::from_secs(
+            u64::try_from(approval.request.run_within_us / 1_000_000).unwrap_or(0),
+        ));
+        let (code, message, hint) = match approval.status {
+            ApprovalStatus::Denied => {
+                let by = approval
+                    .votes
+                    .iter()
+                    .find(|v| !v.approve)
+                    .map(|v| format!("`{}`: {}", v.human, v.comment.as_deref().unwrap_or("no reason given")))
+                    .unwrap_or_else(|| "a human".to_owned());
+                (
+                    SQLSTATE_DENIED,
+                    format!("belay denied this {class} statement ({what}): approval request {id} was denied by {by}"),
+                    "do not send it again; ask the human who denied it, or change the approach".to_owned(),
+                )
+            }
+            ApprovalStatus::Approved => (
+                SQLSTATE_APPROVAL,
+                format!(
+                    "belay holds this {class} statement ({what}): approval request {id} is approved, but {}",
+                    blocked.unwrap_or("it could not be used")
+                ),
+                format!("the approval stays usable until it lapses; send the identical statement again as belay asks, within {window}"),
+            ),
+            ApprovalStatus::Expired => (
+                SQLSTATE_APPROVAL,
+                format!("belay holds this {class} statement ({what}): approval request {id} expired without a decision"),
+                "send the identical statement again to ask anew".to_owned(),
+            ),
+            _ => (
+                SQLSTATE_APPROVAL,
+                format!(
+                    "belay holds this {class} statement ({what}) for approval: {}; approval request {id} needs {}",
+                    approval.request.reason,
+                    approvers_text(approval)
+                ),
+                format!(
+                    "a human approves it with `{}` (or `belay deny {id} --reason TEXT`); then send the identical statement again within {window} and it runs exactly once; any other text needs its own approval",
+                    approve_command(id)
                 ),
             ),
         };
@@ -412,6 +713,7 @@ impl AppSession {
         analysis: &Analysis,
         decision: &Decision,
         phase: Phase,
+        action: Option<&Action>,
     ) -> Result<Option<u64>, String> {
         let durable = analysis.class >= Class::Write || decision.verdict != Verdict::Allow;
         let mut detail = json!({
@@ -426,12 +728,18 @@ impl AppSession {
             detail["sql"] =
                 json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
         }
+        if let Some(id) = action.and_then(|a| a.approval) {
+            detail["approval"] = json!(id);
+        }
         let draft = Draft {
             time_us: now_us(),
             actor: format!("agent:{}", self.agent.name),
             kind: "statement".to_owned(),
             environment: Some(self.environment.clone()),
-            fingerprint: Some(fingerprint(&[&self.agent.name, &self.environment, sql])),
+            fingerprint: Some(match action {
+                Some(a) => a.fingerprint.clone(),
+                None => fingerprint(&[&self.agent.name, &self.environment, sql]),
+            }),
             class: Some(analysis.class.as_str().to_owned()),
             verdict: Some(decision.verdict.to_string()),
             reasons: vec![decision.reason.clone()],
@@ -451,7 +759,10 @@ impl AppSession {
 }
 
 impl Session for AppSession {
-    fn check(&mut self, sql: &str, phase: Phase) -> Check {
+    fn check(&mut self, statement: Statement<'_>) -> Check {
+        let Statement {
+            sql, phase, params, ..
+        } = statement;
         if let Err(why) = self.refresh() {
             let decision = Decision::deny(why);
             let nothing = Analysis {
@@ -459,7 +770,7 @@ impl Session for AppSession {
                 statements: Vec::new(),
             };
             let seq = self
-                .audit_decision(sql, &nothing, &decision, phase)
+                .audit_decision(sql, &nothing, &decision, phase, None)
                 .ok()
                 .flatten();
             return Check::Refuse(self.refusal(None, &decision, seq));
@@ -476,15 +787,54 @@ impl Session for AppSession {
                 }
                 _ => None,
             });
-        let decision = match reserved {
+        let mut decision = match reserved {
             Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
             None => self.decide(&analysis),
         };
-        // An allowed Parse runs nothing; it is recorded when it is executed.
-        if phase == Phase::Parse && decision.verdict == Verdict::Allow {
-            return Check::Allow { record: None };
+        // A Parse runs nothing: an allowed one is recorded when it is executed, and a held
+        // one is held at Execute, where its parameters are known and become part of the
+        // action the humans approve.
+        if phase == Phase::Parse && matches!(decision.verdict, Verdict::Allow | Verdict::Approve(_))
+        {
+            return Check::Allow {
+                record: None,
+                read_write: false,
+            };
         }
-        let seq = match self.audit_decision(sql, &analysis, &decision, phase) {
+        // In a session pinned read-only, belay can lift the pin for an approved statement
+        // only when it arrives as a simple Query outside a transaction block; anywhere else
+        // the approval is left unused rather than spent on a statement that would fail.
+        let blocked = match (self.read_only, phase, statement.in_transaction) {
+            (false, _, _) => None,
+            (true, Phase::Execute, _) => Some("this session is read-only, and belay can lift that for an approved statement only when it is sent as a simple query (psql -c, simple_query), not through the extended protocol"),
+            (true, _, true) => Some("this session is read-only, and belay can lift that for an approved statement only outside a transaction block: send it on its own, without BEGIN"),
+            (true, _, false) => None,
+        };
+        let mut action = None;
+        if let Verdict::Approve(_) = decision.verdict {
+            let mut held = match self.action(sql, params) {
+                Ok(a) => a,
+                Err(why) => {
+                    let d = Decision::deny(format!(
+                        "belay cannot read the statement's parameters ({why})"
+                    ));
+                    return Check::Refuse(self.refusal(Some(&analysis), &d, None));
+                }
+            };
+            match self.use_approval(&analysis, &mut held, blocked) {
+                Ok(Some(approved)) => decision = approved,
+                Ok(None) => {}
+                Err(d) => {
+                    let seq = self
+                        .audit_decision(sql, &analysis, &d, phase, Some(&held))
+                        .ok()
+                        .flatten();
+                    return Check::Refuse(self.refusal(Some(&analysis), &d, seq));
+                }
+            }
+            action = Some(held);
+        }
+        let mut seq = match self.audit_decision(sql, &analysis, &decision, phase, action.as_ref()) {
             Ok(seq) => seq,
             Err(e) => {
                 let d = Decision::deny(format!(
@@ -493,6 +843,23 @@ impl Session for AppSession {
                 return Check::Refuse(self.refusal(Some(&analysis), &d, None));
             }
         };
+        if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
+            match self.hold(sql, &analysis, &decision, held, seq, blocked) {
+                Ok(approved) => {
+                    decision = approved;
+                    match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {
+                        Ok(s) => seq = s,
+                        Err(e) => {
+                            let d = Decision::deny(format!(
+                                "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
+                            ));
+                            return Check::Refuse(self.refusal(Some(&analysis), &d, None));
+                        }
+                    }
+                }
+                Err(refusal) => return Check::Refuse(refusal),
+            }
+        }
         if decision.verdict != Verdict::Allow {
             return Check::Refuse(self.refusal(Some(&analysis), &decision, seq));
         }
@@ -509,9 +876,15 @@ impl Session for AppSession {
                 ))
             })
             .collect();
+        // An approved statement in a read-only session runs with the pin lifted (only ever
+        // for a simple Query outside a transaction block: see `blocked` above).
+        let read_write = self.read_only && action.as_ref().is_some_and(|a| a.approval.is_some());
         let audit_seq = seq.filter(|_| analysis.class >= Class::Write);
         if audit_seq.is_none() && effects.is_empty() {
-            return Check::Allow { record: None };
+            return Check::Allow {
+                record: None,
+                read_write,
+            };
         }
         if self.records.len() >= MAX_CACHED {
             self.records.clear();
@@ -527,6 +900,7 @@ impl Session for AppSession {
         );
         Check::Allow {
             record: Some(self.next_record),
+            read_write,
         }
     }
 

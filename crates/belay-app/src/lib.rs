@@ -5,10 +5,13 @@
 //! Invariant: on the decision path every error is a denial, and a decision that cannot be
 //! written to the audit log is a denial.
 
+mod approvals;
 mod decide;
 mod gateway;
+pub mod http;
 mod identity;
 mod init;
+mod notify;
 mod policy_cases;
 mod verify;
 
@@ -22,9 +25,13 @@ use belay_policy::PolicyEngine;
 use belay_sql::{Classifier, Limits};
 use belay_store::{AuditOptions, SqliteStore, StateStore};
 
+pub use approvals::{
+    approval_json, approve_command, approvers_text, ApprovalError, CHANNEL_CLI, CHANNEL_HTTP,
+};
 pub use decide::{Explanation, Outcome};
 pub use gateway::{AppGate, AppSession};
 pub use init::{init, InitReport};
+pub use notify::Retry;
 pub use policy_cases::{run_cases, CaseResult};
 pub use verify::{verify_audit, VerifyReport};
 
@@ -64,6 +71,12 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// A Unix-microsecond time as RFC 3339 (seconds).
+pub fn rfc3339(us: i64) -> String {
+    let us = u64::try_from(us).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_micros(us)).to_string()
+}
+
 /// A running belay: configuration, policy, classifier and state.
 #[derive(Debug)]
 pub struct App {
@@ -72,6 +85,9 @@ pub struct App {
     pub classifier: Classifier,
     store: Arc<SqliteStore>,
     public_key: String,
+    /// Delivers approval notifications; started only when a webhook is configured.
+    notifier: std::sync::OnceLock<notify::Notifier>,
+    retry: notify::Retry,
 }
 
 impl App {
@@ -117,6 +133,8 @@ impl App {
             classifier,
             store: Arc::new(store),
             public_key,
+            notifier: std::sync::OnceLock::new(),
+            retry: notify::Retry::default(),
         };
         app.record_configuration(&config_text, &policy_text)?;
         Ok(app)
@@ -155,6 +173,37 @@ impl App {
 
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()
+    }
+
+    /// How webhook deliveries are retried (before the first notification is sent).
+    pub fn set_notify_retry(&mut self, retry: Retry) {
+        self.retry = retry;
+    }
+
+    /// Tells the environment's and the owner's webhooks that `approval` waits for a human.
+    pub(crate) fn notify_requested(&self, approval: &belay_store::Approval, owner: &str) {
+        let env_hook = self
+            .config
+            .environment(&approval.request.environment)
+            .and_then(|e| e.notify_webhook.as_ref())
+            .map(|url| (url, format!("environment {}", approval.request.environment)));
+        let owner_hook = self
+            .config
+            .notify
+            .owners
+            .get(owner)
+            .map(|url| (url, format!("owner {owner}")));
+        let targets: Vec<_> = env_hook.into_iter().chain(owner_hook).collect();
+        if targets.is_empty() {
+            return;
+        }
+        let notifier = self
+            .notifier
+            .get_or_init(|| notify::Notifier::start(self.store.clone(), self.retry));
+        let body = notify::requested_message(approval, owner);
+        for (url, target) in targets {
+            notifier.send(url, &target, approval.id, body.clone());
+        }
     }
 
     /// Hex public key that signs this state directory's checkpoints.

@@ -671,7 +671,8 @@ fn protocol_parse_of_a_delete_then_execute_runs_nothing() {
         ])
         .await;
         let first = c.until_ready().await;
-        // The refused name names nothing afterwards either.
+        // A held statement is prepared (a Parse runs nothing) and held at every Execute,
+        // where its parameters are known: the same approval request each time.
         c.send(&[bind("", "del"), execute(""), Frontend::Sync])
             .await;
         let second = c.until_ready().await;
@@ -683,7 +684,20 @@ fn protocol_parse_of_a_delete_then_execute_runs_nothing() {
         "{:?}",
         got.0
     );
-    assert_eq!(errors(&got.1), vec!["26000".to_owned()]);
+    assert_eq!(errors(&got.1), vec![belay_pg::SQLSTATE_APPROVAL.to_owned()]);
+    let request_id = |m: &[Backend]| {
+        m.iter()
+            .find_map(|m| match m {
+                Backend::ErrorResponse(e) => e
+                    .message
+                    .split("approval request ")
+                    .nth(1)
+                    .map(|r| r.split_whitespace().next().unwrap_or_default().to_owned()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(request_id(&got.0), request_id(&got.1));
     assert_eq!(
         upstream("staging", "SELECT count(*) FROM items WHERE id = 3"),
         "1"
@@ -851,7 +865,9 @@ fn connection_limit_and_handshake_timeout() {
     let h = harness();
     let options = belay_pg::Options {
         max_connections: 1,
-        handshake_timeout: Duration::from_millis(300),
+        // Long enough for a real client's SCRAM exchange and upstream login on a loaded
+        // machine (a debug build), short against the 20 s the silent client below waits.
+        handshake_timeout: Duration::from_secs(3),
         ..belay_pg::Options::default()
     };
     let (addr, (stop, handle)) = start_gateway(&h.runtime, h.app.clone(), options);
