@@ -1,6 +1,7 @@
 //! The `belay` command line. `main` maps errors to exit codes (0 success, 1 failure or a
 //! check that found a problem, 2 usage); each group of subcommands lives in its own module.
 
+mod approval;
 mod audit;
 mod identity;
 mod policy;
@@ -49,6 +50,12 @@ enum Command {
     /// Explain, test and compare policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// List actions waiting for a human's approval (a human's token is needed).
+    Pending(approval::PendingArgs),
+    /// Approve a held action; with enough approvals the agent may run it once.
+    Approve(approval::ApproveArgs),
+    /// Deny a held action, with a reason.
+    Deny(approval::DenyArgs),
     /// Verify, follow and export the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -89,6 +96,9 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Human(cmd) => identity::human(&config, cmd),
         Command::Agent(cmd) => identity::agent(&config, cmd),
         Command::Policy(cmd) => policy::run(&config, cmd),
+        Command::Pending(args) => approval::pending(&config, args),
+        Command::Approve(args) => approval::approve(&config, args),
+        Command::Deny(args) => approval::deny(&config, args),
         Command::Audit(cmd) => audit::run(&config, cmd),
         Command::Sql(cmd) => sql::run(cmd),
     }

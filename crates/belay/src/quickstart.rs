@@ -303,15 +303,24 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         "upstream_port": port,
     });
     let marker = dir.join(MARKER);
-    let result =
-        crate::serve::runtime()?.block_on(crate::serve::gateway(app.clone(), addr, |bound| {
+    let http = app.config.listen.http;
+    let mut info = info;
+    let result = crate::serve::runtime()?.block_on(crate::serve::gateway(
+        app.clone(),
+        addr,
+        http,
+        |bound, http| {
+            if let Some(http) = http {
+                info["http_url"] = json!(format!("http://{http}"));
+            }
             // Written once the gateway listens, so that scripts can wait for the file.
             let written = belay_app::write_private(&marker, &format!("{info:#}\n"));
             if let Err(e) = written {
                 eprintln!("belay: {e:#}");
             }
-            print_intro(&dir, bound, port, agent_token.expose());
-        }));
+            print_intro(&dir, bound, http, port, agent_token.expose());
+        },
+    ));
     let closed = app.close();
     if let Upstream::Scratch(mut cluster) = upstream {
         let _ = cluster.stop();
@@ -325,8 +334,15 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_intro(dir: &Path, gateway: SocketAddr, upstream_port: u16, token: &str) {
+fn print_intro(
+    dir: &Path,
+    gateway: SocketAddr,
+    http: Option<SocketAddr>,
+    upstream_port: u16,
+    token: &str,
+) {
     let port = gateway.port();
+    let http = http.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/v1/approvals"));
     let conn = |db: &str| format!("psql \"host=127.0.0.1 port={port} user={AGENT} dbname={db}\"");
     println!(
         r#"
@@ -334,6 +350,7 @@ belay is running.
 
   gateway    127.0.0.1:{port}   (agent `{AGENT}`: staging up to destructive, production read-only)
   upstream   PostgreSQL on 127.0.0.1:{upstream_port}, databases `staging` and `production`
+  human API  {http}   (bearer: the human token in quickstart.json)
   files      {dir}   (belay.toml, quickstart.json with the tokens, state/ with the audit log)
 
 Try it from another terminal:
@@ -343,7 +360,13 @@ Try it from another terminal:
   {staging} -c "DELETE FROM payments WHERE id = 1"
   {production} -c "SELECT plate, model FROM vehicles LIMIT 3"
   {production} -c "UPDATE vehicles SET status = 'sold'"     # refused: read-only grant
-  {production} -c "DROP TABLE payments"                      # refused, SQLSTATE 42501
+  {production} -c "DROP TABLE payments"                      # held for approval (YB001)
+
+Approve it as the human `{HUMAN}` (the error names the request), then send it again: it runs once.
+
+  export BELAY_CONFIG={dir}/belay.toml BELAY_HUMAN_TOKEN=$(jq -r .human_token {dir}/quickstart.json)
+  belay pending
+  belay approve 1 --comment "checked with the team"
   belay --config {dir}/belay.toml audit tail -n 5
   belay --config {dir}/belay.toml audit verify
 

@@ -1,5 +1,5 @@
-//! `belay serve`: the PostgreSQL gateway on the configured address, until Ctrl-C or SIGTERM,
-//! then a graceful drain and a final audit checkpoint.
+//! `belay serve`: the PostgreSQL gateway and the human API on the configured addresses, until
+//! Ctrl-C or SIGTERM, then a graceful drain and a final audit checkpoint.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +17,9 @@ pub(crate) struct ServeArgs {
     /// Listen here instead of `listen.postgres` from the configuration.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Serve the human API here instead of `listen.http` from the configuration.
+    #[arg(long)]
+    http: Option<SocketAddr>,
 }
 
 pub(crate) fn serve(config: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -24,7 +27,11 @@ pub(crate) fn serve(config: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> 
     let addr = args.listen.or(app.config.listen.postgres).context(
         "no address to listen on: set `listen.postgres` in the configuration or pass --listen",
     )?;
-    runtime()?.block_on(gateway(app.clone(), addr, |bound| {
+    let http = args.http.or(app.config.listen.http);
+    runtime()?.block_on(gateway(app.clone(), addr, http, |bound, http| {
+        if let Some(http) = http {
+            eprintln!("belay: human API on http://{http}");
+        }
         eprintln!("belay: gateway listening on {bound} (Ctrl-C stops it)");
     }))?;
     app.close()?;
@@ -57,17 +64,44 @@ fn options(app: &App) -> anyhow::Result<belay_pg::Options> {
     })
 }
 
-/// Runs the gateway on `addr` until SIGINT or SIGTERM; `ready` hears the bound address.
+/// Runs the gateway on `addr` (and the human API on `http`) until SIGINT or SIGTERM; `ready`
+/// hears the bound addresses.
 pub(crate) async fn gateway(
     app: Arc<App>,
     addr: SocketAddr,
-    ready: impl FnOnce(SocketAddr),
+    http: Option<SocketAddr>,
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let options = options(&app)?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let http_listener = match http {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for the human API"))?,
+        ),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
+    let http_bound = match http_listener {
+        Some(l) => {
+            let bound = l.local_addr()?;
+            let mut stopping = stopped.clone();
+            let api = app.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = belay_app::http::serve(l, api, shutdown).await {
+                    eprintln!("belay: the human API stopped: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
     tokio::spawn(async move {
         signal().await;
         eprintln!("belay: stopping; sessions finish their transaction (Ctrl-C again to stop now)");
@@ -75,7 +109,7 @@ pub(crate) async fn gateway(
         signal().await;
         std::process::exit(130);
     });
-    ready(listener.local_addr()?);
+    ready(listener.local_addr()?, http_bound);
     belay_pg::serve(listener, Arc::new(AppGate::new(app)), options, stopped).await?;
     Ok(())
 }

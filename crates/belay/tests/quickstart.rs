@@ -287,3 +287,139 @@ fn quickstart_can_use_an_existing_server_and_leaves_it_running() {
         "the server was left running"
     );
 }
+
+impl Quickstart {
+    /// `belay ARGS` against the quickstart's configuration, as the human (or with `token`).
+    fn belay_as(&self, token: &str, args: &[&str]) -> Output {
+        run(Command::new(env!("CARGO_BIN_EXE_belay"))
+            .arg("--config")
+            .arg(self.dir.join("belay.toml"))
+            .args(args)
+            .env("BELAY_HUMAN_TOKEN", token))
+    }
+
+    fn human_token(&self) -> String {
+        self.info["human_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The id in "approval request N" of a refusal.
+fn request_id(out: &Output) -> u64 {
+    let t = text(out);
+    t.split("approval request ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no approval request id in: {t}"))
+}
+
+#[test]
+fn a_production_drop_waits_for_a_named_human_and_runs_exactly_once() {
+    let qs = start();
+    let human = qs.human_token();
+
+    // The agent's DROP is held; its error names the request and how to approve it.
+    let out = qs.psql("production", "DROP TABLE payments");
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("YB001"), "{t}");
+    let id = request_id(&out);
+    assert!(t.contains(&format!("belay approve {id}")), "{t}");
+    assert!(t.contains("exactly once"), "{t}");
+
+    // Nothing without a human's token, nothing with the agent's.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(qs.dir.join("belay.toml"))
+        .args(["pending"])
+        .env_remove("BELAY_HUMAN_TOKEN"));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("BELAY_HUMAN_TOKEN"), "{}", text(&out));
+    let agent = qs.info["agent_token"].as_str().unwrap();
+    let out = qs.belay_as(agent, &["approve", &id.to_string()]);
+    assert!(!out.status.success(), "an agent approved: {}", text(&out));
+    assert!(text(&out).contains("agent"), "{}", text(&out));
+
+    // The human sees the exact action and approves it.
+    let out = qs.belay_as(&human, &["pending", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending = &list["approvals"][0];
+    assert_eq!(pending["id"].as_u64(), Some(id));
+    assert_eq!(pending["action"], "DROP TABLE payments");
+    assert_eq!(pending["class"], "destructive");
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["agent"], "demo-agent");
+    let out = qs.belay_as(&human, &["approve", &id.to_string(), "--comment", "drill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("approved"), "{}", text(&out));
+
+    // A different text is a different action: still held, under a new request.
+    let out = qs.psql("production", "DROP TABLE  payments");
+    assert!(text(&out).contains("YB001"), "{}", text(&out));
+    assert_ne!(request_id(&out), id);
+    let out = qs.psql("production", "SELECT count(*) FROM payments");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000");
+
+    // The identical statement runs once, through the read-only session's pin...
+    let out = qs.psql("production", "DROP TABLE payments");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "DROP TABLE");
+    let out = qs.psql("production", "SELECT to_regclass('payments') IS NULL");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+    // ...and the session stays read-only afterwards.
+    let out = qs.psql("production", "SHOW default_transaction_read_only");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on");
+
+    // Sent again, it is held anew: the approval was used up.
+    let out = qs.psql("production", "DROP TABLE payments");
+    assert!(text(&out).contains("YB001"), "{}", text(&out));
+    assert_ne!(request_id(&out), id);
+    let out = qs.belay_as(&human, &["pending", "--all", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used = list["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"].as_u64() == Some(id))
+        .unwrap();
+    assert_eq!(used["status"], "executed");
+    assert_eq!(used["votes"][0]["human"], "alice");
+    assert_eq!(used["votes"][0]["channel"], "cli");
+    let out = qs.belay_as(&human, &["approve", &id.to_string()]);
+    assert!(
+        !out.status.success(),
+        "an executed request was approved again"
+    );
+
+    // Every step is in the audit log, which verifies.
+    let out = qs.belay_as(&human, &["audit", "export", "--format", "jsonl"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let about = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind && e["detail"]["approval"].as_u64() == Some(id))
+            .count()
+    };
+    assert_eq!(about("approval.requested"), 1);
+    assert!(
+        about("approval.approve") >= 2,
+        "request and result of the vote"
+    );
+    assert_eq!(about("approval.executed"), 1);
+    assert!(events.iter().any(|e| e["kind"] == "statement"
+        && e["verdict"] == "allow"
+        && e["detail"]["approval"].as_u64() == Some(id)));
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "approval.authentication" && e["actor"] == "agent:demo-agent"));
+    let out = qs.belay_as(&human, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
