@@ -448,7 +448,30 @@ impl AppSession {
 
     /// The exact action a held statement is: its text and, at Execute, its parameters.
     fn action(&self, sql: &str, params: &Parameters) -> Result<Action, String> {
-        let parameters = params.canonical()?;
+        let mut parameters = params.canonical()?;
+        // `EXECUTE name` of a statement this session prepared earlier means what it was
+        // prepared as: the approval is bound to that text too, so a name prepared again
+        // with other text is another action.
+        let prepared: Vec<String> = self
+            .app
+            .classifier
+            .classify(sql)
+            .statements
+            .iter()
+            .filter_map(|s| s.unresolved_prepared.as_ref())
+            .filter_map(|name| {
+                self.prepared
+                    .get(name)
+                    .map(|text| format!("{name}: {text}"))
+            })
+            .collect();
+        if !prepared.is_empty() {
+            let runs = format!("prepared earlier as {}", prepared.join("; "));
+            parameters = Some(match parameters {
+                Some(p) => format!("{p}; {runs}"),
+                None => runs,
+            });
+        }
         let fingerprint = match &parameters {
             None => fingerprint(&[&self.agent.name, &self.environment, sql]),
             Some(p) => fingerprint(&[&self.agent.name, &self.environment, sql, p]),

@@ -710,3 +710,50 @@ fn the_webhook_hears_of_each_request_and_a_failed_delivery_is_retried() {
         .broken
         .is_none());
 }
+
+#[test]
+fn an_approved_execute_is_bound_to_what_the_name_was_prepared_as() {
+    setup(
+        "production",
+        "CREATE TABLE IF NOT EXISTS rows_by_name (id int); INSERT INTO rows_by_name VALUES (1), (2)",
+    );
+    let (bound_to, second) = block(async {
+        let c = client("reader", "production").await;
+        // Each PREPARE of a held statement is itself held and approved.
+        let prepare = |sql: &'static str| {
+            let c = &c;
+            async move {
+                let held = run(c, sql).await.unwrap();
+                approve(request_id(&held.1), "alice");
+                assert_eq!(run(c, sql).await, None, "{sql}");
+            }
+        };
+        prepare("PREPARE d AS DELETE FROM rows_by_name WHERE id = 1").await;
+        let first = run(&c, "EXECUTE d").await.unwrap();
+        let first_id = request_id(&first.1);
+        approve(first_id, "alice");
+        let bound_to = world().app.approval(first_id).unwrap().request.parameters;
+        // The name is prepared again as something else before the approved EXECUTE runs.
+        assert_eq!(run(&c, "DEALLOCATE d").await, None);
+        prepare("PREPARE d AS DELETE FROM rows_by_name WHERE id = 2").await;
+        let second = run(&c, "EXECUTE d").await.unwrap();
+        assert_ne!(request_id(&second.1), first_id);
+        (bound_to, second)
+    });
+    assert!(
+        bound_to
+            .as_deref()
+            .unwrap_or_default()
+            .contains("WHERE id = 1"),
+        "{bound_to:?}"
+    );
+    assert_eq!(second.0, belay_pg::SQLSTATE_APPROVAL, "{second:?}");
+    assert_eq!(
+        upstream(
+            "production",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM rows_by_name"
+        ),
+        "1,2",
+        "neither DELETE ran"
+    );
+}
