@@ -168,3 +168,51 @@ fn missing_file_is_an_error() {
     let err = Config::load(Path::new("/nonexistent/belay.toml"), &FakeEnv::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/belay.toml"));
 }
+
+#[test]
+fn approval_waits_and_webhooks() {
+    let mut env = env_with_passwords();
+    env.vars.insert(
+        "PROD_HOOK".into(),
+        "https://hooks.example.com/T/B/secret".into(),
+    );
+    env.vars.insert(
+        "ALICE_HOOK".into(),
+        "https://hooks.example.com/alice".into(),
+    );
+    let text = template().replace(
+        "[environments.production]\ntier = \"production\"\n",
+        "[environments.production]\ntier = \"production\"\napproval_wait = \"30s\"\nnotify_webhook = { env = \"PROD_HOOK\" }\n",
+    ) + "\n[notify.owners.alice]\nwebhook = { env = \"ALICE_HOOK\" }\n";
+    let config = parse(&text, &env).unwrap();
+    let production = config.environment("production").unwrap();
+    assert_eq!(production.approval_wait, std::time::Duration::from_secs(30));
+    assert_eq!(
+        production.notify_webhook.as_ref().unwrap().expose(),
+        "https://hooks.example.com/T/B/secret"
+    );
+    assert_eq!(
+        config.environment("staging").unwrap().approval_wait,
+        std::time::Duration::ZERO
+    );
+    assert!(config.notify.owners.contains_key("alice"));
+    assert!(
+        !format!("{config:?}").contains("secret"),
+        "webhook URLs are secrets"
+    );
+
+    let too_long = text.replace("approval_wait = \"30s\"", "approval_wait = \"1h\"");
+    let err = parse(&too_long, &env).unwrap_err().to_string();
+    assert!(
+        err.contains("approval_wait") && err.contains("longest"),
+        "{err}"
+    );
+    env.vars
+        .insert("PROD_HOOK".into(), "hooks.example.com/secret".into());
+    let err = parse(&text, &env).unwrap_err().to_string();
+    assert!(
+        err.contains("notify_webhook") && err.contains("https://"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "the URL is not echoed: {err}");
+}

@@ -209,3 +209,74 @@ fn arbitrary_bytes_never_panic() {
         let _ = Startup::read(&mut buf);
     }
 }
+
+/// The parameter section of a Bind, as the relay keeps it.
+fn bind_parameters(formats: Vec<i16>, params: Vec<Option<Bytes>>) -> belay_pg::Parameters {
+    let mut buf = BytesMut::new();
+    Frontend::Bind {
+        portal: "p".into(),
+        statement: "s".into(),
+        param_formats: formats,
+        params,
+        result_formats: vec![1],
+    }
+    .encode(&mut buf);
+    let frame = read_frame(&mut buf, DEFAULT_MAX_MESSAGE).unwrap().unwrap();
+    // After the portal and statement names: "p\0s\0".
+    belay_pg::Parameters::from_bind(frame.body.slice(4..))
+}
+
+#[test]
+fn bound_parameters_have_one_canonical_text() {
+    let text = |s: &str| Some(Bytes::from(s.to_owned()));
+    assert_eq!(bind_parameters(vec![], vec![]).canonical(), Ok(None));
+    assert_eq!(belay_pg::Parameters::default().canonical(), Ok(None));
+    assert_eq!(
+        bind_parameters(vec![], vec![text("42"), None, text("it's")]).canonical(),
+        Ok(Some("$1 = '42', $2 = NULL, $3 = 'it''s'".to_owned()))
+    );
+    // One format code applies to all; several apply one each.
+    assert_eq!(
+        bind_parameters(vec![1], vec![Some(Bytes::from_static(&[0, 0, 0, 7]))]).canonical(),
+        Ok(Some("$1 = x'00000007'".to_owned()))
+    );
+    assert_eq!(
+        bind_parameters(vec![0, 1], vec![text("a"), text("b")]).canonical(),
+        Ok(Some(
+            "$1 = 'a', $2 = x'62' (binary; reads as 'b')".to_owned()
+        ))
+    );
+    // The same bytes as text and as binary are different actions.
+    assert_ne!(
+        bind_parameters(vec![0], vec![text("7")]).canonical(),
+        bind_parameters(vec![1], vec![text("7")]).canonical()
+    );
+    // Result formats do not change the action.
+    let mut buf = BytesMut::new();
+    Frontend::Bind {
+        portal: "p".into(),
+        statement: "s".into(),
+        param_formats: vec![],
+        params: vec![text("42")],
+        result_formats: vec![],
+    }
+    .encode(&mut buf);
+    let frame = read_frame(&mut buf, DEFAULT_MAX_MESSAGE).unwrap().unwrap();
+    assert_eq!(
+        belay_pg::Parameters::from_bind(frame.body.slice(4..)).canonical(),
+        bind_parameters(vec![], vec![text("42")]).canonical()
+    );
+}
+
+#[test]
+fn malformed_bound_parameters_are_an_error() {
+    for body in [
+        &[0u8][..],
+        &[0, 0, 0, 1, 0, 0, 0, 9, b'x'][..],
+        &[0xff, 0xff][..],
+        &[0, 2, 0][..],
+    ] {
+        let p = belay_pg::Parameters::from_bind(Bytes::copy_from_slice(body));
+        assert!(p.canonical().is_err(), "{body:?}");
+    }
+}

@@ -157,6 +157,33 @@ fn quorum_lives_in_the_policy() {
 }
 
 #[test]
+fn a_held_forbid_sets_the_terms_of_its_approval() {
+    let default = decide(true, Class::Destructive, Some(Class::Read));
+    assert_eq!(default.hold, belay_core::Hold::default());
+    assert_eq!(default.hold.expires, std::time::Duration::from_secs(3600));
+    assert_eq!(default.hold.run_within, std::time::Duration::from_secs(900));
+    let policy = DEFAULT_POLICY.replace(
+        "@id(\"production-destructive\")\n@approvals(\"1\")",
+        "@id(\"production-destructive\")\n@approvals(\"1\")\n@expires(\"2h\")\n@run_within(\"5m\")\n@approvers(\"owner, bob\")",
+    );
+    assert_ne!(policy, DEFAULT_POLICY);
+    let d = PolicyEngine::new(&policy)
+        .unwrap()
+        .evaluate(&ActionRequest::new(
+            "ci-bot",
+            "alice",
+            "production",
+            true,
+            Class::Destructive,
+            Some(Class::Read),
+        ));
+    assert_eq!(d.verdict, Verdict::Approve(1));
+    assert_eq!(d.hold.expires, std::time::Duration::from_secs(7200));
+    assert_eq!(d.hold.run_within, std::time::Duration::from_secs(300));
+    assert_eq!(d.hold.approvers, ["owner", "bob"]);
+}
+
+#[test]
 fn an_evaluation_error_denies_even_when_the_erroring_policy_is_a_forbid() {
     // A forbid that errors is skipped by Cedar, which would let the permit through; belay
     // denies instead.
@@ -187,6 +214,10 @@ fn policies_must_be_named_and_annotations_well_formed() {
         ("@id(\"x\")\n@approvals(\"1\")\npermit (principal, action, resource);", "forbid"),
         ("@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\nforbid (principal, action, resource);", "share"),
         ("@id(\"x\")\n@reversible(\"yes\")\npermit (principal, action, resource);", "@reversible"),
+        ("@id(\"x\")\n@expires(\"1h\")\nforbid (principal, action, resource);", "@approvals"),
+        ("@id(\"x\")\n@approvals(\"1\")\n@expires(\"soon\")\nforbid (principal, action, resource);", "@expires"),
+        ("@id(\"x\")\n@approvals(\"1\")\n@run_within(\"0s\")\nforbid (principal, action, resource);", "@run_within"),
+        ("@id(\"x\")\n@approvals(\"1\")\n@approvers(\"alice; bob\")\nforbid (principal, action, resource);", "@approvers"),
     ];
     for (policy, needle) in cases {
         let err = PolicyEngine::new(policy).unwrap_err().to_string();
