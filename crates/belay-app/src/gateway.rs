@@ -538,7 +538,7 @@ impl AppSession {
     }
 
     /// Finds or creates the approval request for `action`, tells its humans, and waits up to
-    /// the environment's `approval_wait` for them. `Ok` is the decision once approved (the
+    /// `wait` for them. `Ok` is the decision once approved (the
     /// approval is then used); `Err` is the refusal the agent reads.
     fn hold(
         &mut self,
@@ -548,6 +548,7 @@ impl AppSession {
         action: &mut Action,
         seq: Option<u64>,
         blocked: Option<&str>,
+        wait: Duration,
     ) -> Result<Decision, Refusal> {
         let state_error = |e: &dyn std::fmt::Display| {
             Refusal::new(
@@ -620,7 +621,7 @@ impl AppSession {
             self.app.audit(event).map_err(|e| state_error(&e))?;
             self.app.notify_requested(&approval, &self.agent.owner);
         }
-        let deadline = std::time::Instant::now() + self.approval_wait;
+        let deadline = std::time::Instant::now() + wait;
         loop {
             if approval.status == ApprovalStatus::Approved {
                 if blocked.is_some() {
@@ -867,7 +868,14 @@ impl Session for AppSession {
             }
         };
         if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
-            match self.hold(sql, &analysis, &decision, held, seq, blocked) {
+            // Inside a transaction block belay does not wait: the transaction's locks would
+            // be held, stalling other sessions, for as long as the humans take.
+            let wait = if statement.in_transaction {
+                Duration::ZERO
+            } else {
+                self.approval_wait
+            };
+            match self.hold(sql, &analysis, &decision, held, seq, blocked, wait) {
                 Ok(approved) => {
                     decision = approved;
                     match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {

@@ -502,7 +502,10 @@ fn wait_mode_holds_the_statement_until_a_human_approves() {
     let approver = std::thread::spawn(move || {
         for _ in 0..200 {
             let pending = w.app.approvals(&[ApprovalStatus::Pending], 100).unwrap();
-            if let Some(a) = pending.iter().find(|a| a.request.environment == "waiting") {
+            if let Some(a) = pending
+                .iter()
+                .find(|a| a.request.action == "DROP TABLE patient")
+            {
                 return approve(a.id, "bob").id;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -755,5 +758,44 @@ fn an_approved_execute_is_bound_to_what_the_name_was_prepared_as() {
         ),
         "1,2",
         "neither DELETE ran"
+    );
+}
+
+#[test]
+fn inside_a_transaction_a_held_statement_is_refused_at_once_instead_of_holding_locks() {
+    setup("waiting", "CREATE TABLE IF NOT EXISTS locked (id int)");
+    let w = world();
+    let approver = std::thread::spawn(move || {
+        for _ in 0..200 {
+            let pending = w.app.approvals(&[ApprovalStatus::Pending], 100).unwrap();
+            if let Some(a) = pending
+                .iter()
+                .find(|a| a.request.action == "DROP TABLE locked")
+            {
+                return approve(a.id, "bob").id;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the held statement never became a pending request");
+    });
+    let refused = block(async {
+        let c = client("writer", "waiting").await;
+        c.simple_query("BEGIN").await.unwrap();
+        let refused = run(&c, "DROP TABLE locked").await;
+        let _ = c.simple_query("ROLLBACK").await;
+        refused
+    });
+    let id = approver.join().unwrap();
+    let refused = refused.expect("refused, not held until approved");
+    assert_eq!(refused.0, belay_pg::SQLSTATE_APPROVAL, "{refused:?}");
+    assert_eq!(request_id(&refused.1), id);
+    assert_eq!(
+        world().app.approval(id).unwrap().status,
+        ApprovalStatus::Approved,
+        "the approval waits for the statement to be sent again"
+    );
+    assert_eq!(
+        upstream("waiting", "SELECT to_regclass('locked') IS NOT NULL"),
+        "t"
     );
 }

@@ -61,19 +61,30 @@ fn explain(config: &Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let app = crate::open(config)?;
     let e = app.explain(&a.agent, &a.environment, &a.sql)?;
     let d = &e.decision;
+    let held = matches!(d.verdict, belay_core::Verdict::Approve(_));
+    let approvers = if d.hold.approvers.is_empty() {
+        "any human".to_owned()
+    } else {
+        d.hold.approvers.join(", ")
+    };
     if a.json {
-        println!(
-            "{}",
-            json!({
-                "class": e.analysis.class,
-                "verdict": d.verdict.name(),
-                "approvals_required": d.verdict.approvals_required(),
-                "reversible": d.reversible,
-                "backup_first": d.backup_first,
-                "policies": d.policies,
-                "reason": d.reason,
-            })
-        );
+        let mut out = json!({
+            "class": e.analysis.class,
+            "verdict": d.verdict.name(),
+            "approvals_required": d.verdict.approvals_required(),
+            "reversible": d.reversible,
+            "backup_first": d.backup_first,
+            "policies": d.policies,
+            "reason": d.reason,
+        });
+        if held {
+            out["approval"] = json!({
+                "expires_after_s": d.hold.expires.as_secs(),
+                "run_within_s": d.hold.run_within.as_secs(),
+                "approvers": d.hold.approvers,
+            });
+        }
+        println!("{out}");
     } else {
         println!("agent `{}` in `{}`:", a.agent, a.environment);
         println!("  class:    {} ({})", e.analysis.class, e.analysis.reason());
@@ -86,6 +97,13 @@ fn explain(config: &Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
         println!("  verdict:  {verdict}");
         println!("  why:      {}", d.reason);
+        if held {
+            println!(
+                "  approval: from {approvers}; the request expires after {}, an approved action must run within {}",
+                humantime::format_duration(d.hold.expires),
+                humantime::format_duration(d.hold.run_within)
+            );
+        }
         if !d.policies.is_empty() {
             println!("  policies: {}", d.policies.join(", "));
         }
