@@ -669,7 +669,7 @@ impl AppSession {
             .join("; ");
         let class = analysis.class.as_str();
         let mut detail = format!(
-            "class: {class}; policy: {}; approval request {id}: {}, {} of {}",
+            "class: {class}; policy: {}; approval request {id}: {}, {} approved so far, needs {}",
             approval.request.policies.join(", "),
             approval.status,
             approval.approvals(),

@@ -318,7 +318,14 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             if let Err(e) = written {
                 eprintln!("belay: {e:#}");
             }
-            print_intro(&dir, bound, http, port, agent_token.expose());
+            print_intro(
+                &dir,
+                bound,
+                http,
+                port,
+                agent_token.expose(),
+                human_token.expose(),
+            );
         },
     ));
     let closed = app.close();
@@ -340,8 +347,12 @@ fn print_intro(
     http: Option<SocketAddr>,
     upstream_port: u16,
     token: &str,
+    human_token: &str,
 ) {
     let port = gateway.port();
+    let belay = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "belay".to_owned());
     let http = http.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/v1/approvals"));
     let conn = |db: &str| format!("psql \"host=127.0.0.1 port={port} user={AGENT} dbname={db}\"");
     println!(
@@ -359,16 +370,17 @@ Try it from another terminal:
   {staging} -c "SELECT count(*) FROM rentals"
   {staging} -c "DELETE FROM payments WHERE id = 1"
   {production} -c "SELECT plate, model FROM vehicles LIMIT 3"
-  {production} -c "UPDATE vehicles SET status = 'sold'"     # refused: read-only grant
-  {production} -c "DROP TABLE payments"                      # held for approval (YB001)
+  {production} -c "UPDATE vehicles SET status = 'sold' WHERE id = 1"   # held: production is read-only for it
+  {production} -c "DROP TABLE payments"                                 # held for approval (YB001)
 
-Approve it as the human `{HUMAN}` (the error names the request), then send it again: it runs once.
+Approve the DROP as the human `{HUMAN}` (the error names the request), then send it again: it
+runs exactly once; sent a third time, it is held anew.
 
-  export BELAY_CONFIG={dir}/belay.toml BELAY_HUMAN_TOKEN=$(jq -r .human_token {dir}/quickstart.json)
-  belay pending
-  belay approve 1 --comment "checked with the team"
-  belay --config {dir}/belay.toml audit tail -n 5
-  belay --config {dir}/belay.toml audit verify
+  export BELAY_CONFIG={dir}/belay.toml BELAY_HUMAN_TOKEN={human_token}
+  {belay} pending
+  {belay} approve N --comment "checked with the team"   # N: the request the error names
+  {belay} audit tail -n 5
+  {belay} audit verify
 
 Ctrl-C stops the gateway and the scratch cluster."#,
         dir = dir.display(),
