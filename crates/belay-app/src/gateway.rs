@@ -638,6 +638,7 @@ impl AppSession {
             if approval.status != ApprovalStatus::Pending
                 || remaining.is_zero()
                 || approval.request.expires_us <= now_us()
+                || self.app.stopping()
             {
                 break;
             }

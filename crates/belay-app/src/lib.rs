@@ -88,6 +88,8 @@ pub struct App {
     /// Delivers approval notifications; started only when a webhook is configured.
     notifier: std::sync::OnceLock<notify::Notifier>,
     retry: notify::Retry,
+    /// Set when belay stops: statements held for approval stop waiting and are answered.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -135,6 +137,7 @@ impl App {
             public_key,
             notifier: std::sync::OnceLock::new(),
             retry: notify::Retry::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         };
         app.record_configuration(&config_text, &policy_text)?;
         Ok(app)
@@ -173,6 +176,17 @@ impl App {
 
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()
+    }
+
+    /// belay is stopping: statements waiting for approval are answered now (refused, with
+    /// their request id), so that shutdown is not held up by humans.
+    pub fn stop_waiting(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How webhook deliveries are retried (before the first notification is sent).

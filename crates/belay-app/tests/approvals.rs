@@ -33,6 +33,7 @@ const ENVIRONMENTS: &[(&str, &str)] = &[
     ("vault", ""),
     ("brief", ""),
     ("waiting", "approval_wait = \"30s\"\n"),
+    ("lingering", "approval_wait = \"10min\"\n"),
     ("notified", "notify_webhook = { file = \"webhook-url\" }\n"),
 ];
 
@@ -52,7 +53,7 @@ forbid (principal, action == Belay::Action::"destructive", resource == Belay::En
 "#;
 
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     cluster: Cluster,
     app: Arc<App>,
     _runtime: tokio::runtime::Runtime,
@@ -137,7 +138,7 @@ fn world() -> &'static World {
         let http = http_listener.local_addr().unwrap();
         runtime.spawn(belay_app::http::serve(http_listener, app.clone(), std::future::pending()));
         World {
-            _dir: dir,
+            dir,
             cluster,
             app,
             _runtime: runtime,
@@ -796,6 +797,80 @@ fn inside_a_transaction_a_held_statement_is_refused_at_once_instead_of_holding_l
     );
     assert_eq!(
         upstream("waiting", "SELECT to_regclass('locked') IS NOT NULL"),
+        "t"
+    );
+}
+
+#[test]
+fn stopping_belay_answers_statements_still_waiting_for_approval() {
+    setup(
+        "lingering",
+        "CREATE TABLE IF NOT EXISTS waiting_on_shutdown (id int)",
+    );
+    // A second belay on the same state, so that stopping it leaves the others running.
+    let config = Config::load(&world().dir.path().join("belay.toml"), &FilesOnly).unwrap();
+    let app = Arc::new(App::open(config).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = runtime.spawn(belay_pg::serve(
+        listener,
+        Arc::new(AppGate::new(app.clone())),
+        belay_pg::Options::default(),
+        stopped,
+    ));
+    let stopper = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                let pending = app.approvals(&[ApprovalStatus::Pending], 1000).unwrap();
+                if pending
+                    .iter()
+                    .any(|a| a.request.action == "DROP TABLE waiting_on_shutdown")
+                {
+                    app.stop_waiting();
+                    stop.send(true).unwrap();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("the held statement never became a pending request");
+        })
+    };
+    let answer = block(async move {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=reader password={} dbname=lingering",
+            addr.port(),
+            world().agents["reader"].expose()
+        );
+        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // The environment would wait ten minutes; stopping answers well before.
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            run(&c, "DROP TABLE waiting_on_shutdown"),
+        )
+        .await
+        .expect("answered once belay stopped")
+    });
+    stopper.join().unwrap();
+    let answer = answer.expect("refused");
+    assert_eq!(answer.0, belay_pg::SQLSTATE_APPROVAL, "{answer:?}");
+    runtime.block_on(server).unwrap().unwrap();
+    assert_eq!(
+        upstream(
+            "lingering",
+            "SELECT to_regclass('waiting_on_shutdown') IS NOT NULL"
+        ),
         "t"
     );
 }

@@ -85,6 +85,7 @@ pub(crate) async fn gateway(
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
+    let stopping = app.clone();
     let http_bound = match http_listener {
         Some(l) => {
             let bound = l.local_addr()?;
@@ -105,6 +106,7 @@ pub(crate) async fn gateway(
     tokio::spawn(async move {
         signal().await;
         eprintln!("belay: stopping; sessions finish their transaction (Ctrl-C again to stop now)");
+        stopping.stop_waiting();
         let _ = stop.send(true);
         signal().await;
         std::process::exit(130);
