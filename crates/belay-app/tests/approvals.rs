@@ -263,6 +263,24 @@ fn approve(id: u64, by: &str) -> belay_store::Approval {
         .unwrap()
 }
 
+/// In another thread: waits for `action`'s pending request in `app`, then runs `then` on it.
+fn when_pending<T: Send + 'static>(
+    app: Arc<App>,
+    action: &'static str,
+    then: impl FnOnce(&belay_store::Approval) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        for _ in 0..300 {
+            let pending = app.approvals(&[ApprovalStatus::Pending], 1000).unwrap();
+            if let Some(a) = pending.iter().find(|a| a.request.action == action) {
+                return then(a);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("`{action}` never became a pending request");
+    })
+}
+
 #[test]
 fn approved_once_runs_once_and_one_byte_different_is_refused() {
     upstream(
@@ -499,19 +517,8 @@ fn expired_requests_and_lapsed_approvals_cannot_be_used() {
 #[test]
 fn wait_mode_holds_the_statement_until_a_human_approves() {
     setup("waiting", "CREATE TABLE IF NOT EXISTS patient (id int)");
-    let w = world();
-    let approver = std::thread::spawn(move || {
-        for _ in 0..200 {
-            let pending = w.app.approvals(&[ApprovalStatus::Pending], 100).unwrap();
-            if let Some(a) = pending
-                .iter()
-                .find(|a| a.request.action == "DROP TABLE patient")
-            {
-                return approve(a.id, "bob").id;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the held statement never became a pending request");
+    let approver = when_pending(world().app.clone(), "DROP TABLE patient", |a| {
+        approve(a.id, "bob").id
     });
     let result = block(async {
         let c = client("reader", "waiting").await;
@@ -765,19 +772,8 @@ fn an_approved_execute_is_bound_to_what_the_name_was_prepared_as() {
 #[test]
 fn inside_a_transaction_a_held_statement_is_refused_at_once_instead_of_holding_locks() {
     setup("waiting", "CREATE TABLE IF NOT EXISTS locked (id int)");
-    let w = world();
-    let approver = std::thread::spawn(move || {
-        for _ in 0..200 {
-            let pending = w.app.approvals(&[ApprovalStatus::Pending], 100).unwrap();
-            if let Some(a) = pending
-                .iter()
-                .find(|a| a.request.action == "DROP TABLE locked")
-            {
-                return approve(a.id, "bob").id;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the held statement never became a pending request");
+    let approver = when_pending(world().app.clone(), "DROP TABLE locked", |a| {
+        approve(a.id, "bob").id
     });
     let refused = block(async {
         let c = client("writer", "waiting").await;
@@ -827,21 +823,10 @@ fn stopping_belay_answers_statements_still_waiting_for_approval() {
         stopped,
     ));
     let stopper = {
-        let app = app.clone();
-        std::thread::spawn(move || {
-            for _ in 0..300 {
-                let pending = app.approvals(&[ApprovalStatus::Pending], 1000).unwrap();
-                if pending
-                    .iter()
-                    .any(|a| a.request.action == "DROP TABLE waiting_on_shutdown")
-                {
-                    app.stop_waiting();
-                    stop.send(true).unwrap();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            panic!("the held statement never became a pending request");
+        let stopping = app.clone();
+        when_pending(app.clone(), "DROP TABLE waiting_on_shutdown", move |_| {
+            stopping.stop_waiting();
+            stop.send(true).unwrap();
         })
     };
     let answer = block(async move {

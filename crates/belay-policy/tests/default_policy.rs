@@ -16,6 +16,17 @@ fn decide(production: bool, class: Class, grant: Option<Class>) -> belay_core::D
     ))
 }
 
+fn production_destructive_by_a_reader() -> ActionRequest {
+    ActionRequest::new(
+        "ci-bot",
+        "alice",
+        "production",
+        true,
+        Class::Destructive,
+        Some(Class::Read),
+    )
+}
+
 #[test]
 fn reads_are_allowed_in_both_tiers() {
     for production in [false, true] {
@@ -119,14 +130,7 @@ fn beyond_the_grant_outside_production_is_held() {
 
 #[test]
 fn approvals_lift_the_hold() {
-    let mut request = ActionRequest::new(
-        "ci-bot",
-        "alice",
-        "production",
-        true,
-        Class::Destructive,
-        Some(Class::Read),
-    );
+    let mut request = production_destructive_by_a_reader();
     request.approvals = 1;
     let d = engine().evaluate(&request);
     assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
@@ -141,14 +145,7 @@ fn quorum_lives_in_the_policy() {
     );
     assert_ne!(two_person, DEFAULT_POLICY);
     let engine = PolicyEngine::new(&two_person).unwrap();
-    let mut request = ActionRequest::new(
-        "ci-bot",
-        "alice",
-        "production",
-        true,
-        Class::Destructive,
-        Some(Class::Read),
-    );
+    let mut request = production_destructive_by_a_reader();
     assert_eq!(engine.evaluate(&request).verdict, Verdict::Approve(2));
     request.approvals = 1;
     assert_eq!(engine.evaluate(&request).verdict, Verdict::Approve(2));
@@ -169,14 +166,7 @@ fn a_held_forbid_sets_the_terms_of_its_approval() {
     assert_ne!(policy, DEFAULT_POLICY);
     let d = PolicyEngine::new(&policy)
         .unwrap()
-        .evaluate(&ActionRequest::new(
-            "ci-bot",
-            "alice",
-            "production",
-            true,
-            Class::Destructive,
-            Some(Class::Read),
-        ));
+        .evaluate(&production_destructive_by_a_reader());
     assert_eq!(d.verdict, Verdict::Approve(1));
     assert_eq!(d.hold.expires, std::time::Duration::from_secs(7200));
     assert_eq!(d.hold.run_within, std::time::Duration::from_secs(300));
