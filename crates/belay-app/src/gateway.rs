@@ -273,6 +273,10 @@ struct Action {
     fingerprint: String,
     /// The approval request it runs under or waits on.
     approval: Option<u64>,
+    /// Why an approval cannot be used for it in this session, if it cannot.
+    blocked: Option<&'static str>,
+    /// How long to wait for the humans' decision before answering.
+    wait: Duration,
 }
 
 /// The humans who approved, for the record.
@@ -480,6 +484,8 @@ impl AppSession {
             parameters,
             fingerprint,
             approval: None,
+            blocked: None,
+            wait: Duration::ZERO,
         })
     }
 
@@ -489,9 +495,8 @@ impl AppSession {
         &self,
         analysis: &Analysis,
         action: &mut Action,
-        blocked: Option<&str>,
     ) -> Result<Option<Decision>, Decision> {
-        if blocked.is_some() {
+        if action.blocked.is_some() {
             return Ok(None);
         }
         let used = self
@@ -538,7 +543,7 @@ impl AppSession {
     }
 
     /// Finds or creates the approval request for `action`, tells its humans, and waits up to
-    /// `wait` for them. `Ok` is the decision once approved (the
+    /// `action.wait` for them. `Ok` is the decision once approved (the
     /// approval is then used); `Err` is the refusal the agent reads.
     fn hold(
         &mut self,
@@ -547,8 +552,6 @@ impl AppSession {
         decision: &Decision,
         action: &mut Action,
         seq: Option<u64>,
-        blocked: Option<&str>,
-        wait: Duration,
     ) -> Result<Decision, Refusal> {
         let state_error = |e: &dyn std::fmt::Display| {
             Refusal::new(
@@ -621,13 +624,13 @@ impl AppSession {
             self.app.audit(event).map_err(|e| state_error(&e))?;
             self.app.notify_requested(&approval, &self.agent.owner);
         }
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = std::time::Instant::now() + action.wait;
         loop {
             if approval.status == ApprovalStatus::Approved {
-                if blocked.is_some() {
+                if action.blocked.is_some() {
                     break;
                 }
-                match self.use_approval(analysis, action, None) {
+                match self.use_approval(analysis, action) {
                     Ok(Some(approved)) => return Ok(approved),
                     // Used by another session of this agent in the meantime.
                     Ok(None) => {}
@@ -649,7 +652,7 @@ impl AppSession {
                 Err(e) => return Err(state_error(&e)),
             };
         }
-        Err(self.hold_refusal(analysis, &approval, seq, blocked))
+        Err(self.hold_refusal(analysis, &approval, seq, action.blocked))
     }
 
     /// The refusal of a statement whose approval request `approval` is not (or no longer)
@@ -846,7 +849,13 @@ impl Session for AppSession {
                     return Check::Refuse(self.refusal(Some(&analysis), &d, None));
                 }
             };
-            match self.use_approval(&analysis, &mut held, blocked) {
+            held.blocked = blocked;
+            // Inside a transaction block belay does not wait: the transaction's locks would
+            // be held, stalling other sessions, for as long as the humans take.
+            if !statement.in_transaction {
+                held.wait = self.approval_wait;
+            }
+            match self.use_approval(&analysis, &mut held) {
                 Ok(Some(approved)) => decision = approved,
                 Ok(None) => {}
                 Err(d) => {
@@ -869,14 +878,7 @@ impl Session for AppSession {
             }
         };
         if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
-            // Inside a transaction block belay does not wait: the transaction's locks would
-            // be held, stalling other sessions, for as long as the humans take.
-            let wait = if statement.in_transaction {
-                Duration::ZERO
-            } else {
-                self.approval_wait
-            };
-            match self.hold(sql, &analysis, &decision, held, seq, blocked, wait) {
+            match self.hold(sql, &analysis, &decision, held, seq) {
                 Ok(approved) => {
                     decision = approved;
                     match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {
