@@ -66,11 +66,15 @@ fn init_add_and_explain_in_both_environments() {
     assert_eq!(prod_drop["reversible"], true);
     assert_eq!(prod_drop["backup_first"], true);
     assert_eq!(prod_drop["policies"][0], "production-destructive");
+    assert_eq!(prod_drop["approval"]["expires_after_s"], 3600);
+    assert_eq!(prod_drop["approval"]["run_within_s"], 900);
+    assert_eq!(prod_drop["approval"]["approvers"], serde_json::json!([]));
     let mut keys: Vec<&String> = prod_drop.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(
         keys,
         [
+            "approval",
             "approvals_required",
             "backup_first",
             "class",
