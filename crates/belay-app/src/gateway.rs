@@ -775,13 +775,21 @@ impl AppSession {
             outcome: None,
             detail,
         };
-        let ticket = self.app.store().submit(draft);
         if durable {
-            ticket.wait().map(Some).map_err(|e| e.to_string())
+            self.app
+                .store()
+                .submit(draft)
+                .wait()
+                .map(Some)
+                .map_err(|e| e.to_string())
         } else {
-            // Reads are recorded by the group commit without waiting; a writer that is gone
-            // fails the submission at once.
-            ticket.submitted().map(|()| None).map_err(|e| e.to_string())
+            // Reads are recorded by the group commit without waiting (within the writer's
+            // linger); a writer that is gone fails the submission at once.
+            self.app
+                .store()
+                .record(draft)
+                .map(|()| None)
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -963,7 +971,7 @@ impl Session for AppSession {
                 Completion::Skipped => ("skipped", String::new()),
             };
             let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
-            let _ = self.app.store().submit(Draft {
+            let _ = self.app.store().record(Draft {
                 time_us: now_us(),
                 actor: format!("agent:{}", self.agent.name),
                 kind: "statement.outcome".to_owned(),
@@ -979,7 +987,7 @@ impl Session for AppSession {
     }
 
     fn ended(&mut self, why: &str) {
-        let _ = self.app.store().submit(Draft {
+        let _ = self.app.store().record(Draft {
             time_us: now_us(),
             actor: format!("agent:{}", self.agent.name),
             kind: "connection".to_owned(),

@@ -163,7 +163,7 @@ fn record(store: &dyn StateStore, target: &str, approval: u64, outcome: &str) {
         outcome,
         "approval notification"
     );
-    let _ = store.submit(Draft {
+    let _ = store.record(Draft {
         time_us: now_us(),
         actor: "belay".to_owned(),
         kind: "approval.notify".to_owned(),

@@ -5,10 +5,16 @@
 //! `synchronous=FULL` is one fsync for the whole batch. Only then does each caller learn its
 //! sequence number. The head is read inside the transaction, so several processes appending
 //! to the same file still form one chain.
+//!
+//! An event nobody waits for (`StateStore::record`: reads, outcomes) lingers: when a batch
+//! holds only such events, the writer keeps collecting for up to `LINGER` before it commits,
+//! so a steady stream of reads costs one fsync per `LINGER` instead of one per event. An
+//! event somebody waits for is committed at once, with whatever lingers.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use belay_audit::{CheckpointKey, Draft, Event, GENESIS};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,8 +23,12 @@ use crate::Error;
 
 const MAX_BATCH: usize = 4096;
 
+/// How long events nobody waits for may wait for company before they are committed.
+pub const LINGER: Duration = Duration::from_millis(10);
+
 pub(crate) enum Job {
-    Append(Box<Draft>, SyncSender<Result<u64, Error>>),
+    /// An event and, when somebody waits for it, where to say its sequence number.
+    Append(Box<Draft>, Option<SyncSender<Result<u64, Error>>>),
     Checkpoint(i64, SyncSender<Result<Option<u64>, Error>>),
 }
 
@@ -90,22 +100,40 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             let mut appends = Vec::new();
             let mut checkpoints = Vec::new();
+            let mut waited_for = false;
+            let linger_until = Instant::now() + LINGER;
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
-                    Job::Append(d, reply) => appends.push((d, reply)),
-                    Job::Checkpoint(now, reply) => checkpoints.push((now, reply)),
+                    Job::Append(d, reply) => {
+                        waited_for |= reply.is_some();
+                        appends.push((d, reply));
+                    }
+                    Job::Checkpoint(now, reply) => {
+                        waited_for = true;
+                        checkpoints.push((now, reply));
+                    }
                 }
-                if appends.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
+                if appends.len() >= MAX_BATCH {
+                    break;
                 }
+                next = match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(_) if waited_for => None,
+                    // Only events nobody waits for: wait a little for more.
+                    Err(_) => rx
+                        .recv_timeout(linger_until.saturating_duration_since(Instant::now()))
+                        .ok(),
+                };
             }
             if !appends.is_empty() {
                 let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d.as_ref()).collect();
                 match self.write_batch(&drafts) {
                     Ok(first_seq) => {
                         for (i, (_, reply)) in appends.iter().enumerate() {
-                            let _ = reply.send(Ok(first_seq + i as u64));
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(first_seq + i as u64));
+                            }
                         }
                         let last = first_seq + appends.len() as u64 - 1;
                         if last / self.checkpoint_every
@@ -118,8 +146,11 @@ impl Writer {
                         }
                     }
                     Err(e) => {
+                        tracing::error!(error = %e, events = appends.len(), "the audit log could not be written");
                         for (_, reply) in &appends {
-                            let _ = reply.send(Err(e.clone()));
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err(e.clone()));
+                            }
                         }
                     }
                 }
@@ -204,11 +235,8 @@ impl Writer {
 /// The last event's sequence number and hash; (0, zeros) for an empty log.
 pub(crate) fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
     let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match row {
         None => (0, GENESIS),

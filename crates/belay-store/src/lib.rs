@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use belay_audit::{Draft, Event};
 use belay_core::{Class, Secret};
 
-pub use appender::Ticket;
+pub use appender::{Ticket, LINGER};
 pub use approval::{Approval, ApprovalStatus, NewApproval, Vote};
-pub use sqlite::{AuditOptions, SqliteStore};
+pub use sqlite::{AuditOptions, SqliteStore, GENERATION_TTL};
 pub use token::{TokenKind, TOKEN_PREFIX_AGENT, TOKEN_PREFIX_HUMAN};
 
 /// What can go wrong with the state store.
@@ -114,12 +114,17 @@ pub trait StateStore: Send + Sync {
     /// revoked nor expired; records the use.
     fn agent_login(&self, name: &str, now_us: i64) -> Result<Result<Agent, AuthError>, Error>;
     /// A number that grows whenever agents, grants or credentials change, in any process.
+    /// The value is read from disk at most every `GENERATION_TTL`, so a change made by another
+    /// process is seen within that; a change made through this store invalidates it.
     fn identity_generation(&self) -> Result<u64, Error>;
 
     /// Appends an event and returns its sequence number once it is durable.
     fn append(&self, draft: Draft) -> Result<u64, Error>;
     /// Hands an event to the writer without waiting; `Ticket::wait` waits for durability.
     fn submit(&self, draft: Draft) -> Ticket;
+    /// Hands an event nobody will wait for to the writer, which commits it with the next
+    /// batch, within `LINGER`. `Err` when the writer is gone.
+    fn record(&self, draft: Draft) -> Result<(), Error>;
     /// Events with `seq >= from`, at most `limit`, in order.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error>;
     /// A small piece of belay's own bookkeeping, such as the hash of the last configuration

@@ -2,9 +2,11 @@
 //! before it returns), foreign keys on, numbered migrations recorded in `user_version`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use belay_audit::{CheckpointKey, Draft, Event};
 use belay_core::{Class, Secret};
@@ -112,7 +114,16 @@ pub struct SqliteStore {
     /// Sends work to the audit writer thread; `close` takes it so the writer can finish.
     writer: Mutex<Option<Sender<Job>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The identity generation as last read, and when (microseconds since `opened`; 0 means
+    /// read it again), so that the gateway's per-statement check is not a query.
+    generation: AtomicU64,
+    generation_read: AtomicU64,
+    opened: Instant,
 }
+
+/// How long a read of the identity generation stands: a change made by another process
+/// (`belay agent revoke`) is seen within this; one made through this store at once.
+pub const GENERATION_TTL: Duration = Duration::from_millis(20);
 
 fn open_connection(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open(path)
@@ -141,11 +152,21 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
+            generation: AtomicU64::new(0),
+            generation_read: AtomicU64::new(0),
+            opened: Instant::now(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs an identity change; the next generation check reads the store again.
+    fn changing<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let result = self.with_conn(f);
+        self.generation_read.store(0, Ordering::SeqCst);
+        result
     }
 
     fn with_conn<T>(
@@ -208,7 +229,7 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 impl StateStore for SqliteStore {
     fn add_human(&self, name: &str, now_us: i64) -> Result<(Human, Secret), Error> {
-        self.with_conn(|c| identity::add_human(c, name, now_us))
+        self.changing(|c| identity::add_human(c, name, now_us))
     }
 
     fn humans(&self) -> Result<Vec<Human>, Error> {
@@ -216,11 +237,11 @@ impl StateStore for SqliteStore {
     }
 
     fn revoke_human(&self, name: &str, now_us: i64) -> Result<(), Error> {
-        self.with_conn(|c| identity::revoke(c, crate::TokenKind::Human, name, now_us))
+        self.changing(|c| identity::revoke(c, crate::TokenKind::Human, name, now_us))
     }
 
     fn rotate_human(&self, name: &str, now_us: i64) -> Result<Secret, Error> {
-        self.with_conn(|c| identity::rotate(c, crate::TokenKind::Human, name, now_us))
+        self.changing(|c| identity::rotate(c, crate::TokenKind::Human, name, now_us))
     }
 
     fn authenticate_human(
@@ -239,7 +260,7 @@ impl StateStore for SqliteStore {
         expires_us: Option<i64>,
         now_us: i64,
     ) -> Result<(Agent, Secret), Error> {
-        self.with_conn(|c| identity::add_agent(c, name, owner, grants, expires_us, now_us))
+        self.changing(|c| identity::add_agent(c, name, owner, grants, expires_us, now_us))
     }
 
     fn agents(&self) -> Result<Vec<Agent>, Error> {
@@ -251,11 +272,11 @@ impl StateStore for SqliteStore {
     }
 
     fn revoke_agent(&self, name: &str, now_us: i64) -> Result<(), Error> {
-        self.with_conn(|c| identity::revoke(c, crate::TokenKind::Agent, name, now_us))
+        self.changing(|c| identity::revoke(c, crate::TokenKind::Agent, name, now_us))
     }
 
     fn rotate_agent(&self, name: &str, now_us: i64) -> Result<Secret, Error> {
-        self.with_conn(|c| identity::rotate(c, crate::TokenKind::Agent, name, now_us))
+        self.changing(|c| identity::rotate(c, crate::TokenKind::Agent, name, now_us))
     }
 
     fn authenticate_agent(
@@ -275,12 +296,23 @@ impl StateStore for SqliteStore {
     }
 
     fn identity_generation(&self) -> Result<u64, Error> {
-        self.with_conn(|c| {
+        let now = u64::try_from(self.opened.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let read = self.generation_read.load(Ordering::SeqCst);
+        let ttl = u64::try_from(GENERATION_TTL.as_micros()).unwrap_or(u64::MAX);
+        if read != 0 && now.saturating_sub(read) < ttl {
+            return Ok(self.generation.load(Ordering::SeqCst));
+        }
+        let value = self.with_conn(|c| {
             let v: i64 = c
                 .prepare_cached("SELECT value FROM identity_generation")?
                 .query_row([], |r| r.get(0))?;
             Ok(u64::try_from(v).unwrap_or(0))
-        })
+        })?;
+        self.generation.store(value, Ordering::SeqCst);
+        self.generation_read.store(now, Ordering::SeqCst);
+        Ok(value)
     }
 
     fn append(&self, draft: Draft) -> Result<u64, Error> {
@@ -289,10 +321,14 @@ impl StateStore for SqliteStore {
 
     fn submit(&self, draft: Draft) -> Ticket {
         let (tx, rx) = mpsc::sync_channel(1);
-        match self.send(Job::Append(Box::new(draft), tx)) {
+        match self.send(Job::Append(Box::new(draft), Some(tx))) {
             Ok(()) => Ticket::pending(rx),
             Err(e) => Ticket::failed(e),
         }
+    }
+
+    fn record(&self, draft: Draft) -> Result<(), Error> {
+        self.send(Job::Append(Box::new(draft), None))
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {

@@ -251,3 +251,56 @@ fn a_closed_store_refuses_appends() {
         .to_string()
         .contains("audit log is unavailable"));
 }
+
+#[test]
+fn recorded_events_are_committed_with_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..10 {
+        store
+            .record(Draft {
+                time_us: i,
+                actor: "agent:bot".into(),
+                kind: "statement".into(),
+                ..Draft::default()
+            })
+            .unwrap();
+    }
+    // A waited-for event is committed at once, and whatever lingers goes with it, in order.
+    let seq = store
+        .append(Draft {
+            time_us: 10,
+            actor: "agent:bot".into(),
+            kind: "statement".into(),
+            verdict: Some("deny".into()),
+            ..Draft::default()
+        })
+        .unwrap();
+    assert_eq!(seq, 11);
+    let times: Vec<i64> = store
+        .events(1, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.draft.time_us)
+        .collect();
+    assert_eq!(times, (0..=10).collect::<Vec<_>>());
+    // Alone, a recorded event is committed after the linger.
+    store
+        .record(Draft {
+            time_us: 11,
+            actor: "agent:bot".into(),
+            kind: "statement".into(),
+            ..Draft::default()
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.head_seq().unwrap() < 12 {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::sleep(belay_store::LINGER);
+    }
+    store.close();
+    assert!(
+        store.record(Draft::default()).is_err(),
+        "a closed writer refuses"
+    );
+}
