@@ -291,6 +291,13 @@ fn approved_by(approval: &Approval) -> String {
 }
 
 impl AppSession {
+    /// Whether the session's view of its agent is current and valid, known without IO.
+    fn current(&self) -> bool {
+        self.app.store().fresh_identity_generation() == Some(self.generation)
+            && self.agent.revoked_us.is_none()
+            && self.agent.expires_us.is_none_or(|e| e > now_us())
+    }
+
     /// Re-reads the agent when identities changed anywhere; `Err` refuses (fail closed).
     fn refresh(&mut self) -> Result<(), String> {
         let generation = self
@@ -794,11 +801,16 @@ impl AppSession {
     }
 }
 
-impl Session for AppSession {
-    fn check(&mut self, statement: Statement<'_>) -> Check {
+impl AppSession {
+    /// The decision on one statement. Without `may_block`, `None` as soon as deciding would
+    /// need IO or a durable record (the caller then asks again, allowed to block).
+    fn decide_statement(&mut self, statement: Statement<'_>, may_block: bool) -> Option<Check> {
         let Statement {
             sql, phase, params, ..
         } = statement;
+        if !may_block && !self.current() {
+            return None;
+        }
         if let Err(why) = self.refresh() {
             let decision = Decision::deny(why);
             let nothing = Analysis {
@@ -809,7 +821,7 @@ impl Session for AppSession {
                 .audit_decision(sql, &nothing, &decision, phase, None)
                 .ok()
                 .flatten();
-            return Check::Refuse(self.refusal(None, &decision, seq));
+            return Some(Check::Refuse(self.refusal(None, &decision, seq)));
         }
         let analysis = self.resolve(sql, self.app.classifier.classify(sql));
         let reserved = analysis
@@ -832,10 +844,14 @@ impl Session for AppSession {
         // action the humans approve.
         if phase == Phase::Parse && matches!(decision.verdict, Verdict::Allow | Verdict::Approve(_))
         {
-            return Check::Allow {
+            return Some(Check::Allow {
                 record: None,
                 read_write: false,
-            };
+            });
+        }
+        // Anything but an allowed read needs a durable record, and perhaps the approvals.
+        if !may_block && (decision.verdict != Verdict::Allow || analysis.class >= Class::Write) {
+            return None;
         }
         // In a session pinned read-only, belay can lift the pin for an approved statement
         // only when it arrives as a simple Query outside a transaction block; anywhere else
@@ -854,7 +870,7 @@ impl Session for AppSession {
                     let d = Decision::deny(format!(
                         "belay cannot read the statement's parameters ({why})"
                     ));
-                    return Check::Refuse(self.refusal(Some(&analysis), &d, None));
+                    return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
                 }
             };
             held.blocked = blocked;
@@ -871,7 +887,7 @@ impl Session for AppSession {
                         .audit_decision(sql, &analysis, &d, phase, Some(&held))
                         .ok()
                         .flatten();
-                    return Check::Refuse(self.refusal(Some(&analysis), &d, seq));
+                    return Some(Check::Refuse(self.refusal(Some(&analysis), &d, seq)));
                 }
             }
             action = Some(held);
@@ -882,7 +898,7 @@ impl Session for AppSession {
                 let d = Decision::deny(format!(
                     "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
                 ));
-                return Check::Refuse(self.refusal(Some(&analysis), &d, None));
+                return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
             }
         };
         if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
@@ -895,15 +911,15 @@ impl Session for AppSession {
                             let d = Decision::deny(format!(
                                 "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
                             ));
-                            return Check::Refuse(self.refusal(Some(&analysis), &d, None));
+                            return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
                         }
                     }
                 }
-                Err(refusal) => return Check::Refuse(refusal),
+                Err(refusal) => return Some(Check::Refuse(refusal)),
             }
         }
         if decision.verdict != Verdict::Allow {
-            return Check::Refuse(self.refusal(Some(&analysis), &decision, seq));
+            return Some(Check::Refuse(self.refusal(Some(&analysis), &decision, seq)));
         }
         let effects: Vec<(usize, PreparedEffect, String)> = analysis
             .statements
@@ -923,10 +939,10 @@ impl Session for AppSession {
         let read_write = self.read_only && action.as_ref().is_some_and(|a| a.approval.is_some());
         let audit_seq = seq.filter(|_| analysis.class >= Class::Write);
         if audit_seq.is_none() && effects.is_empty() {
-            return Check::Allow {
+            return Some(Check::Allow {
                 record: None,
                 read_write,
-            };
+            });
         }
         if self.records.len() >= MAX_CACHED {
             self.records.clear();
@@ -940,10 +956,25 @@ impl Session for AppSession {
                 effects,
             },
         );
-        Check::Allow {
+        Some(Check::Allow {
             record: Some(self.next_record),
             read_write,
-        }
+        })
+    }
+}
+
+impl Session for AppSession {
+    fn check(&mut self, statement: Statement<'_>) -> Check {
+        self.decide_statement(statement, true).unwrap_or_else(|| {
+            Check::Refuse(Refusal::new(
+                SQLSTATE_STATE,
+                "belay could not decide this statement".to_owned(),
+            ))
+        })
+    }
+
+    fn check_now(&mut self, statement: Statement<'_>) -> Option<Check> {
+        self.decide_statement(statement, false)
     }
 
     fn completed(&mut self, record: u64, index: usize, completion: Completion<'_>) {

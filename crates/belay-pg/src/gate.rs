@@ -256,8 +256,16 @@ pub trait Gate: Send + Sync + 'static {
 /// One agent's session in one environment.
 pub trait Session: Send {
     /// Decides one SQL text. Called before anything of it is forwarded; a refusal forwards
-    /// nothing.
+    /// nothing. May block (on the audit log's fsync, on belay's state).
     fn check(&mut self, statement: Statement<'_>) -> Check;
+
+    /// Decides without blocking when it can (the common case: a decision that needs no IO and
+    /// no durable record); `None` hands the statement to `check`. The gateway asks this first,
+    /// on its async task, and calls `check` where blocking is allowed only when it must.
+    fn check_now(&mut self, statement: Statement<'_>) -> Option<Check> {
+        let _ = statement;
+        None
+    }
 
     /// The outcome of statement `index` (0-based within the checked text) of a decision that
     /// asked for it.

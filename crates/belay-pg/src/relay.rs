@@ -156,6 +156,14 @@ impl Relay {
         }
     }
 
+    /// The session's decision: without blocking when it can, else where blocking is allowed.
+    fn decide(&mut self, asked: Statement<'_>) -> Check {
+        match self.session.check_now(asked) {
+            Some(check) => check,
+            None => blocking(|| self.session.check(asked)),
+        }
+    }
+
     /// Nothing is in flight and no transaction is open: the session can end cleanly.
     pub(crate) fn idle(&self) -> bool {
         self.expect.is_empty() && self.status == TransactionStatus::Idle
@@ -213,7 +221,7 @@ impl Relay {
                     params: &Parameters::default(),
                     in_transaction,
                 };
-                match blocking(|| self.session.check(asked)) {
+                match self.decide(asked) {
                     Check::Allow { record, read_write } => {
                         let hidden = if read_write && !in_transaction {
                             put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &frame.body]);
@@ -246,7 +254,7 @@ impl Relay {
                     params: &Parameters::default(),
                     in_transaction: self.status != TransactionStatus::Idle,
                 };
-                match blocking(|| self.session.check(asked)) {
+                match self.decide(asked) {
                     Check::Allow { .. } => {
                         let upstream = if name.is_empty() {
                             String::new()
@@ -307,7 +315,7 @@ impl Relay {
                     params: &params,
                     in_transaction: self.status != TransactionStatus::Idle,
                 };
-                match blocking(|| self.session.check(asked)) {
+                match self.decide(asked) {
                     Check::Allow { record, .. } => {
                         frame.encode(up);
                         self.expect.push_back(Expect::Execute { record });

@@ -117,6 +117,9 @@ pub trait StateStore: Send + Sync {
     /// The value is read from disk at most every `GENERATION_TTL`, so a change made by another
     /// process is seen within that; a change made through this store invalidates it.
     fn identity_generation(&self) -> Result<u64, Error>;
+    /// The identity generation if it was read less than `GENERATION_TTL` ago, without any IO
+    /// or waiting; `None` when it must be read again.
+    fn fresh_identity_generation(&self) -> Option<u64>;
 
     /// Appends an event and returns its sequence number once it is durable.
     fn append(&self, draft: Draft) -> Result<u64, Error>;

@@ -295,15 +295,21 @@ impl StateStore for SqliteStore {
         self.with_conn(|c| identity::login_agent(c, name, now_us))
     }
 
+    fn fresh_identity_generation(&self) -> Option<u64> {
+        let now = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let read = self.generation_read.load(Ordering::SeqCst);
+        let ttl = u64::try_from(GENERATION_TTL.as_micros()).unwrap_or(u64::MAX);
+        (read != 0 && now.saturating_sub(read) < ttl)
+            .then(|| self.generation.load(Ordering::SeqCst))
+    }
+
     fn identity_generation(&self) -> Result<u64, Error> {
+        if let Some(generation) = self.fresh_identity_generation() {
+            return Ok(generation);
+        }
         let now = u64::try_from(self.opened.elapsed().as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let read = self.generation_read.load(Ordering::SeqCst);
-        let ttl = u64::try_from(GENERATION_TTL.as_micros()).unwrap_or(u64::MAX);
-        if read != 0 && now.saturating_sub(read) < ttl {
-            return Ok(self.generation.load(Ordering::SeqCst));
-        }
         let value = self.with_conn(|c| {
             let v: i64 = c
                 .prepare_cached("SELECT value FROM identity_generation")?
