@@ -6,15 +6,15 @@
 //! sequence number. The head is read inside the transaction, so several processes appending
 //! to the same file still form one chain.
 //!
-//! An event nobody waits for (`StateStore::record`: reads, outcomes) lingers: when a batch
-//! holds only such events, the writer keeps collecting for up to `LINGER` before it commits,
-//! so a steady stream of reads costs one fsync per `LINGER` instead of one per event. An
-//! event somebody waits for is committed at once, with whatever lingers.
+//! An event nobody waits for (`StateStore::record`: reads, outcomes) goes to a second channel
+//! that never wakes the writer: it is committed with the next batch, which the writer makes
+//! when somebody waits for an event or every `LINGER` at the latest. A steady stream of reads
+//! so costs neither a wake-up nor an fsync per event.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use belay_audit::{CheckpointKey, Draft, Event, GENESIS};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -69,13 +69,20 @@ pub(crate) struct Writer {
     last_checkpoint: u64,
 }
 
+/// The writer's two inboxes: jobs somebody waits for wake it; records do not.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    pub jobs: Sender<Job>,
+    pub records: Sender<Job>,
+}
+
 /// Starts the writer thread.
 pub(crate) fn spawn(
     conn: Connection,
     key: Option<CheckpointKey>,
     checkpoint_file: Option<PathBuf>,
     checkpoint_every: u64,
-) -> Result<(Sender<Job>, JoinHandle<()>), Error> {
+) -> Result<(Inbox, JoinHandle<()>), Error> {
     let last_checkpoint = match &checkpoint_file {
         Some(path) => last_checkpoint_seq(path),
         None => 0,
@@ -87,44 +94,56 @@ pub(crate) fn spawn(
         checkpoint_every: checkpoint_every.max(1),
         last_checkpoint,
     };
-    let (tx, rx) = mpsc::channel::<Job>();
+    let (jobs, jobs_rx) = mpsc::channel::<Job>();
+    let (records, records_rx) = mpsc::channel::<Job>();
     let handle = std::thread::Builder::new()
         .name("belay-audit-writer".to_owned())
-        .spawn(move || writer.run(rx))
+        .spawn(move || writer.run(jobs_rx, records_rx))
         .map_err(|e| Error::Storage(format!("cannot start the audit writer: {e}")))?;
-    Ok((tx, handle))
+    Ok((Inbox { jobs, records }, handle))
+}
+
+type Appends = Vec<(Box<Draft>, Option<SyncSender<Result<u64, Error>>>)>;
+type Checkpoints = Vec<(i64, SyncSender<Result<Option<u64>, Error>>)>;
+
+fn take(job: Job, appends: &mut Appends, checkpoints: &mut Checkpoints) {
+    match job {
+        Job::Append(d, reply) => appends.push((d, reply)),
+        Job::Checkpoint(now, reply) => checkpoints.push((now, reply)),
+    }
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+    fn run(&mut self, jobs: Receiver<Job>, records: Receiver<Job>) {
+        loop {
+            let (woke, stopping) = match jobs.recv_timeout(LINGER) {
+                Ok(job) => (Some(job), false),
+                Err(RecvTimeoutError::Timeout) => (None, false),
+                // Stopping: write what was recorded, then end.
+                Err(RecvTimeoutError::Disconnected) => (None, true),
+            };
             let mut appends = Vec::new();
             let mut checkpoints = Vec::new();
-            let mut waited_for = false;
-            let linger_until = Instant::now() + LINGER;
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Append(d, reply) => {
-                        waited_for |= reply.is_some();
-                        appends.push((d, reply));
-                    }
-                    Job::Checkpoint(now, reply) => {
-                        waited_for = true;
-                        checkpoints.push((now, reply));
+            // Before each job somebody waits for, the records already sent: a session's
+            // record sent before its durable event is in the inbox by the time that event is,
+            // so each session's events keep their order in the chain.
+            let mut next = woke;
+            loop {
+                while appends.len() < MAX_BATCH {
+                    match records.try_recv() {
+                        Ok(job) => take(job, &mut appends, &mut checkpoints),
+                        Err(_) => break,
                     }
                 }
+                let Some(job) = next.take() else { break };
+                take(job, &mut appends, &mut checkpoints);
                 if appends.len() >= MAX_BATCH {
                     break;
                 }
-                next = match rx.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(_) if waited_for => None,
-                    // Only events nobody waits for: wait a little for more.
-                    Err(_) => rx
-                        .recv_timeout(linger_until.saturating_duration_since(Instant::now()))
-                        .ok(),
-                };
+                next = jobs.try_recv().ok();
+            }
+            if stopping && appends.is_empty() && checkpoints.is_empty() {
+                return;
             }
             if !appends.is_empty() {
                 let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d.as_ref()).collect();

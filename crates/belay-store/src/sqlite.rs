@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use belay_audit::{CheckpointKey, Draft, Event};
 use belay_core::{Class, Secret};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::appender::{self, Job, Ticket};
+use crate::appender::{self, Inbox, Job, Ticket};
 use crate::approval::{self, Approval, ApprovalStatus, NewApproval, Vote};
 use crate::{identity, Agent, AuthError, Error, Human, StateStore};
 
@@ -112,7 +112,7 @@ pub struct SqliteStore {
     /// Identity operations and reads; the audit writer has its own connection.
     conn: Mutex<Connection>,
     /// Sends work to the audit writer thread; `close` takes it so the writer can finish.
-    writer: Mutex<Option<Sender<Job>>>,
+    writer: Mutex<Option<Inbox>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// The identity generation as last read, and when (microseconds since `opened`; 0 means
     /// read it again), so that the gateway's per-statement check is not a query.
@@ -141,7 +141,7 @@ impl SqliteStore {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let writer_conn = open_connection(path)?;
-        let (tx, handle) = appender::spawn(
+        let (inbox, handle) = appender::spawn(
             writer_conn,
             audit.key,
             audit.checkpoint_file,
@@ -150,7 +150,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
-            writer: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(inbox)),
             writer_thread: Mutex::new(Some(handle)),
             generation: AtomicU64::new(0),
             generation_read: AtomicU64::new(0),
@@ -180,14 +180,17 @@ impl SqliteStore {
         f(&mut conn)
     }
 
-    fn send(&self, job: Job) -> Result<(), Error> {
+    /// Hands `job` to the writer: to the inbox that wakes it when somebody waits (`wake`),
+    /// else to the one it empties with its next batch.
+    fn send(&self, job: Job, wake: bool) -> Result<(), Error> {
         let writer = self
             .writer
             .lock()
             .map_err(|_| Error::AuditUnavailable("the writer lock is poisoned".to_owned()))?;
-        writer
+        let inbox = writer
             .as_ref()
-            .ok_or_else(|| Error::AuditUnavailable("the store is closed".to_owned()))?
+            .ok_or_else(|| Error::AuditUnavailable("the store is closed".to_owned()))?;
+        if wake { &inbox.jobs } else { &inbox.records }
             .send(job)
             .map_err(|_| Error::AuditUnavailable("the audit writer has stopped".to_owned()))
     }
@@ -327,14 +330,14 @@ impl StateStore for SqliteStore {
 
     fn submit(&self, draft: Draft) -> Ticket {
         let (tx, rx) = mpsc::sync_channel(1);
-        match self.send(Job::Append(Box::new(draft), Some(tx))) {
+        match self.send(Job::Append(Box::new(draft), Some(tx)), true) {
             Ok(()) => Ticket::pending(rx),
             Err(e) => Ticket::failed(e),
         }
     }
 
     fn record(&self, draft: Draft) -> Result<(), Error> {
-        self.send(Job::Append(Box::new(draft), None))
+        self.send(Job::Append(Box::new(draft), None), false)
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
@@ -441,7 +444,7 @@ impl StateStore for SqliteStore {
 
     fn checkpoint(&self, now_us: i64) -> Result<Option<u64>, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Job::Checkpoint(now_us, tx))?;
+        self.send(Job::Checkpoint(now_us, tx), true)?;
         rx.recv().unwrap_or_else(|_| {
             Err(Error::AuditUnavailable(
                 "the audit writer stopped".to_owned(),
