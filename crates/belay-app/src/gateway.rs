@@ -219,6 +219,8 @@ impl Gate for AppGate {
                 prepared: HashMap::new(),
                 records: HashMap::new(),
                 next_record: 0,
+                reads: HashMap::new(),
+                reads_since: None,
             }),
         ))
     }
@@ -257,9 +259,39 @@ pub struct AppSession {
     prepared: HashMap<String, String>,
     records: HashMap<u64, Record>,
     next_record: u64,
+    /// Allowed reads not yet written, by kind of read.
+    reads: HashMap<u64, ReadTally>,
+    /// When the oldest of them was counted.
+    reads_since: Option<std::time::Instant>,
 }
 
 const MAX_CACHED: usize = 4096;
+
+/// Allowed reads are written as summaries at least this often (and before anything else the
+/// session records, and when it ends).
+const READS_EVERY: Duration = Duration::from_secs(1);
+
+/// Allowed reads of one kind, not yet written.
+#[derive(Debug)]
+struct ReadTally {
+    count: u64,
+    first_us: i64,
+    last_us: i64,
+    /// The fingerprint of the first text counted.
+    fingerprint: String,
+    phase: &'static str,
+    statements: serde_json::Value,
+    reason: String,
+    policies: Vec<String>,
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Query => "query",
+        Phase::Parse => "parse",
+        Phase::Execute => "execute",
+    }
+}
 
 /// How often a statement held with `approval_wait` looks for its humans' decision.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -740,10 +772,76 @@ impl AppSession {
         }
     }
 
+    /// Counts an allowed read: reads are summarised, one `statement.reads` event per kind of
+    /// read (statement kinds, relations, phase) and session, at least every `READS_EVERY`.
+    fn tally_read(&mut self, sql: &str, analysis: &Analysis, decision: &Decision, phase: Phase) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        phase_name(phase).hash(&mut h);
+        for s in &analysis.statements {
+            s.kind.hash(&mut h);
+            for r in &s.relations {
+                (&r.name, r.object, r.access).hash(&mut h);
+            }
+        }
+        decision.policies.hash(&mut h);
+        let now = now_us();
+        let tally =
+            self.reads.entry(h.finish()).or_insert_with(|| ReadTally {
+                count: 0,
+                first_us: now,
+                last_us: now,
+                fingerprint: fingerprint(&[&self.agent.name, &self.environment, sql]),
+                phase: phase_name(phase),
+                statements: json!(analysis.statements.iter().map(|s| json!({
+                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
+            })).collect::<Vec<_>>()),
+                reason: decision.reason.clone(),
+                policies: decision.policies.clone(),
+            });
+        tally.count += 1;
+        tally.last_us = now;
+        let since = *self.reads_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= READS_EVERY || self.reads.len() >= MAX_CACHED {
+            let _ = self.flush_reads();
+        }
+    }
+
+    /// Writes the read summaries (without waiting: reads are not durable before forwarding).
+    fn flush_reads(&mut self) -> Result<(), String> {
+        self.reads_since = None;
+        for (_, t) in self.reads.drain() {
+            self.app
+                .store()
+                .record(Draft {
+                    time_us: t.last_us,
+                    actor: format!("agent:{}", self.agent.name),
+                    kind: "statement.reads".to_owned(),
+                    environment: Some(self.environment.clone()),
+                    fingerprint: Some(t.fingerprint),
+                    class: Some(Class::Read.as_str().to_owned()),
+                    verdict: Some(Verdict::Allow.to_string()),
+                    reasons: vec![t.reason],
+                    policies: t.policies,
+                    outcome: None,
+                    detail: json!({
+                        "peer": self.peer,
+                        "phase": t.phase,
+                        "count": t.count,
+                        "first_us": t.first_us,
+                        "last_us": t.last_us,
+                        "statements": t.statements,
+                    }),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Records the decision: durably (returning its sequence number) for anything that writes
     /// and for every refusal; reads go to the group commit without waiting.
     fn audit_decision(
-        &self,
+        &mut self,
         sql: &str,
         analysis: &Analysis,
         decision: &Decision,
@@ -751,9 +849,15 @@ impl AppSession {
         action: Option<&Action>,
     ) -> Result<Option<u64>, String> {
         let durable = analysis.class >= Class::Write || decision.verdict != Verdict::Allow;
+        if !durable {
+            self.tally_read(sql, analysis, decision, phase);
+            return Ok(None);
+        }
+        // What was read so far goes first, so that the log keeps the session's order.
+        self.flush_reads()?;
         let mut detail = json!({
             "peer": self.peer,
-            "phase": match phase { Phase::Query => "query", Phase::Parse => "parse", Phase::Execute => "execute" },
+            "phase": phase_name(phase),
             "statements": analysis.statements.iter().map(|s| json!({
                 "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
             })).collect::<Vec<_>>(),
@@ -1017,7 +1121,17 @@ impl Session for AppSession {
         }
     }
 
+    fn tick(&mut self) {
+        if self
+            .reads_since
+            .is_some_and(|since| since.elapsed() >= READS_EVERY)
+        {
+            let _ = self.flush_reads();
+        }
+    }
+
     fn ended(&mut self, why: &str) {
+        let _ = self.flush_reads();
         let _ = self.app.store().record(Draft {
             time_us: now_us(),
             actor: format!("agent:{}", self.agent.name),

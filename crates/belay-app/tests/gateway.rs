@@ -1042,3 +1042,38 @@ fn upstream_tls_follows_sslmode() {
     assert_eq!(db.code().code(), "08006");
     assert!(db.message().contains("TLS"), "{}", db.message());
 }
+
+#[test]
+fn allowed_reads_are_summarised_with_their_count_even_while_the_session_idles() {
+    let before = harness().app.store().head_seq().unwrap();
+    let sql = "SELECT name FROM items WHERE id = 42";
+    let counted = block(async {
+        let c = client("reader", "staging").await;
+        for _ in 0..5 {
+            c.query(sql, &[]).await.unwrap();
+        }
+        c.simple_query("SELECT count(*) FROM items").await.unwrap();
+        // The session stays open and idle: the summary must not wait for it to end.
+        let mut counted = 0;
+        for _ in 0..200 {
+            let events = harness().app.store().events(before + 1, 10_000).unwrap();
+            counted = events
+                .iter()
+                .filter(|e| {
+                    e.draft.kind == "statement.reads"
+                        && e.draft.actor == "agent:reader"
+                        && e.draft.detail["phase"] == "execute"
+                        && e.draft.detail["statements"][0]["relations"][0]["name"] == "items"
+                })
+                .map(|e| e.draft.detail["count"].as_u64().unwrap())
+                .sum::<u64>();
+            if counted >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(c);
+        counted
+    });
+    assert_eq!(counted, 5, "five executions of one read, counted");
+}

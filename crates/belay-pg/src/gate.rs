@@ -271,6 +271,10 @@ pub trait Session: Send {
     /// asked for it.
     fn completed(&mut self, record: u64, index: usize, completion: Completion<'_>);
 
+    /// Called about once a second while the session lives, busy or idle, for work that must
+    /// not wait for the next statement. Must not block.
+    fn tick(&mut self) {}
+
     /// The session ended; `why` says how (client left, upstream unavailable, shutdown).
     fn ended(&mut self, why: &str);
 }

@@ -169,6 +169,10 @@ impl Relay {
         self.expect.is_empty() && self.status == TransactionStatus::Idle
     }
 
+    pub(crate) fn tick(&mut self) {
+        self.session.tick();
+    }
+
     pub(crate) fn ended(&mut self, why: &str) {
         self.session.ended(why);
     }

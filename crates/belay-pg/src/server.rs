@@ -553,6 +553,9 @@ async fn scram(
     }
 }
 
+/// How often a session hears `Session::tick`.
+const TICK: Duration = Duration::from_secs(1);
+
 /// The relay loop: reads both sides, decides, writes both sides, with back-pressure.
 async fn run(
     shared: Arc<Shared>,
@@ -575,6 +578,8 @@ async fn run(
     let max = shared.options.max_message;
     let mut draining = *shutdown.borrow();
     let mut terminating = false;
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
@@ -654,6 +659,7 @@ async fn run(
             changed = shutdown.changed(), if !draining => {
                 draining = changed.is_err() || *shutdown.borrow();
             }
+            _ = ticks.tick() => relay.tick(),
         }
     };
     let _ = cw.flush().await;
