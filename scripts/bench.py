@@ -201,11 +201,13 @@ logfile = {self.dir / 'pgbouncer.log'}
         if script == "select-only":
             cmd.append("-S")
         cmd.append(self.urls[target])
-        cpu_before = cpu_seconds(self.belay_pid) if target == "belay" else None
+        # The proxy's own CPU time, for belay and for PgBouncer alike.
+        pid = {"belay": self.belay_pid, "pgbouncer": getattr(self, "pgbouncer_pid", None)}.get(target)
+        cpu_before = cpu_seconds(pid) if pid else None
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=logdir)
         if out.returncode != 0:
             sys.exit(f"error: pgbench against {target} failed:\n{out.stdout}{out.stderr}")
-        cpu = cpu_seconds(self.belay_pid) - cpu_before if cpu_before is not None else None
+        cpu = cpu_seconds(pid) - cpu_before if cpu_before is not None else None
         tps = float(re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1))
         mean = float(re.search(r"latency average = ([\d.]+) ms", out.stdout).group(1))
         done = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))
@@ -285,7 +287,7 @@ logfile = {self.dir / 'pgbouncer.log'}
             "",
             "| script | protocol | clients | direct TPS | PgBouncer TPS | belay TPS "
             "| belay/direct | belay/PgBouncer | mean ms (direct / PgBouncer / belay) "
-            "| p99 ms (direct / PgBouncer / belay) | belay CPU µs/statement |",
+            "| p99 ms (direct / PgBouncer / belay) | CPU µs/statement (PgBouncer / belay) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for script, mode, clients in combos:
@@ -293,11 +295,13 @@ logfile = {self.dir / 'pgbouncer.log'}
             tps = {t: med(rs[t], "tps") for t in TARGETS}
             mean = " / ".join(f"{med(rs[t], 'mean_ms'):.3f}" for t in TARGETS)
             p99 = " / ".join(f"{med(rs[t], 'p99_ms'):.3f}" for t in TARGETS)
-            cpu = statistics.median(r["cpu_us_per_statement"] for r in rs["belay"])
+            cpu = " / ".join(
+                f"{statistics.median(r['cpu_us_per_statement'] for r in rs[t]):.1f}"
+                for t in ("pgbouncer", "belay"))
             lines.append(
                 f"| {script} | {mode} | {clients} | {tps['direct']:,.0f} | {tps['pgbouncer']:,.0f} "
                 f"| {tps['belay']:,.0f} | {tps['belay'] / tps['direct']:.2f} "
-                f"| {tps['belay'] / tps['pgbouncer']:.2f} | {mean} | {p99} | {cpu:.1f} |")
+                f"| {tps['belay'] / tps['pgbouncer']:.2f} | {mean} | {p99} | {cpu} |")
         if 1 in a.clients:
             lines += ["", "Added latency per transaction at one client (mean, minus direct's):", ""]
             for script in a.scripts:
