@@ -159,8 +159,11 @@ logfile = {self.dir / 'pgbouncer.log'}
 """)
         if os.geteuid() == 0:
             run(["chown", "postgres:", str(ini), str(users)])
-        proc = subprocess.Popen(as_service_user([shutil.which("pgbouncer") or "/usr/sbin/pgbouncer",
-                                                 str(ini)]),
+        # Each client and each server connection is a file descriptor: 1,000 idle clients need
+        # more than the usual soft limit of 1,024.
+        pgbouncer = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        proc = subprocess.Popen(as_service_user(["sh", "-c", 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$1"',
+                                                 pgbouncer, str(ini)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
         url = f"postgres://belay:{self.role_password}@127.0.0.1:{port}/staging"
@@ -234,12 +237,17 @@ logfile = {self.dir / 'pgbouncer.log'}
                                  "-f", str(script), self.urls[target]],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak = before
+        deadline = time.time() + hold + 120
         while proc.poll() is None:
             peak = max(peak, rss_kib(pid))
+            if time.time() > deadline:
+                proc.kill()
+                proc.wait()
+                return f"{n} idle connections to {target} did not complete within {hold + 120} s"
             time.sleep(0.2)
         out = proc.stdout.read()
         if proc.returncode != 0:
-            sys.exit(f"error: {n} idle connections to {target} failed:\n{out}")
+            return f"{n} idle connections to {target} failed: {out.strip().splitlines()[-1:]}"
         return before, peak, (peak - before) / n
 
     # ---- the run ------------------------------------------------------------------------
@@ -264,6 +272,11 @@ logfile = {self.dir / 'pgbouncer.log'}
                     r = self.pgbench(target, script, mode, clients)
                     results.setdefault((script, mode, clients, target), []).append(r)
                 order = order[1:] + order[:1]
+        # The throughput figures are kept even if the memory figure fails below.
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out + ".json").write_text(json.dumps(
+            [{"script": k[0], "mode": k[1], "clients": k[2], "target": k[3], "runs": v}
+             for k, v in results.items()], indent=1))
         memory = {}
         if a.idle > 0:
             for target, pid in (("belay", self.belay_pid), ("pgbouncer", self.pgbouncer_pid)):
@@ -315,7 +328,11 @@ logfile = {self.dir / 'pgbouncer.log'}
                                  f"belay +{be * 1000:.1f} µs ({ratio})")
         if memory:
             lines += ["", f"Resident memory with {a.idle} idle client connections:", ""]
-            for target, (before, peak, per) in memory.items():
+            for target, m in memory.items():
+                if isinstance(m, str):
+                    lines.append(f"- {target}: not measured: {m}")
+                    continue
+                before, peak, per = m
                 lines.append(f"- {target}: {before / 1024:.1f} MiB before, {peak / 1024:.1f} MiB "
                              f"with them: {per:.1f} KiB per connection")
         text = "\n".join(lines) + "\n"

@@ -573,8 +573,10 @@ async fn run(
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream.stream);
     let mut up_buf = upstream.buf;
-    let mut to_up = BytesMut::with_capacity(8192);
-    let mut to_client = BytesMut::with_capacity(8192);
+    // Write buffers grow with the first message and keep their size: an idle session holds
+    // only its two read buffers.
+    let mut to_up = BytesMut::new();
+    let mut to_client = BytesMut::new();
     let max = shared.options.max_message;
     let mut draining = *shutdown.borrow();
     let mut terminating = false;
