@@ -288,11 +288,12 @@ logfile = {self.dir / 'pgbouncer.log'}
         a = self.args
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         cpu_info = run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).stdout.strip()
+        pg_version = re.search(r"\d+\.\d+", run([pg_bin("postgres"), "--version"]).stdout).group(0)
         lines = [
             f"Machine: {os.cpu_count()} CPUs ({cpu_info}), "
             f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
             f"{time.strftime('%Y-%m-%d')}; belay release build; PostgreSQL "
-            f"{run([pg_bin('postgres'), '--version']).stdout.split()[-1]} with fsync off; "
+            f"{pg_version} with fsync off; "
             f"{run(['pgbouncer', '--version']).stdout.splitlines()[0]} in session mode.",
             f"pgbench scale {a.scale}, {a.seconds} s per run, {a.repetitions} runs per line "
             "(medians), targets interleaved in rotating order; p99 from a "
