@@ -850,6 +850,10 @@ impl AppSession {
     ) -> Result<Option<u64>, String> {
         let durable = analysis.class >= Class::Write || decision.verdict != Verdict::Allow;
         if !durable {
+            // Reads are counted and written later, but only while the log can take them.
+            if !self.app.store().writer_open() {
+                return Err("the audit writer has stopped".to_owned());
+            }
             self.tally_read(sql, analysis, decision, phase);
             return Ok(None);
         }

@@ -859,3 +859,48 @@ fn stopping_belay_answers_statements_still_waiting_for_approval() {
         "t"
     );
 }
+
+/// Not about approvals, but this file can start a belay of its own: reads are counted and
+/// written later, and still refused the moment the audit log cannot take them.
+#[test]
+fn a_read_is_refused_once_the_audit_log_is_closed() {
+    let config = Config::load(&world().dir.path().join("belay.toml"), &FilesOnly).unwrap();
+    let app = Arc::new(App::open(config).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    runtime.spawn(belay_pg::serve(
+        listener,
+        Arc::new(AppGate::new(app.clone())),
+        belay_pg::Options::default(),
+        stopped,
+    ));
+    let closing = app.clone();
+    let (before, after) = block(async move {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=reader password={} dbname=production",
+            addr.port(),
+            world().agents["reader"].expose()
+        );
+        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let before = c.query("SELECT 1", &[]).await.map(|_| ());
+        closing.close().unwrap();
+        let after = c.query("SELECT 1", &[]).await.map(|_| ());
+        (before, after)
+    });
+    assert!(before.is_ok(), "{before:?}");
+    let err = after.unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), belay_pg::SQLSTATE_DENIED, "{db:?}");
+    assert!(db.message().contains("audit"), "{}", db.message());
+}

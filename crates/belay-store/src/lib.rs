@@ -128,6 +128,8 @@ pub trait StateStore: Send + Sync {
     /// Hands an event nobody will wait for to the writer, which commits it with the next
     /// batch, within `LINGER`. `Err` when the writer is gone.
     fn record(&self, draft: Draft) -> Result<(), Error>;
+    /// Whether the audit writer still takes events (it stops only when the store is closed).
+    fn writer_open(&self) -> bool;
     /// Events with `seq >= from`, at most `limit`, in order.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error>;
     /// A small piece of belay's own bookkeeping, such as the hash of the last configuration

@@ -336,6 +336,10 @@ impl StateStore for SqliteStore {
         }
     }
 
+    fn writer_open(&self) -> bool {
+        self.writer.lock().is_ok_and(|w| w.is_some())
+    }
+
     fn record(&self, draft: Draft) -> Result<(), Error> {
         self.send(Job::Append(Box::new(draft), None), false)
     }
