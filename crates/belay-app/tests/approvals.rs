@@ -119,21 +119,13 @@ fn world() -> &'static World {
             let (_, token) = app.add_agent("test", name, "alice", &all(class), None).unwrap();
             agents.insert(name, token);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let gateway_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let gateway = gateway_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let Gateway {
+            runtime,
+            addr: gateway,
+            stop,
+            ..
+        } = start_gateway(&app);
         std::mem::forget(stop);
-        runtime.spawn(belay_pg::serve(
-            gateway_listener,
-            Arc::new(AppGate::new(app.clone())),
-            belay_pg::Options::default(),
-            stopped,
-        ));
         let http_listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let http = http_listener.local_addr().unwrap();
         runtime.spawn(belay_app::http::serve(http_listener, app.clone(), std::future::pending()));
@@ -196,6 +188,47 @@ fn webhook_receiver() -> (SocketAddr, mpsc::Receiver<String>) {
     (addr, rx)
 }
 
+/// A gateway in front of `app`, on a runtime of its own.
+struct Gateway {
+    runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+fn start_gateway(app: &Arc<App>) -> Gateway {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = runtime.spawn(belay_pg::serve(
+        listener,
+        Arc::new(AppGate::new(app.clone())),
+        belay_pg::Options::default(),
+        stopped,
+    ));
+    Gateway {
+        runtime,
+        addr,
+        stop,
+        server,
+    }
+}
+
+/// A second belay on the world's state and configuration, to stop or break on its own.
+fn second_belay() -> (Arc<App>, Gateway) {
+    let config = Config::load(&world().dir.path().join("belay.toml"), &FilesOnly).unwrap();
+    let app = Arc::new(App::open(config).unwrap());
+    let gateway = start_gateway(&app);
+    (app, gateway)
+}
+
 fn block<F: std::future::Future>(f: F) -> F::Output {
     let _ = world();
     tokio::runtime::Builder::new_current_thread()
@@ -206,11 +239,14 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 }
 
 async fn client(agent: &str, env: &str) -> tokio_postgres::Client {
-    let w = world();
+    client_at(world().gateway, agent, env).await
+}
+
+async fn client_at(gateway: SocketAddr, agent: &str, env: &str) -> tokio_postgres::Client {
     let conn = format!(
         "host=127.0.0.1 port={} user={agent} password={} dbname={env}",
-        w.gateway.port(),
-        w.agents[agent].expose()
+        gateway.port(),
+        world().agents[agent].expose()
     );
     let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
         .await
@@ -803,25 +839,14 @@ fn stopping_belay_answers_statements_still_waiting_for_approval() {
         "lingering",
         "CREATE TABLE IF NOT EXISTS waiting_on_shutdown (id int)",
     );
-    // A second belay on the same state, so that stopping it leaves the others running.
-    let config = Config::load(&world().dir.path().join("belay.toml"), &FilesOnly).unwrap();
-    let app = Arc::new(App::open(config).unwrap());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = runtime.spawn(belay_pg::serve(
-        listener,
-        Arc::new(AppGate::new(app.clone())),
-        belay_pg::Options::default(),
-        stopped,
-    ));
+    // A second belay, so that stopping it leaves the others running.
+    let (app, gateway) = second_belay();
+    let Gateway {
+        runtime,
+        addr,
+        stop,
+        server,
+    } = gateway;
     let stopper = {
         let stopping = app.clone();
         when_pending(app.clone(), "DROP TABLE waiting_on_shutdown", move |_| {
@@ -830,15 +855,7 @@ fn stopping_belay_answers_statements_still_waiting_for_approval() {
         })
     };
     let answer = block(async move {
-        let conn = format!(
-            "host=127.0.0.1 port={} user=reader password={} dbname=lingering",
-            addr.port(),
-            world().agents["reader"].expose()
-        );
-        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let c = client_at(addr, "reader", "lingering").await;
         // The environment would wait ten minutes; stopping answers well before.
         tokio::time::timeout(
             Duration::from_secs(120),
@@ -864,35 +881,11 @@ fn stopping_belay_answers_statements_still_waiting_for_approval() {
 /// written later, and still refused the moment the audit log cannot take them.
 #[test]
 fn a_read_is_refused_once_the_audit_log_is_closed() {
-    let config = Config::load(&world().dir.path().join("belay.toml"), &FilesOnly).unwrap();
-    let app = Arc::new(App::open(config).unwrap());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    runtime.spawn(belay_pg::serve(
-        listener,
-        Arc::new(AppGate::new(app.clone())),
-        belay_pg::Options::default(),
-        stopped,
-    ));
+    let (app, gateway) = second_belay();
+    let addr = gateway.addr;
     let closing = app.clone();
     let (before, after) = block(async move {
-        let conn = format!(
-            "host=127.0.0.1 port={} user=reader password={} dbname=production",
-            addr.port(),
-            world().agents["reader"].expose()
-        );
-        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let c = client_at(addr, "reader", "production").await;
         let before = c.query("SELECT 1", &[]).await.map(|_| ());
         closing.close().unwrap();
         let after = c.query("SELECT 1", &[]).await.map(|_| ());
