@@ -63,13 +63,18 @@ pub fn approve_command(id: u64) -> String {
     format!("belay approve {id}")
 }
 
-/// Who may approve, in words.
-pub fn approvers_text(approval: &Approval) -> String {
-    let who = if approval.request.approvers.is_empty() {
+/// The humans an approver list names, in words (an empty list means any human).
+pub fn who_approves(approvers: &[String]) -> String {
+    if approvers.is_empty() {
         "any human".to_owned()
     } else {
-        approval.request.approvers.join(", ")
-    };
+        approvers.join(", ")
+    }
+}
+
+/// Who may approve, and how many must, in words.
+pub fn approvers_text(approval: &Approval) -> String {
+    let who = who_approves(&approval.request.approvers);
     let n = approval.request.required;
     if n == 1 {
         format!("1 approval from {who}")
@@ -258,7 +263,6 @@ impl App {
         event.reasons = comment.map(|c| vec![c.to_owned()]).unwrap_or_default();
         event.detail["channel"] = json!(channel);
         self.audit(event)?;
-        let approvers: Vec<String> = before.request.approvers.clone();
         let vote = Vote {
             human: human.name.clone(),
             approve,
@@ -278,7 +282,7 @@ impl App {
             }
             Err(e) => {
                 let mut failed = approval_event(kind, &actor, &before, &format!("refused: {e}"));
-                failed.detail["approvers"] = json!(approvers);
+                failed.detail["approvers"] = json!(before.request.approvers);
                 let _ = self.audit(failed);
                 Err(e.into())
             }

@@ -311,6 +311,24 @@ struct Action {
     wait: Duration,
 }
 
+/// The denial of an action whose decision could not be written to the audit log.
+fn unrecorded(e: &str) -> Decision {
+    Decision::deny(format!(
+        "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
+    ))
+}
+
+/// What the audit log says of each statement of an analysis.
+fn statements_json(analysis: &Analysis) -> serde_json::Value {
+    json!(analysis
+        .statements
+        .iter()
+        .map(|s| json!({
+            "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
+        }))
+        .collect::<Vec<_>>())
+}
+
 /// The humans who approved, for the record.
 fn approved_by(approval: &Approval) -> String {
     approval
@@ -602,6 +620,8 @@ impl AppSession {
         self.app.expire_approvals().map_err(|e| state_error(&e))?;
         let now = now_us();
         let hold = &decision.hold;
+        // The relations as policy saw them.
+        let relations = self.request(analysis).relations;
         let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let mut approvers: Vec<String> = Vec::new();
         for name in &hold.approvers {
@@ -626,13 +646,7 @@ impl AppSession {
                 .iter()
                 .map(|f| f.as_str().to_owned())
                 .collect(),
-            relations: analysis
-                .statements
-                .iter()
-                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            relations: relations.into_iter().collect(),
             policies: decision.policies.clone(),
             reason: decision.reason.clone(),
             blast_radius: None,
@@ -665,10 +679,8 @@ impl AppSession {
         }
         let deadline = std::time::Instant::now() + action.wait;
         loop {
+            // A blocked action leaves the approval unused (`use_approval` says `None`).
             if approval.status == ApprovalStatus::Approved {
-                if action.blocked.is_some() {
-                    break;
-                }
                 match self.use_approval(analysis, action) {
                     Ok(Some(approved)) => return Ok(approved),
                     // Used by another session of this agent in the meantime.
@@ -786,19 +798,16 @@ impl AppSession {
         }
         decision.policies.hash(&mut h);
         let now = now_us();
-        let tally =
-            self.reads.entry(h.finish()).or_insert_with(|| ReadTally {
-                count: 0,
-                first_us: now,
-                last_us: now,
-                fingerprint: fingerprint(&[&self.agent.name, &self.environment, sql]),
-                phase: phase_name(phase),
-                statements: json!(analysis.statements.iter().map(|s| json!({
-                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
-            })).collect::<Vec<_>>()),
-                reason: decision.reason.clone(),
-                policies: decision.policies.clone(),
-            });
+        let tally = self.reads.entry(h.finish()).or_insert_with(|| ReadTally {
+            count: 0,
+            first_us: now,
+            last_us: now,
+            fingerprint: fingerprint(&[&self.agent.name, &self.environment, sql]),
+            phase: phase_name(phase),
+            statements: statements_json(analysis),
+            reason: decision.reason.clone(),
+            policies: decision.policies.clone(),
+        });
         tally.count += 1;
         tally.last_us = now;
         let since = *self.reads_since.get_or_insert_with(std::time::Instant::now);
@@ -839,7 +848,7 @@ impl AppSession {
     }
 
     /// Records the decision: durably (returning its sequence number) for anything that writes
-    /// and for every refusal; reads go to the group commit without waiting.
+    /// and for every refusal; allowed reads are counted and summarised (`tally_read`).
     fn audit_decision(
         &mut self,
         sql: &str,
@@ -862,15 +871,11 @@ impl AppSession {
         let mut detail = json!({
             "peer": self.peer,
             "phase": phase_name(phase),
-            "statements": analysis.statements.iter().map(|s| json!({
-                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
-            })).collect::<Vec<_>>(),
+            "statements": statements_json(analysis),
         });
-        if durable {
-            // Constants are replaced by $n: values (passwords, personal data) stay out.
-            detail["sql"] =
-                json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
-        }
+        // Constants are replaced by $n: values (passwords, personal data) stay out.
+        detail["sql"] =
+            json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
         if let Some(id) = action.and_then(|a| a.approval) {
             detail["approval"] = json!(id);
         }
@@ -890,22 +895,12 @@ impl AppSession {
             outcome: None,
             detail,
         };
-        if durable {
-            self.app
-                .store()
-                .submit(draft)
-                .wait()
-                .map(Some)
-                .map_err(|e| e.to_string())
-        } else {
-            // Reads are recorded by the group commit without waiting (within the writer's
-            // linger); a writer that is gone fails the submission at once.
-            self.app
-                .store()
-                .record(draft)
-                .map(|()| None)
-                .map_err(|e| e.to_string())
-        }
+        self.app
+            .store()
+            .submit(draft)
+            .wait()
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -916,20 +911,23 @@ impl AppSession {
         let Statement {
             sql, phase, params, ..
         } = statement;
-        if !may_block && !self.current() {
-            return None;
-        }
-        if let Err(why) = self.refresh() {
-            let decision = Decision::deny(why);
-            let nothing = Analysis {
-                class: Class::Unknown,
-                statements: Vec::new(),
-            };
-            let seq = self
-                .audit_decision(sql, &nothing, &decision, phase, None)
-                .ok()
-                .flatten();
-            return Some(Check::Refuse(self.refusal(None, &decision, seq)));
+        // Known current without IO, nothing to refresh; else re-read, which may block.
+        if !self.current() {
+            if !may_block {
+                return None;
+            }
+            if let Err(why) = self.refresh() {
+                let decision = Decision::deny(why);
+                let nothing = Analysis {
+                    class: Class::Unknown,
+                    statements: Vec::new(),
+                };
+                let seq = self
+                    .audit_decision(sql, &nothing, &decision, phase, None)
+                    .ok()
+                    .flatten();
+                return Some(Check::Refuse(self.refusal(None, &decision, seq)));
+            }
         }
         let analysis = self.resolve(sql, self.app.classifier.classify(sql));
         let reserved = analysis
@@ -1003,10 +1001,11 @@ impl AppSession {
         let mut seq = match self.audit_decision(sql, &analysis, &decision, phase, action.as_ref()) {
             Ok(seq) => seq,
             Err(e) => {
-                let d = Decision::deny(format!(
-                    "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
-                ));
-                return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
+                return Some(Check::Refuse(self.refusal(
+                    Some(&analysis),
+                    &unrecorded(&e),
+                    None,
+                )));
             }
         };
         if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
@@ -1016,10 +1015,11 @@ impl AppSession {
                     match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {
                         Ok(s) => seq = s,
                         Err(e) => {
-                            let d = Decision::deny(format!(
-                                "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
-                            ));
-                            return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
+                            return Some(Check::Refuse(self.refusal(
+                                Some(&analysis),
+                                &unrecorded(&e),
+                                None,
+                            )))
                         }
                     }
                 }

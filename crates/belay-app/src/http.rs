@@ -165,12 +165,7 @@ async fn approve(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> ApiResult {
-    let body = vote_body(&body)?;
-    let done = as_human(app, &headers, move |app, human| {
-        app.approve(human, id, body.comment.as_deref(), CHANNEL_HTTP)
-    })
-    .await?;
-    Ok(Json(approval_json(&done)))
+    vote(app, &headers, id, &body, true).await
 }
 
 async fn deny(
@@ -179,10 +174,25 @@ async fn deny(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> ApiResult {
-    let body = vote_body(&body)?;
-    let reason = body.reason.or(body.comment).unwrap_or_default();
-    let done = as_human(app, &headers, move |app, human| {
-        app.deny(human, id, &reason, CHANNEL_HTTP)
+    vote(app, &headers, id, &body, false).await
+}
+
+/// An approval (`comment` optional) or a denial (`reason`, or `comment`, required).
+async fn vote(
+    app: Arc<App>,
+    headers: &HeaderMap,
+    id: u64,
+    body: &Bytes,
+    approve: bool,
+) -> ApiResult {
+    let body = vote_body(body)?;
+    let done = as_human(app, headers, move |app, human| {
+        if approve {
+            app.approve(human, id, body.comment.as_deref(), CHANNEL_HTTP)
+        } else {
+            let reason = body.reason.or(body.comment).unwrap_or_default();
+            app.deny(human, id, &reason, CHANNEL_HTTP)
+        }
     })
     .await?;
     Ok(Json(approval_json(&done)))

@@ -26,7 +26,8 @@ use belay_sql::{Classifier, Limits};
 use belay_store::{AuditOptions, SqliteStore, StateStore};
 
 pub use approvals::{
-    approval_json, approve_command, approvers_text, ApprovalError, CHANNEL_CLI, CHANNEL_HTTP,
+    approval_json, approve_command, approvers_text, who_approves, ApprovalError, CHANNEL_CLI,
+    CHANNEL_HTTP,
 };
 pub use decide::{Explanation, Outcome};
 pub use gateway::{AppGate, AppSession};

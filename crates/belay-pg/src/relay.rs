@@ -156,6 +156,11 @@ impl Relay {
         }
     }
 
+    /// A transaction block is open, as of the upstream's last ReadyForQuery.
+    fn in_transaction(&self) -> bool {
+        self.status != TransactionStatus::Idle
+    }
+
     /// The session's decision: without blocking when it can, else where blocking is allowed.
     fn decide(&mut self, asked: Statement<'_>) -> Check {
         match self.session.check_now(asked) {
@@ -218,7 +223,7 @@ impl Relay {
                 let (sql, _) = split_cstr(&frame.body)?;
                 // A simple Query drops the unnamed statement, upstream as here.
                 self.statements.remove("");
-                let in_transaction = self.status != TransactionStatus::Idle;
+                let in_transaction = self.in_transaction();
                 let asked = Statement {
                     sql: &sql,
                     phase: Phase::Query,
@@ -256,7 +261,7 @@ impl Relay {
                     sql: &sql,
                     phase: Phase::Parse,
                     params: &Parameters::default(),
-                    in_transaction: self.status != TransactionStatus::Idle,
+                    in_transaction: self.in_transaction(),
                 };
                 match self.decide(asked) {
                     Check::Allow { .. } => {
@@ -317,7 +322,7 @@ impl Relay {
                     sql: &sql,
                     phase: Phase::Execute,
                     params: &params,
-                    in_transaction: self.status != TransactionStatus::Idle,
+                    in_transaction: self.in_transaction(),
                 };
                 match self.decide(asked) {
                     Check::Allow { record, .. } => {

@@ -11,7 +11,7 @@ use belay_core::Secret;
 use belay_store::{Approval, ApprovalStatus, Human};
 use clap::Args;
 
-use crate::open;
+use crate::{open, time};
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -129,7 +129,7 @@ fn print_approval(a: &Approval) {
             "  {}: {} at {} via {}{}",
             if v.approve { "approved" } else { "denied" },
             v.human,
-            belay_app::rfc3339(v.time_us),
+            time(Some(v.time_us)),
             v.channel,
             v.comment
                 .as_ref()
@@ -140,14 +140,13 @@ fn print_approval(a: &Approval) {
     match a.status {
         ApprovalStatus::Pending => println!(
             "  expires:   {}\n  approve:   belay approve {}    deny: belay deny {} --reason TEXT",
-            belay_app::rfc3339(r.expires_us),
+            time(Some(r.expires_us)),
             a.id,
             a.id
         ),
         ApprovalStatus::Approved => println!(
             "  run by:    {} (the agent re-sends the identical statement; it runs once)",
-            a.run_by_us
-                .map_or_else(|| "-".to_owned(), belay_app::rfc3339)
+            time(a.run_by_us)
         ),
         _ => {}
     }
@@ -180,8 +179,7 @@ fn report(a: &Approval, json: bool) {
             "request {} approved: agent `{}` may run it once, until {}",
             a.id,
             a.request.agent,
-            a.run_by_us
-                .map_or_else(|| "-".to_owned(), belay_app::rfc3339)
+            time(a.run_by_us)
         ),
         ApprovalStatus::Denied => println!("request {} denied", a.id),
         _ => println!(

@@ -120,11 +120,6 @@ pub(crate) fn operator() -> String {
 
 /// A Unix-microsecond time as RFC 3339, or `-`.
 pub(crate) fn time(us: Option<i64>) -> String {
-    match us.and_then(|us| u64::try_from(us).ok()) {
-        Some(us) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_micros(us),
-        )
-        .to_string(),
-        None => "-".to_owned(),
-    }
+    us.filter(|us| *us >= 0)
+        .map_or_else(|| "-".to_owned(), belay_app::rfc3339)
 }

@@ -62,11 +62,7 @@ fn explain(config: &Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let e = app.explain(&a.agent, &a.environment, &a.sql)?;
     let d = &e.decision;
     let held = matches!(d.verdict, belay_core::Verdict::Approve(_));
-    let approvers = if d.hold.approvers.is_empty() {
-        "any human".to_owned()
-    } else {
-        d.hold.approvers.join(", ")
-    };
+    let approvers = belay_app::who_approves(&d.hold.approvers);
     if a.json {
         let mut out = json!({
             "class": e.analysis.class,
