@@ -8,12 +8,16 @@
 //! once and busy ones finish their transaction within a grace period.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -298,8 +302,13 @@ async fn connection(
     let mut stream: Box<dyn Stream> = Box::new(socket);
     let mut buf = BytesMut::with_capacity(8192);
     let timeout = shared.options.handshake_timeout;
-    let startup =
-        tokio::time::timeout(timeout, handshake(&shared, &mut stream, &mut buf, peer)).await;
+    // Boxed: the handshake's state (TLS, SCRAM) is larger than the relay loop's and is
+    // given back when it ends, instead of sizing every session's task.
+    let startup = tokio::time::timeout(
+        timeout,
+        Box::pin(handshake(&shared, &mut stream, &mut buf, peer)),
+    )
+    .await;
     let admitted = match startup {
         Err(_) => Err(Reject(fatal(
             "08006",
@@ -553,13 +562,78 @@ async fn scram(
     }
 }
 
-/// How often a session hears `Session::tick`.
+/// How often a session hears `Session::tick`; a session that read nothing for a whole tick
+/// also gives back its buffers.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The relay loop: reads both sides, decides, writes both sides, with back-pressure.
+/// The most one read takes from a socket.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads what `stream` has into `buf`. A session that waits holds no read buffer: into an
+/// empty buffer the read goes through a scratch array on the stack, and only what arrived is
+/// kept.
+fn poll_fill(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        return Poll::Ready(Ok(read.filled().len()));
+    }
+    buf.reserve(READ_CHUNK);
+    std::pin::pin!(stream.read_buf(buf)).poll(cx)
+}
+
+/// Writes from `buf` what `stream` takes, then flushes once `buf` is empty (a TLS stream
+/// holds records back until flushed). `Err` when the connection broke.
+fn poll_send(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Result<bool, ()> {
+    let mut progress = false;
+    if !buf.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0) | Err(_)) => return Err(()),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                *unflushed = true;
+                progress = true;
+            }
+            Poll::Pending => {}
+        }
+    }
+    if buf.is_empty() && *unflushed {
+        match Pin::new(stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(_)) => return Err(()),
+            Poll::Pending => {}
+        }
+    }
+    Ok(progress)
+}
+
+/// What woke the relay loop.
+enum Woken {
+    /// Bytes moved, or shutdown began: look at the buffers again.
+    Progress,
+    ClientBroke,
+    UpstreamBroke,
+    ClientClosed,
+    UpstreamClosed,
+}
+
+/// The relay loop: reads both sides, decides, writes both sides, with back-pressure. One
+/// task polls both sockets itself (no split halves, no per-turn futures): the loop is most
+/// of the gateway's cost per statement.
 async fn run(
     shared: Arc<Shared>,
-    client: Box<dyn Stream>,
+    mut client: Box<dyn Stream>,
     mut client_buf: BytesMut,
     admitted: Admitted,
     mut shutdown: watch::Receiver<bool>,
@@ -570,18 +644,40 @@ async fn run(
         key,
         _permit,
     } = admitted;
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream.stream);
-    let mut up_buf = upstream.buf;
-    // Write buffers grow with the first message and keep their size: an idle session holds
-    // only its two read buffers.
+    // The startup's ParameterStatus frames share the upstream's first read buffer: dropped
+    // here, not when the session ends, so that the buffer can go.
+    let upstream::Upstream {
+        stream: mut up,
+        buf: mut up_buf,
+        parameters,
+        ..
+    } = upstream;
+    drop(parameters);
+    // An idle session holds no buffers: they are taken when bytes arrive and given back
+    // after a tick without any.
+    if client_buf.is_empty() {
+        client_buf = BytesMut::new();
+    }
+    if up_buf.is_empty() {
+        up_buf = BytesMut::new();
+    }
     let mut to_up = BytesMut::new();
     let mut to_client = BytesMut::new();
+    let (mut client_unflushed, mut up_unflushed) = (false, false);
     let max = shared.options.max_message;
     let mut draining = *shutdown.borrow();
+    let mut stopping = Box::pin(async move {
+        loop {
+            match shutdown.changed().await {
+                Ok(()) if !*shutdown.borrow() => {}
+                _ => return,
+            }
+        }
+    });
     let mut terminating = false;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut read_since_tick = false;
 
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
@@ -592,7 +688,7 @@ async fn run(
                     Ok(Next::Terminate) => terminating = true,
                     Err(Violation(m)) => {
                         to_client.extend_from_slice(&fatal("08P01", m.clone()));
-                        let _ = cw.write_all(&to_client).await;
+                        let _ = client.write_all(&to_client).await;
                         break 'session m;
                     }
                 },
@@ -600,7 +696,7 @@ async fn run(
                 Err(e) => {
                     let m = format!("invalid message: {e}");
                     to_client.extend_from_slice(&fatal("08P01", m.clone()));
-                    let _ = cw.write_all(&to_client).await;
+                    let _ = client.write_all(&to_client).await;
                     break 'session m;
                 }
             }
@@ -613,7 +709,7 @@ async fn run(
                             "08P01",
                             format!("belay lost track of the upstream: {m}"),
                         ));
-                        let _ = cw.write_all(&to_client).await;
+                        let _ = client.write_all(&to_client).await;
                         break 'session m;
                     }
                 }
@@ -629,43 +725,85 @@ async fn run(
                 "57P01",
                 "terminating connection because belay is shutting down",
             ));
-            let _ = cw.write_all(&to_client).await;
-            let _ = uw.write_all(&[b'X', 0, 0, 0, 4]).await;
+            let _ = client.write_all(&to_client).await;
+            let _ = up.write_all(&[b'X', 0, 0, 0, 4]).await;
             break 'session "belay shut down".to_owned();
         }
-        tokio::select! {
-            r = cw.write(&to_client), if !to_client.is_empty() => match r {
-                Ok(0) | Err(_) => break 'session "the client connection broke".to_owned(),
-                Ok(n) => to_client.advance(n),
-            },
-            r = uw.write(&to_up), if !to_up.is_empty() => match r {
-                Ok(0) | Err(_) => break 'session "the upstream connection broke".to_owned(),
-                Ok(n) => to_up.advance(n),
-            },
-            r = cr.read_buf(&mut client_buf), if !terminating && to_up.len() < HIGH_WATER => match r {
-                Ok(0) | Err(_) => {
-                    let _ = uw.write_all(&[b'X', 0, 0, 0, 4]).await;
-                    break 'session "the client disconnected".to_owned();
-                }
-                Ok(_) => {}
-            },
-            r = ur.read_buf(&mut up_buf), if to_client.len() < HIGH_WATER => match r {
-                Ok(0) | Err(_) => {
-                    // Whatever the server said last (a FATAL, usually) is already queued.
-                    let _ = cw.write_all(&to_client).await;
-                    let _ = cw.write_all(&fatal("08006", "the upstream database closed the connection")).await;
-                    break 'session "the upstream closed the connection".to_owned();
-                }
-                Ok(_) => {}
-            },
-            changed = shutdown.changed(), if !draining => {
-                draining = changed.is_err() || *shutdown.borrow();
+        let mut ticked = false;
+        let woken = poll_fn(|cx| {
+            let mut progress = false;
+            match poll_send(&mut client, &mut to_client, &mut client_unflushed, cx) {
+                Ok(p) => progress |= p,
+                Err(()) => return Poll::Ready(Woken::ClientBroke),
             }
-            _ = ticks.tick() => relay.tick(),
+            match poll_send(&mut up, &mut to_up, &mut up_unflushed, cx) {
+                Ok(p) => progress |= p,
+                Err(()) => return Poll::Ready(Woken::UpstreamBroke),
+            }
+            if !terminating && to_up.len() < HIGH_WATER {
+                match poll_fill(&mut client, &mut client_buf, cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::ClientClosed),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => {}
+                }
+            }
+            if to_client.len() < HIGH_WATER {
+                match poll_fill(&mut up, &mut up_buf, cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::UpstreamClosed),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Pending => {}
+                }
+            }
+            if !draining && stopping.as_mut().poll(cx).is_ready() {
+                draining = true;
+                progress = true;
+            }
+            if ticks.poll_tick(cx).is_ready() {
+                ticked = true;
+                progress = true;
+            }
+            if progress {
+                Poll::Ready(Woken::Progress)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match woken {
+            Woken::Progress => {}
+            Woken::ClientBroke => break 'session "the client connection broke".to_owned(),
+            Woken::UpstreamBroke => break 'session "the upstream connection broke".to_owned(),
+            Woken::ClientClosed => {
+                let _ = up.write_all(&[b'X', 0, 0, 0, 4]).await;
+                break 'session "the client disconnected".to_owned();
+            }
+            Woken::UpstreamClosed => {
+                // Whatever the server said last (a FATAL, usually) is already queued.
+                let _ = client.write_all(&to_client).await;
+                let _ = client
+                    .write_all(&fatal(
+                        "08006",
+                        "the upstream database closed the connection",
+                    ))
+                    .await;
+                break 'session "the upstream closed the connection".to_owned();
+            }
         }
+        if ticked {
+            relay.tick();
+            if !read_since_tick {
+                for buf in [&mut client_buf, &mut up_buf, &mut to_up, &mut to_client] {
+                    if buf.is_empty() && buf.capacity() > 0 {
+                        *buf = BytesMut::new();
+                    }
+                }
+            }
+            read_since_tick = false;
+        }
+        read_since_tick |= !client_buf.is_empty() || !up_buf.is_empty();
     };
-    let _ = cw.flush().await;
-    let _ = cw.shutdown().await;
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
     shared.cancel.remove(key);
     relay.ended(&why);
 }

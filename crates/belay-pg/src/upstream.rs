@@ -210,7 +210,10 @@ async fn connect_inner(
             )))
             }
             Backend::ParameterStatus { .. } => parameters.push(frame),
-            Backend::BackendKeyData { pid, secret } => key = Some((pid, secret)),
+            // Copied out: a slice would keep the whole first read buffer alive for the session.
+            Backend::BackendKeyData { pid, secret } => {
+                key = Some((pid, Bytes::copy_from_slice(&secret)))
+            }
             Backend::NoticeResponse(_) => {}
             Backend::ErrorResponse(fields) => {
                 return Err(UpstreamError::Refused(describe(&fields)))
