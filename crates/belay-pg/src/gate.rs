@@ -2,8 +2,9 @@
 //! decides each statement. The gateway knows PostgreSQL; the implementation (in the
 //! composition root) knows agents, policy and the audit log.
 //!
-//! Both traits are synchronous: a decision may wait for the audit log to be durable, and the
-//! gateway calls it where blocking is allowed.
+//! Both traits are synchronous: a decision may wait for the audit log to be durable. The
+//! gateway asks `Session::check_now` on the session's own thread and sends anything that
+//! may block (`check`, `Gate::credential`, `Gate::open`) to Tokio's blocking pool.
 
 use std::time::Duration;
 
@@ -49,17 +50,6 @@ impl Refusal {
         fields.detail = self.detail;
         fields.hint = self.hint;
         fields
-    }
-}
-
-/// Runs a `Gate` or `Session` call, which may wait for the audit log's fsync, where blocking
-/// is allowed: on a multi-threaded runtime the runtime moves other tasks away meanwhile.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 

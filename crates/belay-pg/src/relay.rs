@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
-use crate::gate::{blocking, Check, Completion, Parameters, Phase, Refusal, Session, Statement};
+use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Session, Statement};
 
 /// Text sent upstream in place of a refused message: a syntax error, which fails in every
 /// transaction state without touching anything.
@@ -83,11 +83,14 @@ struct Prepared {
 }
 
 /// What the caller does after a client message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Next {
     Continue,
     /// The client sent Terminate: flush and close.
     Terminate,
+    /// Deciding on this message needs IO (a durable audit record, an identity re-read):
+    /// nothing was done; hand it to `client_message_blocking` where blocking is allowed.
+    Blocked(Frame),
 }
 
 /// A protocol violation; the connection is closed with this message.
@@ -161,11 +164,13 @@ impl Relay {
         self.status != TransactionStatus::Idle
     }
 
-    /// The session's decision: without blocking when it can, else where blocking is allowed.
-    fn decide(&mut self, asked: Statement<'_>) -> Check {
+    /// The session's decision: without blocking when it can; `None` when it would have to
+    /// block and may not.
+    fn decide(&mut self, asked: Statement<'_>, may_block: bool) -> Option<Check> {
         match self.session.check_now(asked) {
-            Some(check) => check,
-            None => blocking(|| self.session.check(asked)),
+            Some(check) => Some(check),
+            None if may_block => Some(self.session.check(asked)),
+            None => None,
         }
     }
 
@@ -212,11 +217,32 @@ impl Relay {
         }
     }
 
-    /// Handles one client message, appending what goes upstream to `up`.
+    /// Handles one client message, appending what goes upstream to `up`. Never blocks: a
+    /// message whose decision would is returned untouched as `Next::Blocked`.
     pub(crate) fn client_message(
         &mut self,
         frame: Frame,
         up: &mut BytesMut,
+    ) -> Result<Next, Violation> {
+        self.handle(frame, up, false)
+    }
+
+    /// Handles a message `client_message` returned as blocked; may wait for IO.
+    pub(crate) fn client_message_blocking(
+        &mut self,
+        frame: Frame,
+        up: &mut BytesMut,
+    ) -> Result<Next, Violation> {
+        self.handle(frame, up, true)
+    }
+
+    /// Until its decision, handling a message changes nothing that handling it again would
+    /// not change the same way, so a blocked message can be handled again from the start.
+    fn handle(
+        &mut self,
+        frame: Frame,
+        up: &mut BytesMut,
+        may_block: bool,
     ) -> Result<Next, Violation> {
         match frame.tag {
             b'Q' => {
@@ -230,7 +256,10 @@ impl Relay {
                     params: &Parameters::default(),
                     in_transaction,
                 };
-                match self.decide(asked) {
+                let Some(check) = self.decide(asked, may_block) else {
+                    return Ok(Next::Blocked(frame));
+                };
+                match check {
                     Check::Allow { record, read_write } => {
                         let hidden = if read_write && !in_transaction {
                             put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &frame.body]);
@@ -263,7 +292,10 @@ impl Relay {
                     params: &Parameters::default(),
                     in_transaction: self.in_transaction(),
                 };
-                match self.decide(asked) {
+                let Some(check) = self.decide(asked, may_block) else {
+                    return Ok(Next::Blocked(frame));
+                };
+                match check {
                     Check::Allow { .. } => {
                         let upstream = if name.is_empty() {
                             String::new()
@@ -324,7 +356,10 @@ impl Relay {
                     params: &params,
                     in_transaction: self.in_transaction(),
                 };
-                match self.decide(asked) {
+                let Some(check) = self.decide(asked, may_block) else {
+                    return Ok(Next::Blocked(frame));
+                };
+                match check {
                     Check::Allow { record, .. } => {
                         frame.encode(up);
                         self.expect.push_back(Expect::Execute { record });

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::codec::{self, Backend, Severity, Startup};
-use crate::gate::{blocking, Credential, Gate, Login, Refusal, UpstreamSpec};
+use crate::gate::{Credential, Gate, Login, Refusal, UpstreamSpec};
 use crate::relay::{Next, Relay, Violation};
 use crate::upstream::{self, CancelTarget, Stream};
 
@@ -38,6 +40,8 @@ pub struct Options {
     pub allow_cleartext_password: bool,
     /// Largest message accepted from a client.
     pub max_message: usize,
+    /// Threads that run sessions (each a single-threaded runtime). Default: one per core.
+    pub relay_threads: usize,
 }
 
 impl Default for Options {
@@ -50,6 +54,7 @@ impl Default for Options {
             require_tls: false,
             allow_cleartext_password: false,
             max_message: codec::DEFAULT_MAX_MESSAGE,
+            relay_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -158,6 +163,108 @@ impl UpstreamTls {
     }
 }
 
+/// The threads sessions run on: one single-threaded runtime per core, each driving its
+/// sessions' sockets itself, the way a pooler's event loop does. Against Tokio's
+/// work-stealing scheduler this took a third off belay's CPU time per prepared statement at
+/// one client (docs/BENCHMARKS.md). What blocks (a durable audit record, belay's state
+/// store) never runs on them: it goes to the blocking pool (`off_thread`).
+struct Workers {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
+    handle: tokio::runtime::Handle,
+    /// Sessions on this thread, for placing the next one.
+    load: Arc<AtomicUsize>,
+    /// Dropped to stop the thread.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("belay-relay-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    })
+                })?;
+            workers.push(Worker {
+                handle,
+                load: Arc::new(AtomicUsize::new(0)),
+                stop: Some(stop),
+                thread: Some(thread),
+            });
+        }
+        Ok(Workers { workers })
+    }
+
+    /// The least busy thread (`start` makes at least one).
+    fn pick(&self) -> Option<&Worker> {
+        self.workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+    }
+
+    /// Stops the threads once their sessions are gone, and waits for them.
+    async fn stop(mut self) {
+        let threads: Vec<_> = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| {
+                w.stop.take();
+                w.thread.take()
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Without `stop` (the serving future was dropped): the threads end on their own.
+        for w in &mut self.workers {
+            w.stop.take();
+        }
+    }
+}
+
+/// One session counted on its thread while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f`, which may block, on the blocking pool; the session's thread serves its other
+/// sessions meanwhile. A panic in `f` comes back as `Err`.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(
+            "belay failed while deciding (an internal error); the connection is closed".to_owned(),
+        ),
+        Err(_) => Err("belay is shutting down".to_owned()),
+    }
+}
+
 /// Everything connections share.
 struct Shared {
     gate: Arc<dyn Gate>,
@@ -186,6 +293,7 @@ pub async fn serve(
         upstream_tls: UpstreamTls::default(),
         decoy,
     });
+    let workers = Workers::start(shared.options.relay_threads)?;
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -200,9 +308,28 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
+                // Moved to the least busy session thread, whose runtime takes it over.
+                let socket = match socket.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand a connection to a session thread");
+                        continue;
+                    }
+                };
+                let Some(worker) = workers.pick() else { continue };
+                worker.load.fetch_add(1, Ordering::Relaxed);
+                let counted = Counted(worker.load.clone());
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
-                tasks.spawn(async move { connection(shared, socket, peer, shutdown).await });
+                tasks.spawn_on(
+                    async move {
+                        let _counted = counted;
+                        if let Ok(socket) = TcpStream::from_std(socket) {
+                            connection(shared, socket, peer, shutdown).await;
+                        }
+                    },
+                    &worker.handle,
+                );
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = shutdown.changed() => {
@@ -223,6 +350,7 @@ pub async fn serve(
         );
         tasks.shutdown().await;
     }
+    workers.stop().await;
     Ok(())
 }
 
@@ -336,7 +464,7 @@ struct Admitted {
 
 /// From the first byte to ReadyForQuery. `Ok(None)`: a cancel request, served.
 async fn handshake(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stream: &mut Box<dyn Stream>,
     buf: &mut BytesMut,
     peer: SocketAddr,
@@ -411,8 +539,11 @@ async fn handshake(
         }
     }
 
-    let credential =
-        blocking(|| shared.gate.credential(&login.user)).map_err(|r| Reject(fatal_refusal(r)))?;
+    let (gate, user) = (shared.gate.clone(), login.user.clone());
+    let credential = off_thread(move || gate.credential(&user))
+        .await
+        .map_err(|m| Reject(fatal("XX000", m)))?
+        .map_err(|r| Reject(fatal_refusal(r)))?;
     let mut out = BytesMut::new();
     let authenticated = if shared.options.allow_cleartext_password && tls {
         Backend::AuthenticationCleartextPassword.encode(&mut out);
@@ -426,7 +557,10 @@ async fn handshake(
     } else {
         scram(shared, stream, buf, &login.user, &credential).await?
     };
-    let (mut spec, session) = blocking(|| shared.gate.open(&login, authenticated))
+    let (gate, opening) = (shared.gate.clone(), login.clone());
+    let (mut spec, session) = off_thread(move || gate.open(&opening, authenticated))
+        .await
+        .map_err(|m| Reject(fatal("XX000", m)))?
         .map_err(|r| Reject(fatal_refusal(r)))?;
     let mut relay = Relay::new(session);
     spec.params.extend(passed);
@@ -686,6 +820,36 @@ async fn run(
                 Ok(Some(frame)) => match relay.client_message(frame, &mut to_up) {
                     Ok(Next::Continue) => {}
                     Ok(Next::Terminate) => terminating = true,
+                    Ok(Next::Blocked(frame)) => {
+                        // Decided on the blocking pool; the relay goes there and comes back.
+                        let mut moved = relay;
+                        let mut out = std::mem::take(&mut to_up);
+                        let decided = off_thread(move || {
+                            let r = moved.client_message_blocking(frame, &mut out);
+                            (moved, r, out)
+                        })
+                        .await;
+                        let result;
+                        (relay, result, to_up) = match decided {
+                            Ok(back) => back,
+                            Err(m) => {
+                                // The relay (and its session) is lost with the failed call.
+                                let _ = client.write_all(&fatal("XX000", m.clone())).await;
+                                shared.cancel.remove(key);
+                                tracing::error!(error = %m, "a session ended abnormally");
+                                return;
+                            }
+                        };
+                        match result {
+                            Ok(Next::Terminate) => terminating = true,
+                            Ok(_) => {}
+                            Err(Violation(m)) => {
+                                to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                                let _ = client.write_all(&to_client).await;
+                                break 'session m;
+                            }
+                        }
+                    }
                     Err(Violation(m)) => {
                         to_client.extend_from_slice(&fatal("08P01", m.clone()));
                         let _ = client.write_all(&to_client).await;
