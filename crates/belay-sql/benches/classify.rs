@@ -42,6 +42,20 @@ fn benches(c: &mut Criterion) {
     c.bench_function("classify/cache_hit", |b| {
         b.iter(|| classifier.classify(black_box(SHORT)))
     });
+    // The simple protocol: every text carries a new value, of a shape seen before.
+    classifier.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1;");
+    let texts: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                i * 7919 + 3
+            )
+        })
+        .collect();
+    let mut next = texts.iter().cycle();
+    c.bench_function("classify/shape_hit_new_literal", |b| {
+        b.iter(|| classifier.classify(black_box(next.next().map_or("", String::as_str))))
+    });
     c.bench_function("classify/miss_short_oltp", |b| {
         b.iter(|| analyze(black_box(SHORT), &limits))
     });

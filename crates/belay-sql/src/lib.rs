@@ -15,8 +15,10 @@ mod cache;
 #[rustfmt::skip] // generated: see codegen/gen_children.py
 mod children;
 mod functions;
+mod inert;
 mod procedural;
 mod settings;
+mod shape;
 mod statements;
 mod tautology;
 mod walk;
@@ -50,11 +52,14 @@ impl Default for Limits {
     }
 }
 
-/// Classifies SQL, remembering the answer for each exact text it has seen.
+/// Classifies SQL, remembering the answer for each exact text it has seen, and for each
+/// shape (the text with its literals taken out) whose analysis cannot depend on the
+/// literals' values.
 #[derive(Debug)]
 pub struct Classifier {
     limits: Limits,
     cache: cache::Cache,
+    shapes: cache::Cache,
 }
 
 /// Texts longer than this are classified every time rather than cached, so that a few huge
@@ -67,6 +72,7 @@ impl Classifier {
         Classifier {
             limits,
             cache: cache::Cache::new(cache_capacity),
+            shapes: cache::Cache::new(cache_capacity),
         }
     }
 
@@ -74,14 +80,26 @@ impl Classifier {
         &self.limits
     }
 
-    /// Classifies `sql`, from the cache when this exact text was classified before.
+    /// Classifies `sql`, from the cache when this exact text, or a text of the same shape
+    /// whose analysis does not depend on its literals, was classified before. (The spans of
+    /// an analysis found by shape are those of the first text: such statements are single
+    /// and have no prepared-statement effects, which are what spans are used for.)
     pub fn classify(&self, sql: &str) -> Arc<Analysis> {
+        if sql.len() > MAX_CACHED_TEXT {
+            return Arc::new(analyze(sql, &self.limits));
+        }
         if let Some(hit) = self.cache.get(sql) {
             return hit;
         }
-        let analysis = Arc::new(analyze(sql, &self.limits));
-        if sql.len() <= MAX_CACHED_TEXT {
-            self.cache.insert(sql, analysis.clone());
+        let shape = shape::key(sql);
+        if let Some(hit) = shape.as_deref().and_then(|k| self.shapes.get(k)) {
+            return hit;
+        }
+        let (analysis, inert) = analyze_inner(sql, &self.limits);
+        let analysis = Arc::new(analysis);
+        match shape {
+            Some(key) if inert => self.shapes.insert(&key, analysis.clone()),
+            _ => self.cache.insert(sql, analysis.clone()),
         }
         analysis
     }
@@ -95,30 +113,54 @@ impl Default for Classifier {
 
 /// Classifies `sql` without a cache.
 pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
+    analyze_inner(sql, limits).0
+}
+
+/// The analysis, and whether it holds for every text of `sql`'s shape (`inert.rs`).
+fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
     if sql.len() > limits.max_input_bytes {
-        return Analysis::unknown(
-            sql.len(),
-            Flag::TooLarge,
-            format!(
-                "the input is {} bytes, more than the limit of {} bytes",
+        return (
+            Analysis::unknown(
                 sql.len(),
-                limits.max_input_bytes
+                Flag::TooLarge,
+                format!(
+                    "the input is {} bytes, more than the limit of {} bytes",
+                    sql.len(),
+                    limits.max_input_bytes
+                ),
             ),
+            false,
         );
     }
     if sql.contains('\0') {
-        return Analysis::unknown(
-            sql.len(),
-            Flag::ParseError,
-            "the input contains a NUL byte, which PostgreSQL does not accept".to_owned(),
+        return (
+            Analysis::unknown(
+                sql.len(),
+                Flag::ParseError,
+                "the input contains a NUL byte, which PostgreSQL does not accept".to_owned(),
+            ),
+            false,
         );
     }
     let parsed = match parse(sql, ParserOptions::DEFAULT) {
         Ok(parsed) => parsed,
-        Err(failure) => return Analysis::unknown(sql.len(), failure.flag(), failure.message()),
+        Err(failure) => {
+            return (
+                Analysis::unknown(sql.len(), failure.flag(), failure.message()),
+                false,
+            )
+        }
     };
 
     let raws = &parsed.protobuf.stmts;
+    let inert = match raws.as_slice() {
+        [only] => only
+            .stmt
+            .as_ref()
+            .and_then(|s| s.node.as_ref())
+            .is_some_and(|n| inert::inert(n.to_ref())),
+        _ => false,
+    };
     let mut prepared: HashMap<String, Statement> = HashMap::new();
     let mut statements = Vec::with_capacity(raws.len());
     for raw in raws {
@@ -161,12 +203,18 @@ pub fn analyze(sql: &str, limits: &Limits) -> Analysis {
         .map(|s| s.class)
         .max()
         .unwrap_or(Class::Read);
-    Analysis { class, statements }
+    (Analysis { class, statements }, inert)
 }
 
 /// `sql` with every constant replaced by `$n`, for records that must not hold the values a
-/// statement carries (passwords, personal data). `None` when the text does not parse.
+/// statement carries (passwords, personal data). Plain texts are redacted by the shape
+/// lexer, which takes out every literal it reads, without a second parse (so a plain text
+/// that does not parse is redacted too); anything else by libpg_query's normalisation, and
+/// `None` when that cannot parse it.
 pub fn redact(sql: &str) -> Option<String> {
+    if let Some(redacted) = shape::redact(sql) {
+        return Some(redacted);
+    }
     catch_unwind(|| pg_query::normalize(sql).ok())
         .ok()
         .flatten()
