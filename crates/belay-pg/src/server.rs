@@ -182,7 +182,9 @@ struct Worker {
 }
 
 impl Workers {
-    fn start(count: usize) -> std::io::Result<Workers> {
+    /// `count` threads; when stopped, each waits up to `grace` for the blocking calls its
+    /// sessions left running.
+    fn start(count: usize, grace: Duration) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(count);
         for i in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -195,7 +197,8 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async {
                         let _ = stopped.await;
-                    })
+                    });
+                    runtime.shutdown_timeout(grace);
                 })?;
             workers.push(Worker {
                 handle,
@@ -293,7 +296,7 @@ pub async fn serve(
         upstream_tls: UpstreamTls::default(),
         decoy,
     });
-    let workers = Workers::start(shared.options.relay_threads)?;
+    let workers = Workers::start(shared.options.relay_threads, shared.options.shutdown_grace)?;
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
