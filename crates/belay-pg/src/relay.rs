@@ -125,15 +125,15 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The two strings a Parse, Bind, Describe or Close body starts with, and the rest.
-fn split_cstr(body: &Bytes) -> Result<(String, Bytes), Violation> {
+/// The string a message body starts with (borrowed from it), and the rest.
+fn split_cstr(body: &Bytes) -> Result<(&str, Bytes), Violation> {
     let end = body
         .iter()
         .position(|b| *b == 0)
         .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))?;
     let s = std::str::from_utf8(&body[..end])
         .map_err(|_| Violation("invalid message: string is not UTF-8".to_owned()))?;
-    Ok((s.to_owned(), body.slice(end + 1..)))
+    Ok((s, body.slice(end + 1..)))
 }
 
 fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
@@ -246,12 +246,13 @@ impl Relay {
     ) -> Result<Next, Violation> {
         match frame.tag {
             b'Q' => {
-                let (sql, _) = split_cstr(&frame.body)?;
+                let body = frame.body.clone();
+                let (sql, _) = split_cstr(&body)?;
                 // A simple Query drops the unnamed statement, upstream as here.
                 self.statements.remove("");
                 let in_transaction = self.in_transaction();
                 let asked = Statement {
-                    sql: &sql,
+                    sql,
                     phase: Phase::Query,
                     params: &Parameters::default(),
                     in_transaction,
@@ -279,15 +280,16 @@ impl Relay {
                 }
             }
             b'P' => {
-                let (name, rest) = split_cstr(&frame.body)?;
+                let body = frame.body.clone();
+                let (name, rest) = split_cstr(&body)?;
                 let (sql, _) = split_cstr(&rest)?;
-                if !name.is_empty() && self.statements.contains_key(&name) {
+                if !name.is_empty() && self.statements.contains_key(name) {
                     let r = Refusal::new("42P05", format!("prepared statement \"{name}\" already exists"));
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 }
                 let asked = Statement {
-                    sql: &sql,
+                    sql,
                     phase: Phase::Parse,
                     params: &Parameters::default(),
                     in_transaction: self.in_transaction(),
@@ -305,20 +307,20 @@ impl Relay {
                         };
                         put_frame(up, b'P', &[upstream.as_bytes(), b"\0", &rest]);
                         self.statements.insert(
-                            name.clone(),
+                            name.to_owned(),
                             Prepared {
                                 upstream: upstream.clone(),
                                 sql: Arc::from(sql),
                             },
                         );
                         self.expect.push_back(Expect::Parse {
-                            client: name,
+                            client: name.to_owned(),
                             upstream,
                         });
                     }
                     Check::Refuse(r) => {
                         // The client's name now names nothing, upstream as here.
-                        self.statements.remove(&name);
+                        self.statements.remove(name);
                         self.refuse_extended(r, up);
                     }
                 }
@@ -326,10 +328,10 @@ impl Relay {
             b'B' => {
                 let (portal, rest) = split_cstr(&frame.body)?;
                 let (statement, rest) = split_cstr(&rest)?;
-                match self.statements.get(&statement) {
+                match self.statements.get(statement) {
                     None => {
-                        self.portals.remove(&portal);
-                        self.refuse_extended(Self::missing_statement(&statement), up);
+                        self.portals.remove(portal);
+                        self.refuse_extended(Self::missing_statement(statement), up);
                     }
                     Some(p) => {
                         put_frame(
@@ -337,15 +339,21 @@ impl Relay {
                             b'B',
                             &[portal.as_bytes(), b"\0", p.upstream.as_bytes(), b"\0", &rest],
                         );
-                        self.portals
-                            .insert(portal, (p.sql.clone(), Parameters::from_bind(rest)));
+                        let bound = (p.sql.clone(), Parameters::from_bind(rest));
+                        // The unnamed portal is bound again and again: its slot is reused.
+                        match self.portals.get_mut(portal) {
+                            Some(slot) => *slot = bound,
+                            None => {
+                                self.portals.insert(portal.to_owned(), bound);
+                            }
+                        }
                         self.expect.push_back(Expect::Bind);
                     }
                 }
             }
             b'E' => {
                 let (portal, _) = split_cstr(&frame.body)?;
-                let Some((sql, params)) = self.portals.get(&portal).cloned() else {
+                let Some((sql, params)) = self.portals.get(portal).cloned() else {
                     let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
@@ -372,26 +380,27 @@ impl Relay {
                     .body
                     .first()
                     .ok_or_else(|| Violation("invalid message: empty Describe/Close".to_owned()))?;
-                let (name, _) = split_cstr(&frame.body.slice(1..))?;
+                let named = frame.body.slice(1..);
+                let (name, _) = split_cstr(&named)?;
                 let describe = frame.tag == b'D';
                 match target {
-                    b'S' => match self.statements.get(&name).cloned() {
+                    b'S' => match self.statements.get(name).cloned() {
                         Some(p) => {
                             if !describe {
-                                self.statements.remove(&name);
+                                self.statements.remove(name);
                             }
                             put_frame(up, frame.tag, &[b"S", p.upstream.as_bytes(), b"\0"]);
                         }
                         // Closing what does not exist is not an error; describing it is.
                         None if describe => {
-                            self.refuse_extended(Self::missing_statement(&name), up);
+                            self.refuse_extended(Self::missing_statement(name), up);
                             return Ok(Next::Continue);
                         }
                         None => put_frame(up, b'C', &[b"S", RESERVED_PREFIX.as_bytes(), b"none\0"]),
                     },
                     b'P' => {
                         if !describe {
-                            self.portals.remove(&name);
+                            self.portals.remove(name);
                         }
                         frame.encode(up);
                     }
