@@ -197,6 +197,10 @@ struct Gateway {
 }
 
 fn start_gateway(app: &Arc<App>) -> Gateway {
+    start_gateway_with(app, belay_pg::Options::default())
+}
+
+fn start_gateway_with(app: &Arc<App>, options: belay_pg::Options) -> Gateway {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -210,7 +214,7 @@ fn start_gateway(app: &Arc<App>) -> Gateway {
     let server = runtime.spawn(belay_pg::serve(
         listener,
         Arc::new(AppGate::new(app.clone())),
-        belay_pg::Options::default(),
+        options,
         stopped,
     ));
     Gateway {
@@ -570,6 +574,46 @@ fn wait_mode_holds_the_statement_until_a_human_approves() {
         upstream("waiting", "SELECT to_regclass('patient') IS NULL"),
         "t"
     );
+}
+
+#[test]
+fn a_statement_waiting_for_approval_does_not_stall_other_sessions_on_its_thread() {
+    setup("waiting", "CREATE TABLE IF NOT EXISTS chart (id int)");
+    // One session thread: the waiting statement and the read below share it.
+    let gateway = start_gateway_with(
+        &world().app,
+        belay_pg::Options {
+            relay_threads: 1,
+            ..belay_pg::Options::default()
+        },
+    );
+    let addr = gateway.addr;
+    let app = world().app.clone();
+    let reader = when_pending(world().app.clone(), "DROP TABLE chart", move |a| {
+        // The bound only keeps a broken gateway from hanging the test.
+        let read = block(async move {
+            let c = client_at(addr, "reader", "waiting").await;
+            tokio::time::timeout(Duration::from_secs(25), c.simple_query("SELECT 1")).await
+        });
+        let during = app.approval(a.id).unwrap().status;
+        approve(a.id, "bob");
+        (matches!(read, Ok(Ok(_))), during)
+    });
+    let result = block(async move {
+        let c = client_at(addr, "reader", "waiting").await;
+        run(&c, "DROP TABLE chart").await
+    });
+    let (read, during) = reader.join().unwrap();
+    assert!(
+        read,
+        "a read on the same session thread did not complete while a statement waited"
+    );
+    assert_eq!(
+        during,
+        ApprovalStatus::Pending,
+        "the read completed only after the wait ended"
+    );
+    assert_eq!(result, None, "the statement ran once the human approved");
 }
 
 /// One HTTP/1.1 request to the human API; the status and the JSON body.
