@@ -216,7 +216,6 @@ impl Gate for AppGate {
                 agent,
                 generation,
                 decisions: HashMap::new(),
-                by_analysis: HashMap::new(),
                 prepared: HashMap::new(),
                 records: HashMap::new(),
                 next_record: 0,
@@ -256,10 +255,6 @@ pub struct AppSession {
     generation: u64,
     /// Policy decisions by what policy sees, valid for `generation`.
     decisions: HashMap<DecisionKey, Decision>,
-    /// The same decisions by the classifier's analysis they were made for (its address: the
-    /// entry holds the analysis, so the address cannot be reused while it is here), which
-    /// spares building the key for the statements a session repeats.
-    by_analysis: HashMap<usize, (Arc<Analysis>, Decision)>,
     /// SQL-level prepared statements that ran upstream: name -> the PREPARE statement's text.
     prepared: HashMap<String, String>,
     records: HashMap<u64, Record>,
@@ -271,9 +266,6 @@ pub struct AppSession {
 }
 
 const MAX_CACHED: usize = 4096;
-
-/// Analyses a session keeps alive for `by_analysis`.
-const MAX_BY_ANALYSIS: usize = 256;
 
 /// Allowed reads are written as summaries at least this often (and before anything else the
 /// session records, and when it ends).
@@ -365,7 +357,6 @@ impl AppSession {
             .map_err(|e| format!("belay cannot read its state ({e})"))?;
         if generation != self.generation {
             self.decisions.clear();
-            self.by_analysis.clear();
             match self.app.store().agent(&self.agent.name) {
                 Ok(Some(agent)) => self.agent = agent,
                 Ok(None) => return Err(format!("agent `{}` no longer exists", self.agent.name)),
@@ -435,26 +426,8 @@ impl AppSession {
         let decision = self.app.policy.evaluate(&self.request(analysis));
         if self.decisions.len() >= MAX_CACHED {
             self.decisions.clear();
-            self.by_analysis.clear();
         }
         self.decisions.insert(key, decision.clone());
-        decision
-    }
-
-    /// `decide`, first looked up by the analysis itself.
-    fn decide_repeated(&mut self, analysis: &Arc<Analysis>) -> Decision {
-        let id = Arc::as_ptr(analysis) as usize;
-        if let Some((held, decision)) = self.by_analysis.get(&id) {
-            if Arc::ptr_eq(held, analysis) {
-                return decision.clone();
-            }
-        }
-        let decision = self.decide(analysis);
-        if self.by_analysis.len() >= MAX_BY_ANALYSIS {
-            self.by_analysis.clear();
-        }
-        self.by_analysis
-            .insert(id, (analysis.clone(), decision.clone()));
         decision
     }
 
@@ -970,7 +943,7 @@ impl AppSession {
             });
         let mut decision = match reserved {
             Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
-            None => self.decide_repeated(&analysis),
+            None => self.decide(&analysis),
         };
         // A Parse runs nothing: an allowed one is recorded when it is executed, and a held
         // one is held at Execute, where its parameters are known and become part of the

@@ -819,10 +819,8 @@ async fn run(
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
         while !terminating && to_up.len() < HIGH_WATER {
-            match codec::read_frame(&mut client_buf, max) {
+            let next = match codec::read_frame(&mut client_buf, max) {
                 Ok(Some(frame)) => match relay.client_message(frame, &mut to_up) {
-                    Ok(Next::Continue) => {}
-                    Ok(Next::Terminate) => terminating = true,
                     Ok(Next::Blocked(frame)) => {
                         // Decided on the blocking pool; the relay goes there and comes back.
                         let mut moved = relay;
@@ -843,25 +841,17 @@ async fn run(
                                 return;
                             }
                         };
-                        match result {
-                            Ok(Next::Terminate) => terminating = true,
-                            Ok(_) => {}
-                            Err(Violation(m)) => {
-                                to_client.extend_from_slice(&fatal("08P01", m.clone()));
-                                let _ = client.write_all(&to_client).await;
-                                break 'session m;
-                            }
-                        }
+                        result
                     }
-                    Err(Violation(m)) => {
-                        to_client.extend_from_slice(&fatal("08P01", m.clone()));
-                        let _ = client.write_all(&to_client).await;
-                        break 'session m;
-                    }
+                    other => other,
                 },
                 Ok(None) => break,
-                Err(e) => {
-                    let m = format!("invalid message: {e}");
+                Err(e) => Err(Violation(format!("invalid message: {e}"))),
+            };
+            match next {
+                Ok(Next::Terminate) => terminating = true,
+                Ok(Next::Continue | Next::Blocked(_)) => {}
+                Err(Violation(m)) => {
                     to_client.extend_from_slice(&fatal("08P01", m.clone()));
                     let _ = client.write_all(&to_client).await;
                     break 'session m;
@@ -910,14 +900,14 @@ async fn run(
             if !terminating && to_up.len() < HIGH_WATER {
                 match poll_fill(&mut client, &mut client_buf, cx) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::ClientClosed),
-                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Ok(_)) => (progress, read_since_tick) = (true, true),
                     Poll::Pending => {}
                 }
             }
             if to_client.len() < HIGH_WATER {
                 match poll_fill(&mut up, &mut up_buf, cx) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::UpstreamClosed),
-                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Ok(_)) => (progress, read_since_tick) = (true, true),
                     Poll::Pending => {}
                 }
             }
@@ -967,7 +957,6 @@ async fn run(
             }
             read_since_tick = false;
         }
-        read_since_tick |= !client_buf.is_empty() || !up_buf.is_empty();
     };
     let _ = client.flush().await;
     let _ = client.shutdown().await;
