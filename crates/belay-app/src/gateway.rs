@@ -221,6 +221,8 @@ impl Gate for AppGate {
                 next_record: 0,
                 reads: HashMap::new(),
                 reads_since: None,
+                repeat: None,
+                tallied: None,
             }),
         ))
     }
@@ -263,6 +265,20 @@ pub struct AppSession {
     reads: HashMap<u64, ReadTally>,
     /// When the oldest of them was counted.
     reads_since: Option<std::time::Instant>,
+    /// The last statement decided as an allowed read, to count it again without deciding
+    /// again when the same analysis comes back (valid for `generation`).
+    repeat: Option<RepeatRead>,
+    /// The tally the last `tally_read` counted into.
+    tallied: Option<u64>,
+}
+
+/// An allowed read that may come again: the analysis it was decided on (the classifier's
+/// cached one, compared by address), the phase, and the tally that counts it.
+#[derive(Debug)]
+struct RepeatRead {
+    analysis: Arc<Analysis>,
+    phase: Phase,
+    tally: u64,
 }
 
 const MAX_CACHED: usize = 4096;
@@ -357,6 +373,7 @@ impl AppSession {
             .map_err(|e| format!("belay cannot read its state ({e})"))?;
         if generation != self.generation {
             self.decisions.clear();
+            self.repeat = None;
             match self.app.store().agent(&self.agent.name) {
                 Ok(Some(agent)) => self.agent = agent,
                 Ok(None) => return Err(format!("agent `{}` no longer exists", self.agent.name)),
@@ -798,7 +815,9 @@ impl AppSession {
         }
         decision.policies.hash(&mut h);
         let now = now_us();
-        let tally = self.reads.entry(h.finish()).or_insert_with(|| ReadTally {
+        let key = h.finish();
+        self.tallied = Some(key);
+        let tally = self.reads.entry(key).or_insert_with(|| ReadTally {
             count: 0,
             first_us: now,
             last_us: now,
@@ -810,6 +829,35 @@ impl AppSession {
         });
         tally.count += 1;
         tally.last_us = now;
+        self.flush_reads_when_due();
+    }
+
+    /// Counts `analysis` again in the tally of the last allowed read when it is the same
+    /// analysis in the same phase: the decision would be the same (`decide` is a function of
+    /// the analysis and the agent, and the agent's `generation` is current), so only the
+    /// count changes. `None`: decide in full.
+    fn repeat_read(&mut self, analysis: &Arc<Analysis>, phase: Phase) -> Option<Check> {
+        let repeat = self.repeat.as_ref()?;
+        if !Arc::ptr_eq(&repeat.analysis, analysis) || repeat.phase != phase {
+            return None;
+        }
+        // A stopped writer, or a tally already written: the full path says what to do.
+        if !self.app.store().writer_open() {
+            return None;
+        }
+        let tally = self.reads.get_mut(&repeat.tally)?;
+        tally.count += 1;
+        tally.last_us = now_us();
+        self.flush_reads_when_due();
+        Some(Check::Allow {
+            record: None,
+            read_write: false,
+        })
+    }
+
+    /// Writes the read summaries once the oldest is `READS_EVERY` old, or when too many kinds
+    /// of read are waiting.
+    fn flush_reads_when_due(&mut self) {
         let since = *self.reads_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= READS_EVERY || self.reads.len() >= MAX_CACHED {
             let _ = self.flush_reads();
@@ -930,6 +978,10 @@ impl AppSession {
             }
         }
         let analysis = self.resolve(sql, self.app.classifier.classify(sql));
+        if let Some(check) = self.repeat_read(&analysis, phase) {
+            return Some(check);
+        }
+        self.tallied = None;
         let reserved = analysis
             .statements
             .iter()
@@ -1047,6 +1099,18 @@ impl AppSession {
         let read_write = self.read_only && action.as_ref().is_some_and(|a| a.approval.is_some());
         let audit_seq = seq.filter(|_| analysis.class >= Class::Write);
         if audit_seq.is_none() && effects.is_empty() {
+            // A plain allowed read (counted, not written): the next identical one repeats it.
+            let tallied = self.tallied.take();
+            self.repeat = match tallied {
+                Some(tally) if !read_write && action.is_none() && seq.is_none() => {
+                    Some(RepeatRead {
+                        analysis: analysis.clone(),
+                        phase,
+                        tally,
+                    })
+                }
+                _ => None,
+            };
             return Some(Check::Allow {
                 record: None,
                 read_write,

@@ -96,6 +96,7 @@ fn harness() -> &'static Harness {
             ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read)][..]),
             ("reader", &[("staging", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),
+            ("repeating", &[("staging", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -789,6 +790,26 @@ fn a_grant_revoked_between_parse_and_execute_takes_effect() {
         let parsed = c.until_ready().await;
         assert!(errors(&parsed).is_empty());
         harness().app.revoke_agent("test", "revokable").unwrap();
+        c.send(&[bind("", "s"), execute(""), Frontend::Sync]).await;
+        c.until_ready().await
+    });
+    assert_eq!(errors(&got), vec!["42501".to_owned()]);
+}
+
+#[test]
+fn a_revocation_takes_effect_on_a_read_the_session_repeats() {
+    // The session counts a read it has just allowed without deciding it again; the agent's
+    // revocation must still reach the next execution of that same statement.
+    let got = block(async {
+        let mut c = Raw::agent("repeating", "staging").await;
+        c.send(&[parse("s", "SELECT count(*) FROM items"), Frontend::Sync])
+            .await;
+        assert!(errors(&c.until_ready().await).is_empty());
+        for _ in 0..3 {
+            c.send(&[bind("", "s"), execute(""), Frontend::Sync]).await;
+            assert!(errors(&c.until_ready().await).is_empty());
+        }
+        harness().app.revoke_agent("test", "repeating").unwrap();
         c.send(&[bind("", "s"), execute(""), Frontend::Sync]).await;
         c.until_ready().await
     });

@@ -127,13 +127,18 @@ impl std::fmt::Debug for Relay {
 
 /// The string a message body starts with (borrowed from it), and the rest.
 fn split_cstr(body: &Bytes) -> Result<(&str, Bytes), Violation> {
+    let s = cstr(body)?;
+    Ok((s, body.slice(s.len() + 1..)))
+}
+
+/// The null-terminated string `body` begins with.
+fn cstr(body: &[u8]) -> Result<&str, Violation> {
     let end = body
         .iter()
         .position(|b| *b == 0)
         .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))?;
-    let s = std::str::from_utf8(&body[..end])
-        .map_err(|_| Violation("invalid message: string is not UTF-8".to_owned()))?;
-    Ok((s, body.slice(end + 1..)))
+    std::str::from_utf8(&body[..end])
+        .map_err(|_| Violation("invalid message: string is not UTF-8".to_owned()))
 }
 
 fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
@@ -523,10 +528,8 @@ impl Relay {
                 self.pop("PortalSuspended", |e| matches!(e, Expect::Execute { .. }))?;
             }
             b'C' => {
-                let tag = match Backend::decode(&frame)? {
-                    Backend::CommandComplete(tag) => tag,
-                    _ => String::new(),
-                };
+                // Borrowed from the frame: most statements have no record to complete.
+                let tag = cstr(&frame.body)?;
                 match self.expect.front_mut() {
                     Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
                         *hidden -= 1;
@@ -534,7 +537,7 @@ impl Relay {
                     }
                     Some(Expect::Simple { record, next, .. }) => {
                         if let Some(r) = *record {
-                            self.session.completed(r, *next, Completion::Tag(&tag));
+                            self.session.completed(r, *next, Completion::Tag(tag));
                         }
                         *next += 1;
                     }
@@ -542,7 +545,7 @@ impl Relay {
                         if let Expect::Execute { record: Some(r) } =
                             self.pop("CommandComplete", |e| matches!(e, Expect::Execute { .. }))?
                         {
-                            self.session.completed(r, 0, Completion::Tag(&tag));
+                            self.session.completed(r, 0, Completion::Tag(tag));
                         }
                     }
                 }
