@@ -65,6 +65,8 @@ pub struct Listen {
     pub require_tls: bool,
     /// Accept a token as a cleartext password (only over TLS) for clients without SCRAM.
     pub allow_cleartext_password: bool,
+    /// Threads that relay sessions; `None`: the gateway's default (half the cores).
+    pub relay_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

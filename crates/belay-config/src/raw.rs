@@ -44,6 +44,7 @@ struct RawListen {
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
     allow_cleartext_password: Option<bool>,
+    relay_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +374,13 @@ fn listen(raw: RawListen, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Listen, 
     if max_connections == 0 {
         return Err("`listen.max_connections` must be at least 1".to_owned());
     }
+    if let Some(n) = raw.relay_threads {
+        if !(1..=MAX_RELAY_THREADS).contains(&n) {
+            return Err(format!(
+                "`listen.relay_threads` must be between 1 and {MAX_RELAY_THREADS} (it is {n})"
+            ));
+        }
+    }
     Ok(Listen {
         postgres: raw.postgres,
         http: raw.http,
@@ -384,8 +392,12 @@ fn listen(raw: RawListen, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Listen, 
         tls,
         require_tls,
         allow_cleartext_password,
+        relay_threads: raw.relay_threads,
     })
 }
+
+/// More relay threads than this is a typo, not a tuning.
+const MAX_RELAY_THREADS: usize = 1024;
 
 fn secret(
     source: &SecretSource,

@@ -158,6 +158,28 @@ fn syntax_errors_and_bad_values_point_at_the_line() {
 }
 
 #[test]
+fn relay_threads_default_to_the_gateway_s_choice_and_must_be_at_least_one() {
+    assert_eq!(
+        parse(&template(), &env_with_passwords())
+            .unwrap()
+            .listen
+            .relay_threads,
+        None
+    );
+    let with = |n: &str| {
+        let text = template().replacen(
+            "shutdown_grace = \"30s\"",
+            &format!("shutdown_grace = \"30s\"\nrelay_threads = {n}"),
+            1,
+        );
+        parse(&text, &env_with_passwords())
+    };
+    assert_eq!(with("3").unwrap().listen.relay_threads, Some(3));
+    let err = with("0").unwrap_err().to_string();
+    assert!(err.contains("`listen.relay_threads` must be between 1"), "{err}");
+}
+
+#[test]
 fn an_empty_file_is_an_error_not_a_default() {
     let err = parse("", &FakeEnv::default()).unwrap_err().to_string();
     assert!(err.contains("missing field"), "{err}");

@@ -24,4 +24,4 @@ pub use gate::{
     Statement, UpstreamSpec, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
 };
 pub use relay::RESERVED_PREFIX;
-pub use server::{serve, Options};
+pub use server::{default_relay_threads, serve, Options};

@@ -40,8 +40,18 @@ pub struct Options {
     pub allow_cleartext_password: bool,
     /// Largest message accepted from a client.
     pub max_message: usize,
-    /// Threads that run sessions (each a single-threaded runtime). Default: one per core.
+    /// Threads that run sessions (each a single-threaded runtime). Default:
+    /// `default_relay_threads`.
     pub relay_threads: usize,
+}
+
+/// Half the cores, at least one. A relay thread spends its time waiting on sockets and
+/// waking for them; fewer threads each find more sessions ready per wake-up (one
+/// `epoll_wait` answers for several), which on a machine shared with clients or the database
+/// costs less per statement than more threads each waking for one. docs/BENCHMARKS.md has
+/// the measurement.
+pub fn default_relay_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl Default for Options {
@@ -54,7 +64,7 @@ impl Default for Options {
             require_tls: false,
             allow_cleartext_password: false,
             max_message: codec::DEFAULT_MAX_MESSAGE,
-            relay_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            relay_threads: default_relay_threads(),
         }
     }
 }

@@ -60,6 +60,9 @@ fn options(app: &App) -> anyhow::Result<belay_pg::Options> {
         tls,
         require_tls: listen.require_tls,
         allow_cleartext_password: listen.allow_cleartext_password,
+        relay_threads: listen
+            .relay_threads
+            .unwrap_or_else(belay_pg::default_relay_threads),
         ..belay_pg::Options::default()
     })
 }
