@@ -273,12 +273,33 @@ pub struct AppSession {
 }
 
 /// An allowed read that may come again: the analysis it was decided on (the classifier's
-/// cached one, compared by address), the phase, and the tally that counts it.
+/// cached one, compared by address, so that another text of the same inert shape repeats
+/// it too), the phase, and the tally that counts it.
 #[derive(Debug)]
 struct RepeatRead {
     analysis: Arc<Analysis>,
+    /// The last text counted, when `analysis` is the classifier's own for it (not resolved
+    /// against the session's `PREPARE`s).
+    text: Option<String>,
     phase: Phase,
     tally: u64,
+}
+
+impl RepeatRead {
+    fn remember(&mut self, sql: &str, classified: bool) {
+        if !classified {
+            self.text = None;
+            return;
+        }
+        match &mut self.text {
+            Some(t) if t == sql => {}
+            Some(t) => {
+                t.clear();
+                t.push_str(sql);
+            }
+            None => self.text = Some(sql.to_owned()),
+        }
+    }
 }
 
 const MAX_CACHED: usize = 4096;
@@ -977,8 +998,19 @@ impl AppSession {
                 return Some(Check::Refuse(self.refusal(None, &decision, seq)));
             }
         }
-        let analysis = self.resolve(sql, self.app.classifier.classify(sql));
+        // The text just repeated needs no classifier lookup (texts naming SQL-level prepared
+        // statements are never remembered: their meaning depends on the session).
+        let repeated = self
+            .repeat
+            .as_ref()
+            .filter(|r| r.phase == phase && r.text.as_deref() == Some(sql))
+            .map(|r| r.analysis.clone());
+        let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
+        let analysis = self.resolve(sql, classified.clone());
         if let Some(check) = self.repeat_read(&analysis, phase) {
+            if let Some(r) = self.repeat.as_mut() {
+                r.remember(sql, Arc::ptr_eq(&classified, &analysis));
+            }
             return Some(check);
         }
         self.tallied = None;
@@ -1103,11 +1135,14 @@ impl AppSession {
             let tallied = self.tallied.take();
             self.repeat = match tallied {
                 Some(tally) if !read_write && action.is_none() && seq.is_none() => {
-                    Some(RepeatRead {
+                    let mut repeat = RepeatRead {
                         analysis: analysis.clone(),
+                        text: None,
                         phase,
                         tally,
-                    })
+                    };
+                    repeat.remember(sql, Arc::ptr_eq(&classified, &analysis));
+                    Some(repeat)
                 }
                 _ => None,
             };

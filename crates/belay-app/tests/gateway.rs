@@ -625,6 +625,32 @@ fn several_statements_in_one_string_are_refused_together() {
 }
 
 #[test]
+fn a_repeated_sql_execute_is_resolved_again_after_deallocate() {
+    // `EXECUTE q` means what the session's PREPARE q says at the time: the same text
+    // repeated must not be counted as the read it was before DEALLOCATE.
+    let (first, again, after) = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[Frontend::Query(
+            "PREPARE rq AS SELECT count(*) FROM items".to_owned(),
+        )])
+        .await;
+        assert!(errors(&c.until_ready().await).is_empty());
+        c.send(&[Frontend::Query("EXECUTE rq".to_owned())]).await;
+        let first = c.until_ready().await;
+        c.send(&[Frontend::Query("EXECUTE rq".to_owned())]).await;
+        let again = c.until_ready().await;
+        c.send(&[Frontend::Query("DEALLOCATE rq".to_owned())]).await;
+        assert!(errors(&c.until_ready().await).is_empty());
+        c.send(&[Frontend::Query("EXECUTE rq".to_owned())]).await;
+        (first, again, c.until_ready().await)
+    });
+    assert_eq!(tags(&first), vec!["SELECT 1".to_owned()]);
+    assert_eq!(tags(&again), vec!["SELECT 1".to_owned()]);
+    // Refused by belay (unresolved), not forwarded to fail upstream with 26000.
+    assert_eq!(errors(&after), vec!["42501".to_owned()]);
+}
+
+#[test]
 fn sql_prepare_and_execute_are_resolved_across_queries() {
     let (ok, refused_prepare, unresolved, reserved) = block(async {
         let mut c = Raw::agent("reader", "staging").await;

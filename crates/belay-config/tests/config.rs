@@ -176,7 +176,10 @@ fn relay_threads_default_to_the_gateway_s_choice_and_must_be_at_least_one() {
     };
     assert_eq!(with("3").unwrap().listen.relay_threads, Some(3));
     let err = with("0").unwrap_err().to_string();
-    assert!(err.contains("`listen.relay_threads` must be between 1"), "{err}");
+    assert!(
+        err.contains("`listen.relay_threads` must be between 1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -713,6 +713,10 @@ async fn scram(
 /// also gives back its buffers.
 const TICK: Duration = Duration::from_secs(1);
 
+/// A session that moves bytes on every turn looks at its tick and at the shutdown signal
+/// every this many turns.
+const TIMERS_EVERY: u32 = 64;
+
 /// The most one read takes from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -825,6 +829,7 @@ async fn run(
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut read_since_tick = false;
+    let mut turns: u32 = 0;
 
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
@@ -920,6 +925,13 @@ async fn run(
                     Poll::Ready(Ok(_)) => (progress, read_since_tick) = (true, true),
                     Poll::Pending => {}
                 }
+            }
+            // The shutdown signal and the tick are looked at whenever the loop is about to
+            // wait (so that one that fired is never missed before a sleep) and every
+            // `TIMERS_EVERY` turns of a busy session, instead of on every turn.
+            turns = turns.wrapping_add(1);
+            if progress && !turns.is_multiple_of(TIMERS_EVERY) {
+                return Poll::Ready(Woken::Progress);
             }
             if !draining && stopping.as_mut().poll(cx).is_ready() {
                 draining = true;
