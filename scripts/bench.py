@@ -73,9 +73,10 @@ def run(cmd, **kw):
 
 
 def cpu_seconds(pid):
-    """User plus system CPU time of a process, in seconds."""
+    """User and system CPU time of a process, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_kib(pid):
@@ -210,7 +211,9 @@ logfile = {self.dir / 'pgbouncer.log'}
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=logdir)
         if out.returncode != 0:
             sys.exit(f"error: pgbench against {target} failed:\n{out.stdout}{out.stderr}")
-        cpu = cpu_seconds(pid) - cpu_before if cpu_before is not None else None
+        cpu = None
+        if cpu_before is not None:
+            cpu = [after - before for after, before in zip(cpu_seconds(pid), cpu_before)]
         tps = float(re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1))
         mean = float(re.search(r"latency average = ([\d.]+) ms", out.stdout).group(1))
         done = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))
@@ -223,8 +226,11 @@ logfile = {self.dir / 'pgbouncer.log'}
         shutil.rmtree(logdir, ignore_errors=True)
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1] / 1000 if latencies else float("nan")
-        cpu_per_stmt = (cpu / (done * STATEMENTS[script]) * 1e6) if cpu is not None and done else None
-        return {"tps": tps, "mean_ms": mean, "p99_ms": p99, "cpu_us_per_statement": cpu_per_stmt}
+        per_stmt = lambda seconds: seconds / (done * STATEMENTS[script]) * 1e6
+        cpu_user, cpu_system = (per_stmt(c) for c in cpu) if cpu is not None and done else (None, None)
+        return {"tps": tps, "mean_ms": mean, "p99_ms": p99,
+                "cpu_us_per_statement": cpu_user + cpu_system if cpu_user is not None else None,
+                "cpu_user_us_per_statement": cpu_user, "cpu_system_us_per_statement": cpu_system}
 
     def idle_memory(self, target, pid, n):
         """Resident memory added by `n` idle client connections (pgbench clients that only
@@ -292,7 +298,7 @@ logfile = {self.dir / 'pgbouncer.log'}
         lines = [
             f"Machine: {os.cpu_count()} CPUs ({cpu_info}), "
             f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
-            f"{time.strftime('%Y-%m-%d')}; belay release build; PostgreSQL "
+            f"{time.strftime('%Y-%m-%d')}; belay {Path(a.belay).parent.name} build; PostgreSQL "
             f"{pg_version} with fsync off; "
             f"{run(['pgbouncer', '--version']).stdout.splitlines()[0]} in session mode.",
             f"pgbench scale {a.scale}, {a.seconds} s per run, {a.repetitions} runs per line "
@@ -301,7 +307,8 @@ logfile = {self.dir / 'pgbouncer.log'}
             "",
             "| script | protocol | clients | direct TPS | PgBouncer TPS | belay TPS "
             "| belay/direct | belay/PgBouncer | mean ms (direct / PgBouncer / belay) "
-            "| p99 ms (direct / PgBouncer / belay) | CPU µs/statement (PgBouncer / belay) |",
+            "| p99 ms (direct / PgBouncer / belay) "
+            "| CPU µs/statement, user + system (PgBouncer / belay) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for script, mode, clients in combos:
@@ -310,7 +317,8 @@ logfile = {self.dir / 'pgbouncer.log'}
             mean = " / ".join(f"{med(rs[t], 'mean_ms'):.3f}" for t in TARGETS)
             p99 = " / ".join(f"{med(rs[t], 'p99_ms'):.3f}" for t in TARGETS)
             cpu = " / ".join(
-                f"{statistics.median(r['cpu_us_per_statement'] for r in rs[t]):.1f}"
+                f"{med(rs[t], 'cpu_user_us_per_statement'):.1f} + "
+                f"{med(rs[t], 'cpu_system_us_per_statement'):.1f}"
                 for t in ("pgbouncer", "belay"))
             lines.append(
                 f"| {script} | {mode} | {clients} | {tps['direct']:,.0f} | {tps['pgbouncer']:,.0f} "

@@ -20,7 +20,7 @@ BUILD_PACKAGES=(libclang-dev g++)
 # Programs, as COMMAND:PACKAGE; a package is installed only when its command is missing, so a
 # PostgreSQL or Node.js installed some other way is used as it is.
 RUN_COMMANDS=(initdb:postgresql pg_ctl:postgresql psql:postgresql-client)
-TEST_COMMANDS=(python3:python3 pip:python3-pip node:nodejs npm:npm pgbench:postgresql "${RUN_COMMANDS[@]}")
+TEST_COMMANDS=(python3:python3 pip:python3-pip node:nodejs npm:npm pgbench:postgresql pgbouncer:pgbouncer "${RUN_COMMANDS[@]}")
 
 # Whether a program is available, on PATH or among Debian's PostgreSQL programs.
 have_command() {

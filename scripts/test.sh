@@ -39,3 +39,17 @@ fi
 
 say "tests (cargo test --workspace --all-targets)"
 cargo test --locked --workspace --all-targets
+
+# The benchmark harness in one short pass, so that the one command behind
+# docs/BENCHMARKS.md keeps working: the debug build that the tests just built, one-second
+# runs at one client, 20 idle connections. It checks that the harness runs end to end and
+# measures nothing worth reading.
+say "benchmark harness smoke run (scripts/bench.py, figures not meaningful)"
+cargo build --locked -p belay
+python3 scripts/bench.py --belay target/debug/belay --scale 1 --seconds 1 --repetitions 1 \
+    --clients 1 --scripts select-only,tpcb-like --modes prepared --idle 20 --idle-seconds 2 \
+    --out target/bench/smoke.md >/dev/null
+grep -q "| select-only | prepared | 1 |" target/bench/smoke.md \
+    || die "the benchmark harness wrote no select-only line: see target/bench/smoke.md"
+grep -q "KiB per connection" target/bench/smoke.md \
+    || die "the benchmark harness measured no idle memory: see target/bench/smoke.md"
