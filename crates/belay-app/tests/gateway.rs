@@ -97,6 +97,7 @@ fn harness() -> &'static Harness {
             ("reader", &[("staging", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),
             ("repeating", &[("staging", Class::Read)][..]),
+            ("counted", &[("staging", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -1095,7 +1096,8 @@ fn allowed_reads_are_summarised_with_their_count_even_while_the_session_idles() 
     let before = harness().app.store().head_seq().unwrap();
     let sql = "SELECT name FROM items WHERE id = 42";
     let counted = block(async {
-        let c = client("reader", "staging").await;
+        // Its own agent: other tests read the same table as `reader` at the same time.
+        let c = client("counted", "staging").await;
         for _ in 0..5 {
             c.query(sql, &[]).await.unwrap();
         }
@@ -1108,7 +1110,7 @@ fn allowed_reads_are_summarised_with_their_count_even_while_the_session_idles() 
                 .iter()
                 .filter(|e| {
                     e.draft.kind == "statement.reads"
-                        && e.draft.actor == "agent:reader"
+                        && e.draft.actor == "agent:counted"
                         && e.draft.detail["phase"] == "execute"
                         && e.draft.detail["statements"][0]["relations"][0]["name"] == "items"
                 })
