@@ -402,6 +402,43 @@ fn copy_in_and_out_go_through() {
 }
 
 #[test]
+fn more_than_the_buffers_hold_flows_both_ways_with_back_pressure() {
+    // Each direction holds at most about a megabyte before belay stops reading: a 20 MB
+    // answer to a client that does not read yet, and 2.6 MB of queries pipelined behind a
+    // query that keeps the server busy, must both resume and arrive whole.
+    let (big, pipelined) = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[Frontend::Query(
+            "SELECT repeat('x', 10000) FROM generate_series(1, 2000)".to_owned(),
+        )])
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let big = c.until_ready().await;
+        let query = format!("SELECT '{}'", "y".repeat(1000));
+        let mut batch = vec![Frontend::Query("SELECT pg_sleep(0.5)".to_owned())];
+        batch.extend((0..12_000).map(|_| Frontend::Query(query.clone())));
+        c.send(&batch).await;
+        let mut pipelined = Vec::new();
+        for _ in 0..batch.len() {
+            pipelined.extend(tags(&c.until_ready().await));
+        }
+        (big, pipelined)
+    });
+    assert_eq!(tags(&big), vec!["SELECT 2000".to_owned()]);
+    assert_eq!(
+        big.len(),
+        2000 + 3,
+        "RowDescription, 2,000 rows, CommandComplete, ReadyForQuery"
+    );
+    assert_eq!(pipelined.len(), 12_001);
+    assert!(
+        pipelined.iter().all(|t| t == "SELECT 1"),
+        "{:?}",
+        &pipelined[..3]
+    );
+}
+
+#[test]
 fn cancel_requests_reach_the_upstream_backend() {
     let err = block(async {
         let c = client("worker", "staging").await;

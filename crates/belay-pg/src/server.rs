@@ -769,6 +769,15 @@ fn poll_send(
     Ok(progress)
 }
 
+/// Whether bytes sent (`before` buffered, `after` left) call for another turn of the relay
+/// loop. A send that emptied its buffer does not, unless the buffer had stopped the loop
+/// taking messages (`HIGH_WATER`) or the session is ending: that turn would find nothing to
+/// do, and in a request-and-answer exchange it was one turn in three. A partial send does,
+/// to write the rest or to wait for the socket to take it.
+fn needs_turn(before: usize, after: usize, ending: bool) -> bool {
+    after > 0 || before >= HIGH_WATER || ending
+}
+
 /// What woke the relay loop.
 enum Woken {
     /// Bytes moved, or shutdown began: look at the buffers again.
@@ -904,12 +913,15 @@ async fn run(
         let mut ticked = false;
         let woken = poll_fn(|cx| {
             let mut progress = false;
+            let ending = terminating || draining;
+            let before = to_client.len();
             match poll_send(&mut client, &mut to_client, &mut client_unflushed, cx) {
-                Ok(p) => progress |= p,
+                Ok(p) => progress |= p && needs_turn(before, to_client.len(), ending),
                 Err(()) => return Poll::Ready(Woken::ClientBroke),
             }
+            let before = to_up.len();
             match poll_send(&mut up, &mut to_up, &mut up_unflushed, cx) {
-                Ok(p) => progress |= p,
+                Ok(p) => progress |= p && needs_turn(before, to_up.len(), ending),
                 Err(()) => return Poll::Ready(Woken::UpstreamBroke),
             }
             if !terminating && to_up.len() < HIGH_WATER {
