@@ -292,7 +292,6 @@ impl RepeatRead {
             return;
         }
         match &mut self.text {
-            Some(t) if t == sql => {}
             Some(t) => {
                 t.clear();
                 t.push_str(sql);
@@ -1005,10 +1004,12 @@ impl AppSession {
             .as_ref()
             .filter(|r| r.phase == phase && r.text.as_deref() == Some(sql))
             .map(|r| r.analysis.clone());
+        let by_text = repeated.is_some();
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
         let analysis = self.resolve(sql, classified.clone());
         if let Some(check) = self.repeat_read(&analysis, phase) {
-            if let Some(r) = self.repeat.as_mut() {
+            // Found by its text, the text is remembered already.
+            if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {
                 r.remember(sql, Arc::ptr_eq(&classified, &analysis));
             }
             return Some(check);

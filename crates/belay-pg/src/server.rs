@@ -173,8 +173,8 @@ impl UpstreamTls {
     }
 }
 
-/// The threads sessions run on: one single-threaded runtime per core, each driving its
-/// sessions' sockets itself, the way a pooler's event loop does. Against Tokio's
+/// The threads sessions run on: single-threaded runtimes (`Options::relay_threads`), each
+/// driving its sessions' sockets itself, the way a pooler's event loop does. Against Tokio's
 /// work-stealing scheduler this took a third off belay's CPU time per prepared statement at
 /// one client (docs/BENCHMARKS.md). What blocks (a durable audit record, belay's state
 /// store) never runs on them: it goes to the blocking pool (`off_thread`).
