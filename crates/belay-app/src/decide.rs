@@ -11,7 +11,7 @@ use belay_sql::Analysis;
 use belay_store::{Agent, AuthError};
 use serde_json::json;
 
-use crate::{now_us, App, Error};
+use crate::{boundary, now_us, App, Error};
 
 /// What policy would decide about a statement, and why; nothing is recorded.
 #[derive(Debug, Clone)]
@@ -59,11 +59,23 @@ impl App {
                 self.config.path.display()
             ))
         })?;
-        let analysis = self.classifier.classify(sql);
-        let decision =
-            self.policy
-                .evaluate(&self.request(&agent, environment, env.production, &analysis));
+        let analysis = boundary::apply_caps(env, self.classifier.classify(sql));
+        let decision = self.evaluate(&agent, environment, env.production, &analysis);
         Ok(Explanation { analysis, decision })
+    }
+
+    /// Policy's decision, with the cluster objects of other environments the statement names.
+    fn evaluate(
+        &self,
+        agent: &Agent,
+        environment: &str,
+        production: bool,
+        analysis: &Analysis,
+    ) -> Decision {
+        let foreign = boundary::foreign_targets(&self.config, environment, analysis);
+        let mut request = self.request(agent, environment, production, analysis);
+        request.foreign_target = !foreign.is_empty();
+        boundary::name_foreign(self.policy.evaluate(&request), &foreign)
     }
 
     fn request(
@@ -108,10 +120,8 @@ impl App {
             let d = Decision::deny(format!("there is no environment named `{environment}`"));
             return self.denied(Some(&agent.name), environment, None, d, now);
         };
-        let analysis = self.classifier.classify(sql);
-        let decision =
-            self.policy
-                .evaluate(&self.request(&agent, environment, env.production, &analysis));
+        let analysis = boundary::apply_caps(env, self.classifier.classify(sql));
+        let decision = self.evaluate(&agent, environment, env.production, &analysis);
         let draft = Draft {
             time_us: now,
             actor: format!("agent:{}", agent.name),

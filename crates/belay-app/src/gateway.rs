@@ -30,6 +30,7 @@ use belay_store::{Agent, Approval, ApprovalStatus, AuthError, NewApproval};
 use serde_json::json;
 
 use crate::approvals::{approval_event, approve_command, approvers_text};
+use crate::boundary::{self, ForeignTarget};
 use crate::decide::with_analysis;
 use crate::{now_us, App};
 
@@ -177,6 +178,12 @@ impl Gate for AppGate {
             ),
             ("standard_conforming_strings".to_owned(), "on".to_owned()),
         ];
+        params.extend(
+            env.limits
+                .pinned()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        );
         if read_only {
             params.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
         }
@@ -238,9 +245,9 @@ struct Record {
     effects: Vec<(usize, PreparedEffect, String)>,
 }
 
-/// What policy sees of a statement beyond the session's agent and environment: class, flags
-/// and relations.
-type DecisionKey = (Class, BTreeSet<Flag>, BTreeSet<String>);
+/// What policy sees of a statement beyond the session's agent and environment: class, flags,
+/// relations, and whether it names a cluster object of another environment.
+type DecisionKey = (Class, BTreeSet<Flag>, BTreeSet<String>, bool);
 
 /// Decisions for one agent's session in one environment.
 #[derive(Debug)]
@@ -448,6 +455,7 @@ impl AppSession {
     }
 
     fn decide(&mut self, analysis: &Analysis) -> Decision {
+        let foreign = self.foreign(analysis);
         let key: DecisionKey = (
             analysis.class,
             analysis.flags(),
@@ -456,20 +464,49 @@ impl AppSession {
                 .iter()
                 .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
                 .collect(),
+            !foreign.is_empty(),
         );
-        if let Some(d) = self.decisions.get(&key) {
-            return d.clone();
+        if foreign.is_empty() {
+            if let Some(d) = self.decisions.get(&key) {
+                return d.clone();
+            }
         }
-        let decision = self.app.policy.evaluate(&self.request(analysis));
+        let decision =
+            boundary::name_foreign(self.app.policy.evaluate(&self.request(analysis)), &foreign);
         if self.decisions.len() >= MAX_CACHED {
             self.decisions.clear();
         }
-        self.decisions.insert(key, decision.clone());
+        if foreign.is_empty() {
+            self.decisions.insert(key, decision.clone());
+        }
         decision
     }
 
+    /// The cluster-level objects `analysis` names outside this session's environment.
+    fn foreign(&self, analysis: &Analysis) -> Vec<ForeignTarget> {
+        let cluster = analysis
+            .statements
+            .iter()
+            .any(|s| s.relations.iter().any(|r| r.object.cluster_level()));
+        if !cluster {
+            return Vec::new();
+        }
+        boundary::foreign_targets(&self.app.config, &self.environment, analysis)
+    }
+
+    /// `analysis` raised where it sets a capped setting past this environment's limit.
+    fn capped(&self, analysis: Arc<Analysis>) -> Arc<Analysis> {
+        if analysis.statements.iter().all(|s| s.settings.is_empty()) {
+            return analysis;
+        }
+        match self.app.config.environment(&self.environment) {
+            Some(env) => boundary::apply_caps(env, analysis),
+            None => analysis,
+        }
+    }
+
     fn request(&self, analysis: &Analysis) -> ActionRequest {
-        with_analysis(
+        let mut request = with_analysis(
             ActionRequest::new(
                 &self.agent.name,
                 &self.agent.owner,
@@ -479,7 +516,9 @@ impl AppSession {
                 self.agent.grants.get(&self.environment).copied(),
             ),
             analysis,
-        )
+        );
+        request.foreign_target = !self.foreign(analysis).is_empty();
+        request
     }
 
     fn refusal(
@@ -503,6 +542,9 @@ impl AppSession {
             .map(|a| a.flags().iter().map(|f| f.as_str()).collect())
             .unwrap_or_default();
         let mut detail = format!("class: {class}");
+        if let Some(a) = analysis.filter(|a| a.class > Class::Read) {
+            detail.push_str(&format!(" ({})", a.reason()));
+        }
         if !flags.is_empty() {
             detail.push_str(&format!("; flags: {}", flags.join(", ")));
         }
@@ -1006,7 +1048,7 @@ impl AppSession {
             .map(|r| r.analysis.clone());
         let by_text = repeated.is_some();
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
-        let analysis = self.resolve(sql, classified.clone());
+        let analysis = self.capped(self.resolve(sql, classified.clone()));
         if let Some(check) = self.repeat_read(&analysis, phase) {
             // Found by its text, the text is remembered already.
             if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {

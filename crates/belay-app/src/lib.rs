@@ -6,6 +6,7 @@
 //! written to the audit log is a denial.
 
 mod approvals;
+pub mod boundary;
 mod decide;
 mod gateway;
 pub mod http;

@@ -1163,3 +1163,297 @@ fn allowed_reads_are_summarised_with_their_count_even_while_the_session_idles() 
     });
     assert_eq!(counted, 5, "five executions of one read, counted");
 }
+
+/// The first row's first column of a simple query through the gateway.
+async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[test]
+fn client_encodings_that_hide_backslashes_are_refused_at_startup_by_every_name() {
+    for name in [
+        "windows932",
+        "Windows-936",
+        "WINDOWS949",
+        "windows_950",
+        "SJIS",
+        "Shift_JIS",
+        "ms kanji",
+        "GBK",
+        "win936",
+        "BIG5",
+        "UHC",
+        "GB18030",
+        "JOHAB",
+        "SHIFT_JIS_2004",
+        "no-such-encoding",
+    ] {
+        let err = block(async {
+            let token = harness().tokens["worker"].expose().to_owned();
+            Raw::connect(
+                harness().addr,
+                &[
+                    ("user", "worker"),
+                    ("database", "production"),
+                    ("client_encoding", name),
+                ],
+                &token,
+            )
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("`{name}` was accepted"))
+        });
+        assert_eq!(err.code, "22023", "{name}: {}", err.message);
+    }
+    // ASCII-safe encodings work as before.
+    let got = block(async {
+        let token = harness().tokens["worker"].expose().to_owned();
+        let mut c = Raw::connect(
+            harness().addr,
+            &[
+                ("user", "worker"),
+                ("database", "staging"),
+                ("client_encoding", "LATIN9"),
+            ],
+            &token,
+        )
+        .await
+        .unwrap();
+        c.send(&[Frontend::Query("SHOW client_encoding".to_owned())])
+            .await;
+        c.until_ready().await
+    });
+    assert!(errors(&got).is_empty(), "{got:?}");
+}
+
+#[test]
+fn the_encoding_smuggling_line_changes_nothing_and_no_spelling_of_the_encoding_change_passes() {
+    let smuggled = "SET x.y = E'\u{c1}\\'; SET transaction_read_only = off; \
+                    UPDATE public.items SET name = $$pwned$$ WHERE id = 1; --'";
+    let refused: Vec<String> = block(async {
+        let c = client("worker", "production").await;
+        // Read as UTF-8 (the only way belay lets the session read it) it is one SET.
+        c.simple_query(smuggled).await.unwrap();
+        let mut codes = Vec::new();
+        for sql in [
+            "SET client_encoding = 'windows932'",
+            "SET NAMES 'windows936'",
+            "SET client_encoding TO 'Windows-949'",
+            "SELECT set_config('client_encoding', 'windows950', false)",
+            "SELECT set_config('client_encoding', 'WIN' || '932', false)",
+            "SELECT set_config(new_value => 'SJIS', setting_name => 'client_encoding', is_local => false)",
+            "SELECT pg_catalog.set_config('client_encoding', current_setting('x.enc', true), false)",
+            "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            codes.push(format!("{sql} -> {}", code(&e)));
+        }
+        let stmt = c
+            .prepare("SELECT set_config('client_encoding', $1, false)")
+            .await;
+        match stmt {
+            Ok(s) => codes.push(format!(
+                "bound -> {}",
+                code(&c.query(&s, &[&"SJIS"]).await.unwrap_err())
+            )),
+            Err(e) => codes.push(format!("bound -> {}", code(&e))),
+        }
+        assert_eq!(value(&c, "SHOW client_encoding").await, "UTF8");
+        codes
+    });
+    for r in &refused {
+        assert!(r.ends_with("-> 42501"), "{r}");
+    }
+    assert_eq!(
+        upstream("production", "SELECT name FROM items WHERE id = 1"),
+        "item 1"
+    );
+}
+
+#[test]
+fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
+    // A function created behind belay's back changes the encoding when called: the call is
+    // an ordinary write in staging, and the server's report of the new encoding must end
+    // the session before anything else is read under it.
+    upstream(
+        "staging",
+        "SET ROLE belay; CREATE OR REPLACE FUNCTION switch_encoding() RETURNS text \
+         LANGUAGE sql AS $$ SELECT set_config('client_encoding', 'SJIS', false) $$",
+    );
+    let before = harness().app.store().head_seq().unwrap();
+    let got = block(async {
+        let mut c = Raw::agent("worker", "staging").await;
+        c.send(&[Frontend::Query("SELECT switch_encoding()".to_owned())])
+            .await;
+        let mut seen = Vec::new();
+        loop {
+            let m = c.next().await;
+            if let Backend::ErrorResponse(e) = &m {
+                seen.push(e.clone());
+                break;
+            }
+        }
+        seen
+    });
+    assert_eq!(got[0].code, "08P01");
+    assert!(
+        got[0].message.contains("client_encoding"),
+        "{}",
+        got[0].message
+    );
+    // The session's end is recorded as it closes, just after the client hears of it.
+    let audited = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        let events = harness().app.store().events(before + 1, 1000).unwrap();
+        events.iter().any(|e| {
+            e.draft.kind == "connection"
+                && e.draft.outcome.as_deref() == Some("closed")
+                && e.draft
+                    .reasons
+                    .iter()
+                    .any(|r| r.contains("client_encoding"))
+        })
+    });
+    assert!(audited, "the end of the session is audited");
+}
+
+#[test]
+fn a_staging_agent_cannot_name_production_s_database_or_role() {
+    let results = block(async {
+        let c = client("worker", "staging").await;
+        let mut out = Vec::new();
+        for sql in [
+            "DROP DATABASE IF EXISTS production WITH (FORCE)",
+            "DROP DATABASE production",
+            "COMMENT ON DATABASE production IS 'owned from staging'",
+            "ALTER DATABASE production CONNECTION LIMIT 0",
+            "ALTER DATABASE production RENAME TO gone",
+            "CREATE DATABASE copy_of_production TEMPLATE production",
+            "GRANT CONNECT ON DATABASE production TO PUBLIC",
+            "REINDEX DATABASE production",
+            "CREATE TABLESPACE elsewhere LOCATION '/tmp'",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            let db = e.as_db_error().unwrap();
+            out.push((sql, db.code().code().to_owned(), db.message().to_owned()));
+        }
+        // Its own database is its own.
+        c.simple_query("COMMENT ON DATABASE staging IS 'staging data'")
+            .await
+            .unwrap();
+        out
+    });
+    for (sql, code, message) in &results[..8] {
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(
+            message.contains("database `production` belongs to environment `production`"),
+            "{sql}: {message}"
+        );
+    }
+    assert_eq!(results[8].1, "42501", "{:?}", results[8]);
+    assert_eq!(
+        upstream(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'production' AND datconnlimit = -1"
+        ),
+        "1"
+    );
+    assert_eq!(
+        upstream(
+            "postgres",
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = 'production'"
+        ),
+        ""
+    );
+    assert_eq!(
+        upstream(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy_of_production'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn writes_to_the_catalog_are_the_settings_they_stand_for() {
+    let (errs, timeout) = block(async {
+        let c = client("worker", "staging").await;
+        let mut errs = Vec::new();
+        for sql in [
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            "UPDATE pg_catalog.pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+            "WITH s AS (UPDATE pg_settings SET setting = '0' WHERE name = 'lock_timeout' RETURNING 1) SELECT * FROM s",
+        ] {
+            errs.push(code(&c.simple_query(sql).await.unwrap_err()));
+        }
+        (errs, value(&c, "SHOW statement_timeout").await)
+    });
+    assert_eq!(errs, vec!["42501"; 3]);
+    assert_eq!(timeout, "30s");
+}
+
+#[test]
+fn resource_settings_and_timeouts_may_be_lowered_but_not_raised_past_the_environment_s_limits() {
+    let (pinned, lowered, refused) = block(async {
+        let c = client("worker", "staging").await;
+        let pinned = (
+            value(&c, "SHOW lock_timeout").await,
+            value(&c, "SHOW idle_in_transaction_session_timeout").await,
+        );
+        c.simple_query("SET statement_timeout = '10s'")
+            .await
+            .unwrap();
+        c.simple_query("SET LOCAL lock_timeout = '5s'")
+            .await
+            .unwrap();
+        c.simple_query("SET work_mem = '64MB'").await.unwrap();
+        let lowered = (
+            value(&c, "SHOW statement_timeout").await,
+            value(&c, "SHOW work_mem").await,
+        );
+        let mut refused = Vec::new();
+        for sql in [
+            "SET work_mem = '4GB'",
+            "SET maintenance_work_mem = '64GB'",
+            "SET statement_timeout = '1h'",
+            "SET lock_timeout = 0",
+            "SET idle_in_transaction_session_timeout = 0",
+            "SET max_parallel_workers_per_gather = 64",
+            "SET hash_mem_multiplier = 1000",
+            "SELECT set_config('work_mem', '4GB', false)",
+            "SELECT set_config('work_mem', repeat('9', 3) || 'GB', false)",
+            "SET temp_buffers = '100GB'",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            let db = e.as_db_error().unwrap();
+            refused.push((
+                sql,
+                db.code().code().to_owned(),
+                db.message().to_owned(),
+                db.detail().unwrap_or_default().to_owned(),
+            ));
+        }
+        assert_eq!(value(&c, "SHOW work_mem").await, "64MB");
+        (pinned, lowered, refused)
+    });
+    assert_eq!(pinned, ("30s".to_owned(), "2min".to_owned()));
+    assert_eq!(lowered, ("10s".to_owned(), "64MB".to_owned()));
+    for (sql, code, message, _) in &refused {
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    assert!(
+        refused[0]
+            .3
+            .contains("over the limit environment `staging` sets"),
+        "{}",
+        refused[0].3
+    );
+}

@@ -102,6 +102,38 @@ pub struct Environment {
     pub approval_wait: Duration,
     /// A Slack-compatible webhook URL told of every approval requested in this environment.
     pub notify_webhook: Option<Secret>,
+    /// What an agent's session may use.
+    pub limits: Limits,
+}
+
+/// How long an agent's statement waits for a lock, unless the environment says otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an agent's session may sit idle inside a transaction (holding its locks) before
+/// the server ends it, unless the environment says otherwise.
+pub const DEFAULT_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(120);
+
+/// An environment's limits on agents' sessions: for each capped setting, the largest value an
+/// agent may set, in the setting's unit (bytes, milliseconds or a plain number). The
+/// timeouts are also pinned at login to that value, so they can only be lowered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub caps: BTreeMap<&'static str, f64>,
+}
+
+impl Limits {
+    /// The cap on setting `name`, if it is capped.
+    pub fn cap(&self, name: &str) -> Option<f64> {
+        self.caps.get(name).copied()
+    }
+
+    /// The settings pinned at login: the timeouts belay enforces, in milliseconds.
+    pub fn pinned(&self) -> Vec<(&'static str, String)> {
+        ["lock_timeout", "idle_in_transaction_session_timeout"]
+            .into_iter()
+            .filter_map(|n| self.cap(n).map(|ms| (n, format!("{}", ms as u64))))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +147,10 @@ pub struct Postgres {
     /// CA certificate (PEM) that `verify-ca` and `verify-full` check the server against.
     pub sslrootcert: Option<PathBuf>,
     pub failure_domain: String,
+    /// Roles of the cluster that belong to this environment besides `user`.
+    pub roles: Vec<String>,
+    /// Tablespaces of the cluster that belong to this environment.
+    pub tablespaces: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

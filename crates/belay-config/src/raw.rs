@@ -7,13 +7,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use belay_core::units::{measure, Unit};
 use belay_core::Secret;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    Audit, BackupStore, Config, Env, Environment, Error, Listen, Notify, Postgres, Sql, SslMode,
-    Tls, MAX_APPROVAL_WAIT,
+    Audit, BackupStore, Config, Env, Environment, Error, Limits, Listen, Notify, Postgres, Sql,
+    SslMode, Tls, DEFAULT_IDLE_IN_TRANSACTION, DEFAULT_LOCK_TIMEOUT, MAX_APPROVAL_WAIT,
 };
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +84,25 @@ struct RawEnvironment {
     #[serde(default)]
     postgres: BTreeMap<String, Spanned<RawPostgres>>,
     backups: Option<Spanned<RawBackups>>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// `[environments.NAME.limits]`: what an agent's session may use. Timeouts are pinned at
+/// login and may only be lowered; the others may be set up to the value given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    lock_timeout: Option<String>,
+    idle_in_transaction_session_timeout: Option<String>,
+    work_mem: Option<String>,
+    maintenance_work_mem: Option<String>,
+    logical_decoding_work_mem: Option<String>,
+    temp_buffers: Option<String>,
+    hash_mem_multiplier: Option<f64>,
+    max_parallel_workers_per_gather: Option<u32>,
+    max_parallel_maintenance_workers: Option<u32>,
+    max_parallel_workers: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -105,6 +125,12 @@ struct RawPostgres {
     sslmode: SslMode,
     sslrootcert: Option<PathBuf>,
     failure_domain: String,
+    /// Roles of the cluster that belong to this environment besides `user`.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Tablespaces of the cluster that belong to this environment.
+    #[serde(default)]
+    tablespaces: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +147,77 @@ struct RawBackups {
 struct SecretSource {
     env: Option<String>,
     file: Option<PathBuf>,
+}
+
+/// The environment's session limits, each measured in its setting's unit (bytes,
+/// milliseconds, a number), defaults filled in. `Err` names the key and what is wrong.
+fn limits(raw: &RawLimits, statement_timeout: Duration) -> Result<Limits, String> {
+    let millis = |key: &str, value: &Option<String>, default: Duration| -> Result<f64, String> {
+        let d = duration(value.as_deref(), default).map_err(|m| format!("{key}`: {m}"))?;
+        if d.is_zero() || d.as_millis() > i32::MAX as u128 {
+            return Err(format!(
+                "{key}`: must be more than zero (zero would turn the limit off) and at most 24 days"
+            ));
+        }
+        Ok(d.as_millis() as f64)
+    };
+    let bytes = |key: &str, value: &Option<String>, default: &str| -> Result<f64, String> {
+        let text = value.as_deref().unwrap_or(default);
+        measure(Unit::Bytes { base: 1024 }, text)
+            .filter(|b| *b > 0.0)
+            .ok_or_else(|| format!("{key}`: `{text}` is not a size such as `64MB` or `1GB`"))
+    };
+    let mut caps = BTreeMap::new();
+    caps.insert("statement_timeout", statement_timeout.as_millis() as f64);
+    caps.insert(
+        "lock_timeout",
+        millis("lock_timeout", &raw.lock_timeout, DEFAULT_LOCK_TIMEOUT)?,
+    );
+    caps.insert(
+        "idle_in_transaction_session_timeout",
+        millis(
+            "idle_in_transaction_session_timeout",
+            &raw.idle_in_transaction_session_timeout,
+            DEFAULT_IDLE_IN_TRANSACTION,
+        )?,
+    );
+    // transaction_timeout (PostgreSQL 17) may be lowered below the statement timeout only.
+    caps.insert("transaction_timeout", statement_timeout.as_millis() as f64);
+    caps.insert("work_mem", bytes("work_mem", &raw.work_mem, "256MB")?);
+    caps.insert(
+        "maintenance_work_mem",
+        bytes("maintenance_work_mem", &raw.maintenance_work_mem, "1GB")?,
+    );
+    caps.insert(
+        "logical_decoding_work_mem",
+        bytes(
+            "logical_decoding_work_mem",
+            &raw.logical_decoding_work_mem,
+            "256MB",
+        )?,
+    );
+    caps.insert(
+        "temp_buffers",
+        bytes("temp_buffers", &raw.temp_buffers, "256MB")?,
+    );
+    let multiplier = raw.hash_mem_multiplier.unwrap_or(4.0);
+    if !(1.0..=1000.0).contains(&multiplier) {
+        return Err("hash_mem_multiplier`: must be between 1 and 1000".to_owned());
+    }
+    caps.insert("hash_mem_multiplier", multiplier);
+    caps.insert(
+        "max_parallel_workers_per_gather",
+        f64::from(raw.max_parallel_workers_per_gather.unwrap_or(4)),
+    );
+    caps.insert(
+        "max_parallel_maintenance_workers",
+        f64::from(raw.max_parallel_maintenance_workers.unwrap_or(4)),
+    );
+    caps.insert(
+        "max_parallel_workers",
+        f64::from(raw.max_parallel_workers.unwrap_or(8)),
+    );
+    Ok(Limits { caps })
 }
 
 fn default_port() -> u16 {
@@ -219,6 +316,8 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                     sslmode: pg.sslmode,
                     sslrootcert: pg.sslrootcert.map(|p| resolve(&p)),
                     failure_domain: pg.failure_domain,
+                    roles: pg.roles,
+                    tablespaces: pg.tablespaces,
                 },
             );
         }
@@ -279,6 +378,12 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                     format!("`environments.{name}.approval_wait`: {m}"),
                 )
             })?;
+        let limits = limits(&raw_env.limits, statement_timeout).map_err(|m| {
+            at(
+                Some(span.clone()),
+                format!("`environments.{name}.limits.{m}"),
+            )
+        })?;
         let notify_webhook = match &raw_env.notify_webhook {
             None => None,
             Some(source) => Some(webhook(source, env, &resolve).map_err(|m| {
@@ -298,6 +403,7 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 backups,
                 approval_wait,
                 notify_webhook,
+                limits,
             },
         );
     }

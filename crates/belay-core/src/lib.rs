@@ -6,8 +6,10 @@
 //! gateways speak about the same classes and verdicts.
 
 mod class;
+pub mod encoding;
 mod secret;
 mod sslmode;
+pub mod units;
 mod verdict;
 
 pub use class::{Class, ParseClassError};

@@ -114,6 +114,27 @@ pub(crate) struct Relay {
     /// Sync and Flush.
     copy_in: bool,
     pub status: TransactionStatus,
+    /// Settings the upstream reports (ParameterStatus) that belay's reading of SQL or the
+    /// session's identity depends on, with the value each must keep; `client_encoding` and
+    /// `standard_conforming_strings` are checked by rule instead.
+    watched: Vec<(String, String)>,
+}
+
+/// How a session ended by the watch on the upstream's settings begins its message.
+pub(crate) const WATCH_ENDED: &str = "belay ended the session: ";
+
+/// Whether the upstream's `name` may take `value` in a session belay relays; `Err` says why
+/// not. Only the settings belay parses by are checked here; pinned values in `watched`.
+fn parsable_setting(name: &str, value: &str) -> Result<(), String> {
+    match name.to_ascii_lowercase().as_str() {
+        "client_encoding" if !belay_core::encoding::parsable(value) => Err(format!(
+            "the upstream's client_encoding became `{value}`, an encoding belay cannot read SQL in the way the server does"
+        )),
+        "standard_conforming_strings" if !value.eq_ignore_ascii_case("on") => Err(format!(
+            "the upstream's standard_conforming_strings became `{value}`, under which the server reads strings differently from belay"
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -161,7 +182,57 @@ impl Relay {
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
+            watched: Vec::new(),
         }
+    }
+
+    /// Starts watching the upstream's settings from the values it reported at login
+    /// (`reported`, ParameterStatus frames) and those belay pinned (`pinned`): the identity
+    /// (`session_authorization`, `is_superuser`) and a pinned read-only mode must not change,
+    /// and the encoding and string syntax must stay ones belay parses by. `Err` when the
+    /// login itself already reported one it cannot parse under.
+    pub(crate) fn watch(
+        &mut self,
+        reported: &[Frame],
+        pinned: &[(String, String)],
+    ) -> Result<(), Violation> {
+        for frame in reported {
+            if let Ok(Backend::ParameterStatus { name, value }) = Backend::decode(frame) {
+                parsable_setting(&name, &value)
+                    .map_err(|m| Violation(format!("{WATCH_ENDED}{m}")))?;
+                if matches!(name.as_str(), "session_authorization" | "is_superuser") {
+                    self.watched.push((name, value));
+                }
+            }
+        }
+        for (name, value) in pinned {
+            if name == "default_transaction_read_only" {
+                self.watched.push((name.clone(), value.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A ParameterStatus from the upstream: `Err` ends the session when a watched setting
+    /// changed.
+    fn setting_changed(&self, frame: &Frame) -> Result<(), Violation> {
+        let Backend::ParameterStatus { name, value } = Backend::decode(frame)? else {
+            return Ok(());
+        };
+        let ended = |m: String| Violation(format!("{WATCH_ENDED}{m}"));
+        parsable_setting(&name, &value).map_err(ended)?;
+        if let Some((_, kept)) = self
+            .watched
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
+            if *kept != value {
+                return Err(ended(format!(
+                    "the upstream's {name} changed from `{kept}` to `{value}`, which belay pins"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A transaction block is open, as of the upstream's last ReadyForQuery.
@@ -496,7 +567,8 @@ impl Relay {
     ) -> Result<(), Violation> {
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
-            b'D' | b'd' | b'N' | b'A' | b'S' | b't' | b'H' | b'W' | b'c' => {}
+            b'D' | b'd' | b'N' | b'A' | b't' | b'H' | b'W' | b'c' => {}
+            b'S' => self.setting_changed(&frame)?,
             b'G' => {
                 // The server ignores Sync and Flush while it reads COPY data; a Sync the
                 // client pipelined behind the COPY (as libraries do) gets no answer.

@@ -26,8 +26,9 @@ use tokio::task::JoinSet;
 
 use crate::codec::{self, Backend, Severity, Startup};
 use crate::gate::{Credential, Gate, Login, Refusal, UpstreamSpec};
-use crate::relay::{Next, Relay, Violation};
+use crate::relay::{Next, Relay, Violation, WATCH_ENDED};
 use crate::upstream::{self, CancelTarget, Stream};
+use belay_core::encoding;
 
 /// How the gateway runs.
 #[derive(Debug, Clone)]
@@ -81,29 +82,6 @@ const PASSED_PARAMETERS: &[&str] = &[
     "extra_float_digits",
     "intervalstyle",
     "timezone",
-];
-
-/// Client encodings whose multi-byte characters can contain the bytes of `'` or `\`, which
-/// would let the server read other text than belay parsed.
-const UNSAFE_ENCODINGS: &[&str] = &[
-    "BIG5",
-    "CP932",
-    "CP936",
-    "CP949",
-    "CP950",
-    "GB18030",
-    "GBK",
-    "JOHAB",
-    "MSKANJI",
-    "SHIFTJIS",
-    "SHIFTJIS2004",
-    "SJIS",
-    "UHC",
-    "WIN1361",
-    "WIN932",
-    "WIN936",
-    "WIN949",
-    "WIN950",
 ];
 
 #[derive(Debug, Default)]
@@ -536,17 +514,16 @@ async fn handshake(
     for (key, value) in &params {
         let lower = key.to_ascii_lowercase();
         if PASSED_PARAMETERS.contains(&lower.as_str()) {
-            if lower == "client_encoding" {
-                let norm: String = value
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .collect::<String>()
-                    .to_ascii_uppercase();
-                if UNSAFE_ENCODINGS.contains(&norm.as_str()) {
-                    return Err(Reject(fatal("08P01", format!(
-                        "client_encoding `{value}` can hide quotes inside multi-byte characters; use UTF8"
-                    ))));
-                }
+            if lower == "client_encoding" && !encoding::parsable(value) {
+                return Err(Reject(fatal(
+                    "22023",
+                    match encoding::canonical(value) {
+                        Some(canonical) => format!(
+                            "belay refuses client_encoding `{value}` ({canonical}): its multi-byte characters can hide quotes and backslashes, so the server would read other text than belay checked; use UTF8"
+                        ),
+                        None => format!("`{value}` is not a client encoding belay knows; use UTF8"),
+                    },
+                )));
             }
             passed.push((key.clone(), value.clone()));
         }
@@ -598,6 +575,10 @@ async fn handshake(
             ))));
         }
     };
+    if let Err(Violation(m)) = relay.watch(&upstream.parameters, &spec.params) {
+        relay.ended(&m);
+        return Err(Reject(fatal("08P01", m)));
+    }
     let key = match &upstream.key {
         Some((pid, secret)) => shared.cancel.register(CancelTarget {
             host: spec.host.clone(),
@@ -886,10 +867,12 @@ async fn run(
             match codec::read_frame(&mut up_buf, codec::DEFAULT_MAX_MESSAGE) {
                 Ok(Some(frame)) => {
                     if let Err(Violation(m)) = relay.upstream_message(frame, &mut to_client) {
-                        to_client.extend_from_slice(&fatal(
-                            "08P01",
-                            format!("belay lost track of the upstream: {m}"),
-                        ));
+                        let message = if m.starts_with(WATCH_ENDED) {
+                            m.clone()
+                        } else {
+                            format!("belay lost track of the upstream: {m}")
+                        };
+                        to_client.extend_from_slice(&fatal("08P01", message));
                         let _ = client.write_all(&to_client).await;
                         break 'session m;
                     }

@@ -7,6 +7,8 @@ use std::fmt;
 use belay_core::Class;
 use serde::Serialize;
 
+pub use crate::settings::SettingChange;
+
 /// What the classifier found in one input string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Analysis {
@@ -41,6 +43,10 @@ pub struct Statement {
     /// that tracks them across inputs.
     #[serde(skip)]
     pub prepared_effect: Option<PreparedEffect>,
+    /// Changes the statement makes to capped settings (memory, parallelism, the timeouts
+    /// belay pins), which the caller checks against the environment's limits.
+    #[serde(skip)]
+    pub settings: Vec<SettingChange>,
 }
 
 /// A statement's effect on the session's prepared statements.
@@ -70,7 +76,28 @@ pub enum ObjectKind {
     /// A table, view, sequence, index or other relation.
     Relation,
     Schema,
+    /// A database of the cluster, which may belong to another environment.
     Database,
+    /// A role of the cluster, named in a grant, an owner or a role statement.
+    Role,
+    /// A tablespace: storage shared by the whole cluster.
+    Tablespace,
+    /// A logical replication subscription.
+    Subscription,
+}
+
+impl ObjectKind {
+    /// Whether objects of this kind belong to the cluster rather than to one database, so
+    /// that another environment on the same server can own them.
+    pub fn cluster_level(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::Database
+                | ObjectKind::Role
+                | ObjectKind::Tablespace
+                | ObjectKind::Subscription
+        )
+    }
 }
 
 /// How a statement touches a relation, weakest first.
@@ -190,6 +217,9 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Relation => "relation",
             ObjectKind::Schema => "schema",
             ObjectKind::Database => "database",
+            ObjectKind::Role => "role",
+            ObjectKind::Tablespace => "tablespace",
+            ObjectKind::Subscription => "subscription",
         })
     }
 }
@@ -208,6 +238,7 @@ impl Analysis {
                 span: 0..input_len,
                 unresolved_prepared: None,
                 prepared_effect: None,
+                settings: Vec::new(),
             }],
         }
     }

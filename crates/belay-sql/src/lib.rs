@@ -20,6 +20,7 @@ mod procedural;
 mod settings;
 mod shape;
 mod statements;
+mod targets;
 mod tautology;
 mod walk;
 
@@ -32,6 +33,8 @@ use pg_query::protobuf::RawStmt;
 use pg_query::{NodeEnum, ParserOptions};
 
 pub use analysis::{Access, Analysis, Flag, ObjectKind, PreparedEffect, Relation, Statement};
+pub use belay_core::units::{measure, Unit};
+pub use settings::{capped, SettingChange, SettingValue};
 
 /// Bounds on what the classifier accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,19 +1,100 @@
 //! Which run-time settings matter to safety, and what changing them is.
 //!
-//! Most settings (`search_path`, `TimeZone`, `DateStyle`, custom `app.*` settings) only change
-//! how this session formats or finds things: `read`. The ones listed here change who the
-//! session is, whether it may write, what the server logs, how long statements may run, or
-//! how the server parses the text belay has already parsed; an agent must not change those.
+//! Most settings (`TimeZone`, `DateStyle`, custom `app.*` settings) only change how this
+//! session formats or finds things: `read`. The ones listed here change who the session is,
+//! whether it may write, what the server logs, or how the server parses the text belay has
+//! already parsed; an agent must not change those. A listed setting given a value belay
+//! cannot read as a constant (a `set_config` with a computed or bound value) is treated as
+//! the worst value it could take.
+//!
+//! *Capped* settings (`CAPPED`: memory and parallelism, and the timeouts belay pins) may be
+//! lowered but not raised past a limit the environment sets; the classifier cannot know that
+//! limit, so it records each such change in `Statement::settings` for the gateway, and only
+//! refuses what no limit allows (turning a timeout off, an unreadable value).
 
-use belay_core::Class;
+use belay_core::units::{measure, Unit};
+use belay_core::{encoding, Class};
 
-/// The class of setting `name` to `value` (`None` when the value is not a constant, or for
-/// `RESET`), and the reason.
-pub(crate) fn classify(name: &str, value: Option<&str>) -> Option<(Class, String)> {
+/// A setting's new value as a statement gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingValue {
+    /// A constant, as written (several list items joined by `, `).
+    Const(String),
+    /// `RESET`, `SET ... TO DEFAULT`: back to the session's value at login.
+    Default,
+    /// A value only known when the statement runs (a computed or bound `set_config`
+    /// argument).
+    Computed,
+}
+
+/// A change a statement makes to a capped setting, for the caller to check against limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    /// The setting's name, lower case.
+    pub name: String,
+    pub value: SettingValue,
+}
+
+/// Settings an environment caps, with their unit. Raising one past its cap is refused by the
+/// gateway; the timeouts are also pinned at login, so their cap is the pinned value.
+pub const CAPPED: &[(&str, Unit)] = &[
+    ("work_mem", Unit::Bytes { base: 1024 }),
+    ("maintenance_work_mem", Unit::Bytes { base: 1024 }),
+    ("logical_decoding_work_mem", Unit::Bytes { base: 1024 }),
+    ("temp_buffers", Unit::Bytes { base: 8192 }),
+    ("hash_mem_multiplier", Unit::Number),
+    ("max_parallel_workers_per_gather", Unit::Number),
+    ("max_parallel_maintenance_workers", Unit::Number),
+    ("max_parallel_workers", Unit::Number),
+    ("statement_timeout", Unit::Millis),
+    ("lock_timeout", Unit::Millis),
+    ("idle_in_transaction_session_timeout", Unit::Millis),
+    ("transaction_timeout", Unit::Millis),
+];
+
+/// The unit of capped setting `name` (lower case), if it is one.
+pub fn capped(name: &str) -> Option<Unit> {
+    CAPPED.iter().find(|(n, _)| *n == name).map(|(_, u)| *u)
+}
+
+/// The class of setting `name` to `value`, and the reason; `None` for a setting that does
+/// not matter to safety, or a value that keeps it safe.
+pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, String)> {
     let name = name.to_ascii_lowercase();
-    let value = value.map(|v| v.trim().to_ascii_lowercase());
-    let v = value.as_deref();
+    let lowered = match value {
+        SettingValue::Const(v) => Some(v.trim().to_ascii_lowercase()),
+        _ => None,
+    };
+    let v = lowered.as_deref();
+    let computed = *value == SettingValue::Computed;
     let changes = |what: &str| format!("changing `{name}` {what}");
+    let unreadable = || {
+        Some((
+            Class::Admin,
+            format!(
+                "`{name}` is given a value belay cannot read as a constant, and it matters to \
+                 how belay decides"
+            ),
+        ))
+    };
+    if let Some(unit) = capped(&name) {
+        return match value {
+            SettingValue::Computed => unreadable(),
+            SettingValue::Default => None,
+            SettingValue::Const(c) => match measure(unit, c) {
+                None => Some((
+                    Class::Admin,
+                    format!("belay cannot read `{c}` as a value of `{name}`"),
+                )),
+                Some(ms) if unit == Unit::Millis && ms <= 0.0 => Some((
+                    Class::Admin,
+                    changes("to 0 turns off a time limit belay pins"),
+                )),
+                // Within the environment's cap or not: the gateway checks.
+                Some(_) => None,
+            },
+        };
+    }
     match name.as_str() {
         "role" | "session_authorization" | "session authorization" => Some((
             Class::Privilege,
@@ -37,30 +118,47 @@ pub(crate) fn classify(name: &str, value: Option<&str>) -> Option<(Class, String
             Class::Admin,
             changes("disables triggers and foreign-key checks"),
         )),
-        "statement_timeout"
-        | "lock_timeout"
-        | "idle_in_transaction_session_timeout"
-        | "idle_session_timeout"
-        | "transaction_timeout"
-        | "application_name" => Some((
-            Class::Admin,
-            changes("overrides a session setting that belay pins"),
-        )),
+        "idle_session_timeout" | "application_name" => {
+            if *value == SettingValue::Default {
+                None
+            } else {
+                Some((
+                    Class::Admin,
+                    changes("overrides a session setting that belay pins"),
+                ))
+            }
+        }
         "standard_conforming_strings" if v.is_some_and(is_true) => None,
+        "standard_conforming_strings" if *value == SettingValue::Default => None,
         "standard_conforming_strings" | "backslash_quote" | "escape_string_warning" => Some((
             Class::Admin,
             changes("makes the server parse strings differently from how belay parsed them"),
         )),
-        "client_encoding" | "names" => match v {
-            Some(enc) if is_unsafe_client_encoding(enc) => Some((
-                Class::Admin,
-                changes(
-                    "to an encoding whose multi-byte characters can hide quotes lets the \
-                     server read different text from what belay parsed",
-                ),
-            )),
+        "client_encoding" | "names" => match value {
             // RESET returns to the encoding negotiated at startup, which the gateway checks.
-            _ => None,
+            SettingValue::Default => None,
+            SettingValue::Computed => unreadable(),
+            SettingValue::Const(enc) if encoding::parsable(enc) => None,
+            SettingValue::Const(enc) => Some((
+                Class::Admin,
+                match encoding::canonical(enc) {
+                    Some(canonical) => changes(&format!(
+                        "to `{canonical}`, an encoding whose multi-byte characters can hide \
+                         quotes and backslashes, lets the server read other text than belay \
+                         parsed"
+                    )),
+                    None => changes(&format!("to `{enc}`, which is no encoding belay knows")),
+                },
+            )),
+        },
+        // A tablespace is the cluster's, not the environment's; dumps set the default to ''.
+        "default_tablespace" | "temp_tablespaces" => match v {
+            Some("") => None,
+            _ if *value == SettingValue::Default => None,
+            _ => Some((
+                Class::Admin,
+                changes("puts what the session creates in a tablespace of the whole cluster"),
+            )),
         },
         "search_path" => match v {
             // pg_catalog is searched first unless the path names it later; a path that does
@@ -71,6 +169,7 @@ pub(crate) fn classify(name: &str, value: Option<&str>) -> Option<(Class, String
                     "to put `pg_catalog` after another schema lets user functions shadow built-ins",
                 ),
             )),
+            _ if computed => unreadable(),
             _ => None,
         },
         "log_statement"
@@ -103,9 +202,10 @@ pub(crate) fn classify(name: &str, value: Option<&str>) -> Option<(Class, String
         | "temp_file_limit"
         | "wal_compression"
         | "fsync"
-        | "full_page_writes" => Some((
+        | "full_page_writes"
+        | "jit_provider" => Some((
             Class::Admin,
-            changes("changes what the server logs, loads or guarantees"),
+            changes("changes what the server logs, loads, stores where, or guarantees"),
         )),
         _ => None,
     }
@@ -113,31 +213,6 @@ pub(crate) fn classify(name: &str, value: Option<&str>) -> Option<(Class, String
 
 fn is_true(v: &str) -> bool {
     matches!(v, "on" | "true" | "yes" | "1" | "t" | "y")
-}
-
-/// Client-only encodings whose second byte can be an ASCII backslash or quote.
-fn is_unsafe_client_encoding(enc: &str) -> bool {
-    let enc: String = enc.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    matches!(
-        enc.as_str(),
-        "sjis"
-            | "shiftjis"
-            | "mskanji"
-            | "big5"
-            | "gbk"
-            | "cp936"
-            | "uhc"
-            | "gb18030"
-            | "johab"
-            | "shiftjis2004"
-            | "win932"
-            | "win936"
-            | "win949"
-            | "win950"
-            | "cp932"
-            | "cp949"
-            | "cp950"
-    )
 }
 
 fn catalog_shadowed(path: &str) -> bool {
@@ -155,37 +230,82 @@ fn catalog_shadowed(path: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn c(v: &str) -> SettingValue {
+        SettingValue::Const(v.to_owned())
+    }
+
     #[test]
     fn harmless_settings_are_not_listed() {
-        assert_eq!(classify("TimeZone", Some("UTC")), None);
-        assert_eq!(classify("search_path", Some("app, public")), None);
-        assert_eq!(classify("client_encoding", Some("UTF8")), None);
-        assert_eq!(classify("standard_conforming_strings", Some("on")), None);
-        assert_eq!(classify("default_transaction_read_only", Some("on")), None);
+        assert_eq!(classify("TimeZone", &c("UTC")), None);
+        assert_eq!(classify("search_path", &c("app, public")), None);
+        assert_eq!(classify("client_encoding", &c("UTF8")), None);
+        assert_eq!(classify("client_encoding", &c("LATIN9")), None);
+        assert_eq!(classify("standard_conforming_strings", &c("on")), None);
+        assert_eq!(classify("default_transaction_read_only", &c("on")), None);
+        assert_eq!(classify("statement_timeout", &c("30s")), None);
+        assert_eq!(classify("work_mem", &c("4GB")), None, "the gateway caps it");
+        assert_eq!(classify("client_encoding", &SettingValue::Default), None);
     }
 
     #[test]
     fn safety_settings_are_privilege_or_admin() {
-        let class = |n, v| classify(n, v).map(|(c, _)| c);
-        assert_eq!(class("role", Some("admin")), Some(Class::Privilege));
-        assert_eq!(class("role", None), Some(Class::Privilege));
+        let class = |n, v: &SettingValue| classify(n, v).map(|(c, _)| c);
+        assert_eq!(class("role", &c("admin")), Some(Class::Privilege));
         assert_eq!(
-            class("default_transaction_read_only", Some("off")),
+            class("role", &SettingValue::Default),
             Some(Class::Privilege)
         );
         assert_eq!(
-            class("session_replication_role", Some("replica")),
+            class("default_transaction_read_only", &c("off")),
+            Some(Class::Privilege)
+        );
+        assert_eq!(
+            class("session_replication_role", &c("replica")),
             Some(Class::Admin)
         );
         assert_eq!(
-            class("standard_conforming_strings", Some("off")),
+            class("standard_conforming_strings", &c("off")),
             Some(Class::Admin)
         );
-        assert_eq!(class("client_encoding", Some("SJIS")), Some(Class::Admin));
+        for enc in [
+            "SJIS",
+            "windows932",
+            "Windows-936",
+            "win949",
+            "WINDOWS950",
+            "nonsense",
+        ] {
+            assert_eq!(
+                class("client_encoding", &c(enc)),
+                Some(Class::Admin),
+                "{enc}"
+            );
+        }
         assert_eq!(
-            class("search_path", Some("public, pg_catalog")),
+            class("search_path", &c("public, pg_catalog")),
             Some(Class::Admin)
         );
-        assert_eq!(class("statement_timeout", Some("0")), Some(Class::Admin));
+        assert_eq!(class("statement_timeout", &c("0")), Some(Class::Admin));
+        assert_eq!(class("lock_timeout", &c("0ms")), Some(Class::Admin));
+        assert_eq!(class("work_mem", &c("4 parsecs")), Some(Class::Admin));
+    }
+
+    #[test]
+    fn a_value_belay_cannot_read_is_the_worst_value() {
+        let computed = SettingValue::Computed;
+        for name in [
+            "client_encoding",
+            "standard_conforming_strings",
+            "transaction_read_only",
+            "search_path",
+            "work_mem",
+            "statement_timeout",
+        ] {
+            assert!(
+                classify(name, &computed).is_some_and(|(c, _)| c >= Class::Privilege),
+                "{name}"
+            );
+        }
+        assert_eq!(classify("timezone", &computed), None);
     }
 }

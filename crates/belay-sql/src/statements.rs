@@ -11,7 +11,7 @@ use pg_query::{NodeEnum, NodeRef};
 
 use crate::analysis::{Access, Flag, ObjectKind};
 use crate::children::node_name;
-use crate::settings;
+use crate::settings::SettingValue;
 use crate::walk::{const_text, dotted, is_cascade, range_var_name, Walk};
 
 impl Walk<'_> {
@@ -460,17 +460,22 @@ impl Walk<'_> {
                 self.raise(Unknown, "a SET statement of an unknown form");
             }
             _ => {
-                let value = if kind == VariableSetKind::VarSetValue {
-                    let parts: Option<Vec<String>> =
-                        s.args.iter().map(|a| const_text(a.node.as_ref())).collect();
-                    parts.map(|p| p.join(", "))
-                } else {
-                    None
+                let value = match kind {
+                    VariableSetKind::VarSetValue => {
+                        let parts: Option<Vec<String>> =
+                            s.args.iter().map(|a| const_text(a.node.as_ref())).collect();
+                        match parts {
+                            Some(p) => SettingValue::Const(p.join(", ")),
+                            None => SettingValue::Computed,
+                        }
+                    }
+                    VariableSetKind::VarSetDefault | VariableSetKind::VarReset => {
+                        SettingValue::Default
+                    }
+                    // FROM CURRENT, inside a function definition: the value at call time.
+                    _ => SettingValue::Computed,
                 };
-                if let Some((class, why)) = settings::classify(&s.name, value.as_deref()) {
-                    self.flag(Flag::SafetySetting);
-                    self.raise(class, why);
-                }
+                self.setting(&s.name, value, "");
             }
         }
     }

@@ -13,6 +13,7 @@ use pg_query::{NodeEnum, NodeRef, ParserOptions};
 use crate::analysis::{Access, Flag, ObjectKind, Relation, Statement};
 use crate::children::for_each_child;
 use crate::functions::{self, Effect};
+use crate::settings::{SettingChange, SettingValue};
 use crate::{parse, settings, tautology, Limits};
 
 /// How many times code inside code (a function body, a DO block, an `EXECUTE` of a constant
@@ -40,6 +41,8 @@ pub(crate) struct Walk<'a> {
     /// Borrowed from the input for top-level statements, so the common case copies nothing.
     pub(crate) text: Cow<'a, str>,
     pub(crate) unresolved_prepared: Option<String>,
+    /// Changes to capped settings, for the caller to check against its limits.
+    pub(crate) settings: Vec<SettingChange>,
 }
 
 impl<'a> Walk<'a> {
@@ -61,6 +64,7 @@ impl<'a> Walk<'a> {
             code_nesting: 0,
             text: Cow::Borrowed(text),
             unresolved_prepared: None,
+            settings: Vec::new(),
         }
     }
 
@@ -84,6 +88,7 @@ impl<'a> Walk<'a> {
             span,
             unresolved_prepared: self.unresolved_prepared,
             prepared_effect: None,
+            settings: self.settings,
         }
     }
 
@@ -108,7 +113,26 @@ impl<'a> Walk<'a> {
     }
 
     pub(crate) fn range_var(&mut self, rv: &pb::RangeVar, access: Access) {
-        self.relation(range_var_name(rv), ObjectKind::Relation, access);
+        let name = range_var_name(rv);
+        if access >= Access::Write && is_catalog(rv) {
+            self.raise(
+                Class::Admin,
+                format!(
+                    "`{name}` is (or may resolve to) a system catalog; writing to it changes the \
+                     server itself (catalog views have rules that call server functions: \
+                     UPDATE pg_settings is set_config)"
+                ),
+            );
+        }
+        self.relation(name, ObjectKind::Relation, access);
+    }
+
+    /// Records a cluster-level object (database, role, tablespace, subscription) the
+    /// statement names; an empty name (a clause left out) is nothing.
+    pub(crate) fn cluster_object(&mut self, name: &str, object: ObjectKind, access: Access) {
+        if !name.is_empty() {
+            self.relation(name.to_owned(), object, access);
+        }
     }
 
     /// Visits `node` and everything under it.
@@ -158,6 +182,14 @@ impl<'a> Walk<'a> {
             }
             NodeRef::FuncCall(call) => {
                 self.call(call);
+                true
+            }
+            NodeRef::RoleSpec(r) => {
+                // CURRENT_USER, SESSION_USER and CURRENT_ROLE are the session's own role;
+                // PUBLIC is every role, granted on objects the statement names itself.
+                if pb::RoleSpecType::try_from(r.roletype) == Ok(pb::RoleSpecType::RolespecCstring) {
+                    self.cluster_object(&r.rolename, ObjectKind::Role, Access::Read);
+                }
                 true
             }
             NodeRef::AExpr(e) => {
@@ -215,7 +247,10 @@ impl<'a> Walk<'a> {
                 crate::procedural::create_function(self, s);
                 true
             }
-            other => self.utility(other),
+            other => {
+                self.cluster_targets(other);
+                self.utility(other)
+            }
         }
     }
 
@@ -327,25 +362,7 @@ impl<'a> Walk<'a> {
                 self.flag(flag);
                 self.raise(class, format!("`{name}` {why}"));
             }
-            Effect::SetConfig => {
-                let arg = |i: usize| call.args.get(i).and_then(|a| const_text(a.node.as_ref()));
-                match arg(0) {
-                    Some(setting) => {
-                        if let Some((class, why)) = settings::classify(&setting, arg(1).as_deref())
-                        {
-                            self.flag(Flag::SafetySetting);
-                            self.raise(class, format!("set_config: {why}"));
-                        }
-                    }
-                    None => {
-                        self.flag(Flag::SafetySetting);
-                        self.raise(
-                            Class::Admin,
-                            "set_config with a computed setting name may change any setting",
-                        );
-                    }
-                }
-            }
+            Effect::SetConfig => self.set_config(call),
             Effect::RunsSql => {
                 match call.args.first().and_then(|a| const_text(a.node.as_ref())) {
                     Some(sql) => self.nested_sql(&sql, ParserOptions::DEFAULT, &name),
@@ -372,6 +389,57 @@ impl<'a> Walk<'a> {
                     ),
                 );
             }
+        }
+    }
+
+    /// `set_config(name, value, is_local)`, by position or by name: the class of the setting
+    /// it names, with the value if it is a constant.
+    fn set_config(&mut self, call: &pb::FuncCall) {
+        let mut by_position = Vec::new();
+        let (mut name, mut value) = (None, None);
+        for arg in &call.args {
+            match &arg.node {
+                Some(NodeEnum::NamedArgExpr(named)) => {
+                    let v = named.arg.as_ref().and_then(|a| a.node.as_ref());
+                    match named.name.as_str() {
+                        "setting_name" => name = Some(v),
+                        "new_value" => value = Some(v),
+                        _ => {}
+                    }
+                }
+                other => by_position.push(other.as_ref()),
+            }
+        }
+        let name = name.or_else(|| by_position.first().copied());
+        let value = value.or_else(|| by_position.get(1).copied());
+        match name.and_then(const_text) {
+            Some(setting) => {
+                let value = match value.and_then(const_text) {
+                    Some(v) => SettingValue::Const(v),
+                    None => SettingValue::Computed,
+                };
+                self.setting(&setting, value, "set_config: ");
+            }
+            None => {
+                self.flag(Flag::SafetySetting);
+                self.raise(
+                    Class::Admin,
+                    "set_config with a computed setting name may change any setting",
+                );
+            }
+        }
+    }
+
+    /// A statement sets `name` to `value`: raised to the setting's class, and a capped
+    /// setting's change recorded for the caller.
+    pub(crate) fn setting(&mut self, name: &str, value: SettingValue, prefix: &str) {
+        let lower = name.to_ascii_lowercase();
+        if let Some((class, why)) = settings::classify(&lower, &value) {
+            self.flag(Flag::SafetySetting);
+            self.raise(class, format!("{prefix}{why}"));
+        }
+        if settings::capped(&lower).is_some() {
+            self.settings.push(SettingChange { name: lower, value });
         }
     }
 
@@ -500,6 +568,17 @@ fn with_clause<'n>(node: NodeRef<'n>) -> Option<&'n pb::WithClause> {
         NodeRef::DeleteStmt(s) => s.with_clause.as_ref(),
         NodeRef::MergeStmt(s) => s.with_clause.as_ref(),
         _ => None,
+    }
+}
+
+/// Whether a relation named as `rv` is or may be a system catalog: in `pg_catalog`,
+/// `information_schema` or `pg_toast`, or unqualified with a `pg_` name (`pg_catalog` is
+/// searched before the schemas of `search_path`, so `pg_settings` is the catalog's).
+fn is_catalog(rv: &pb::RangeVar) -> bool {
+    match rv.schemaname.as_str() {
+        "" => rv.relname.starts_with("pg_"),
+        "pg_catalog" | "information_schema" => true,
+        schema => schema.starts_with("pg_toast"),
     }
 }
 
