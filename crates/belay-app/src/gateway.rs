@@ -361,15 +361,55 @@ fn unrecorded(e: &str) -> Decision {
     ))
 }
 
-/// What the audit log says of each statement of an analysis.
+/// Statements an audit event lists one by one; past this, the rest are counted by kind.
+const RECORDED_STATEMENTS: usize = 32;
+
+/// Recorded SQL longer than this is kept as a prefix, its length and its hash.
+const RECORDED_SQL_BYTES: usize = 4096;
+
+/// What the audit log says of each statement of an analysis: each of the first
+/// `RECORDED_STATEMENTS`, and how many more of each kind, so that one huge input cannot make
+/// an event of megabytes.
 fn statements_json(analysis: &Analysis) -> serde_json::Value {
-    json!(analysis
+    let listed: Vec<serde_json::Value> = analysis
         .statements
         .iter()
-        .map(|s| json!({
-            "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
-        }))
-        .collect::<Vec<_>>())
+        .take(RECORDED_STATEMENTS)
+        .map(|s| {
+            json!({
+                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
+            })
+        })
+        .collect();
+    if analysis.statements.len() <= RECORDED_STATEMENTS {
+        return json!(listed);
+    }
+    let mut more: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for s in &analysis.statements[RECORDED_STATEMENTS..] {
+        *more.entry(format!("{} ({})", s.kind, s.class)).or_default() += 1;
+    }
+    json!({
+        "total": analysis.statements.len(),
+        "listed": listed,
+        "more_by_kind": more,
+    })
+}
+
+/// Puts a statement's text, constants replaced by `$n`, into an event's detail: whole up to
+/// `RECORDED_SQL_BYTES`, past that as a prefix with the redacted text's length and SHA-256.
+fn record_sql(detail: &mut serde_json::Value, sql: &str) {
+    let redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
+    if redacted.len() <= RECORDED_SQL_BYTES {
+        detail["sql"] = json!(redacted);
+        return;
+    }
+    let mut end = 1024;
+    while !redacted.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail["sql"] = json!(format!("{}…", &redacted[..end]));
+    detail["sql_bytes"] = json!(redacted.len());
+    detail["sql_sha256"] = json!(fingerprint(&[&redacted]));
 }
 
 /// The humans who approved, for the record.
@@ -749,8 +789,7 @@ impl AppSession {
                 "pending",
             );
             event.reasons = vec![decision.reason.clone()];
-            event.detail["sql"] =
-                json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
+            record_sql(&mut event.detail, sql);
             event.detail["approvers"] = json!(approval.request.approvers);
             event.detail["decision"] = json!(seq);
             self.app.audit(event).map_err(|e| state_error(&e))?;
@@ -984,8 +1023,7 @@ impl AppSession {
             "statements": statements_json(analysis),
         });
         // Constants are replaced by $n: values (passwords, personal data) stay out.
-        detail["sql"] =
-            json!(belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned()));
+        record_sql(&mut detail, sql);
         if let Some(id) = action.and_then(|a| a.approval) {
             detail["approval"] = json!(id);
         }
@@ -1246,19 +1284,26 @@ impl Session for AppSession {
             }
         }
         if let Some(seq) = r.audit_seq {
-            let (outcome, tag) = match completion {
-                Completion::Tag(tag) => ("completed", tag.to_owned()),
-                Completion::Error(code) => ("failed", format!("SQLSTATE {code}")),
-                Completion::Skipped => ("skipped", String::new()),
+            let (outcome, tag, sqlstate) = match completion {
+                Completion::Tag(tag) => ("completed", Some(tag), None),
+                Completion::Error(code) => ("failed", None, Some(code)),
+                Completion::Skipped => ("skipped", None, None),
             };
-            let rows = tag.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+            // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
+            // completed statement has one.
+            let rows = tag
+                .and_then(|t| t.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok());
             let _ = self.app.store().record(Draft {
                 time_us: now_us(),
                 actor: format!("agent:{}", self.agent.name),
                 kind: "statement.outcome".to_owned(),
                 environment: Some(self.environment.clone()),
                 outcome: Some(outcome.to_owned()),
-                detail: json!({ "decision": seq, "statement": index, "tag": tag, "rows": rows }),
+                detail: json!({
+                    "decision": seq, "statement": index, "tag": tag, "rows": rows,
+                    "sqlstate": sqlstate,
+                }),
                 ..Draft::default()
             });
         }

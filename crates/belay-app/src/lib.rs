@@ -127,6 +127,7 @@ impl App {
         let classifier = Classifier::new(
             Limits {
                 max_input_bytes: config.sql.max_input_bytes,
+                max_statements: config.sql.max_statements,
                 ..Limits::default()
             },
             10_000,

@@ -1030,6 +1030,12 @@ fn the_audit_log_records_outcomes_and_verifies() {
         c.simple_query("DELETE FROM scratch WHERE id = 800")
             .await
             .unwrap();
+        // A failure records its SQLSTATE, not a row count.
+        let e = c
+            .simple_query("INSERT INTO items VALUES (1, 'duplicate')")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "23505");
     });
     // Outcomes are written without waiting; give the group commit a moment.
     let outcome_tags = |events: &[belay_audit::Event]| -> Vec<String> {
@@ -1043,11 +1049,27 @@ fn the_audit_log_records_outcomes_and_verifies() {
     for _ in 0..100 {
         events = harness().app.store().events(before + 1, 10_000).unwrap();
         let tags = outcome_tags(&events);
-        if tags.iter().any(|t| t == "DELETE 1") && tags.iter().any(|t| t == "INSERT 0 1") {
+        let failed = events
+            .iter()
+            .any(|e| e.draft.outcome.as_deref() == Some("failed"));
+        if tags.iter().any(|t| t == "DELETE 1") && tags.iter().any(|t| t == "INSERT 0 1") && failed
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let failed = events
+        .iter()
+        .find(|e| {
+            e.draft.kind == "statement.outcome" && e.draft.outcome.as_deref() == Some("failed")
+        })
+        .expect("the failed INSERT's outcome");
+    assert_eq!(failed.draft.detail["sqlstate"], "23505");
+    assert!(
+        failed.draft.detail["rows"].is_null(),
+        "{:?}",
+        failed.draft.detail
+    );
     let outcomes = outcome_tags(&events);
     assert!(
         outcomes.contains(&"INSERT 0 1".to_owned()) && outcomes.contains(&"DELETE 1".to_owned()),
@@ -1455,5 +1477,43 @@ fn resource_settings_and_timeouts_may_be_lowered_but_not_raised_past_the_environ
             .contains("over the limit environment `staging` sets"),
         "{}",
         refused[0].3
+    );
+}
+
+#[test]
+fn a_huge_text_is_bounded_in_memory_and_in_the_audit_log() {
+    let before = harness().app.store().head_seq().unwrap();
+    let (too_many, ran) = block(async {
+        let c = client("worker", "staging").await;
+        // Past the statement limit: refused before it is analysed.
+        let e = c.simple_query(&"SELECT 1;".repeat(5000)).await.unwrap_err();
+        // Within it, but long: runs, and its event is a prefix, a length and a hash.
+        let batch = "INSERT INTO scratch VALUES (9000, 'bulk');".repeat(600);
+        c.simple_query(&batch).await.unwrap();
+        c.simple_query("DELETE FROM scratch WHERE id = 9000")
+            .await
+            .unwrap();
+        (e, 600)
+    });
+    let db = too_many.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.detail().unwrap_or_default().contains("5000 statements"),
+        "{db:?}"
+    );
+    let events = harness().app.store().events(before + 1, 10_000).unwrap();
+    let bulk = events
+        .iter()
+        .find(|e| {
+            e.draft.kind == "statement"
+                && e.draft.detail["statements"]["total"].as_u64() == Some(ran)
+        })
+        .expect("the bulk insert's decision");
+    let size = serde_json::to_string(&bulk.draft.detail).unwrap().len();
+    assert!(size < 16 * 1024, "the event is {size} bytes");
+    assert!(bulk.draft.detail["sql_sha256"].is_string());
+    assert_eq!(
+        bulk.draft.detail["statements"]["more_by_kind"]["INSERT (write)"],
+        600 - 32
     );
 }

@@ -86,6 +86,8 @@ pub struct Audit {
 #[derive(Debug, Clone)]
 pub struct Sql {
     pub max_input_bytes: usize,
+    /// Statements one text may hold; more are refused as unanalysable.
+    pub max_statements: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawSql {
     max_input_bytes: Option<usize>,
+    max_statements: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -438,6 +439,7 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
         listen: listen(raw.listen, &resolve).map_err(|m| at(None, m))?,
         sql: Sql {
             max_input_bytes: raw.sql.max_input_bytes.unwrap_or(1024 * 1024),
+            max_statements: raw.sql.max_statements.unwrap_or(1000).max(1),
         },
         notify: Notify { owners },
         environments,

@@ -44,6 +44,10 @@ pub struct Limits {
     /// Parse trees deeper than this many nodes are `unknown`. Default 100. Protobuf decoding
     /// also stops at 100 nested messages (about 50 levels of most expressions).
     pub max_depth: usize,
+    /// Inputs of more statements than this are `unknown`, before they are parsed: an
+    /// analysis costs memory per statement, and one simple Query may hold a hundred
+    /// thousand. Default 1,000.
+    pub max_statements: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
         Limits {
             max_input_bytes: 1024 * 1024,
             max_depth: 100,
+            max_statements: 1000,
         }
     }
 }
@@ -144,6 +149,32 @@ fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
             ),
             false,
         );
+    }
+    // Every statement but the last ends with a semicolon: fewer semicolons than the limit
+    // need no count, and the scanner counts without building trees.
+    if sql.bytes().filter(|b| *b == b';').count() >= limits.max_statements {
+        let count = catch_unwind(|| pg_query::split_with_scanner(sql).map(|s| s.len()))
+            .ok()
+            .and_then(Result::ok);
+        match count {
+            Some(n) if n <= limits.max_statements => {}
+            counted => {
+                return (
+                    Analysis::unknown(
+                        sql.len(),
+                        Flag::TooLarge,
+                        match counted {
+                            Some(n) => format!(
+                                "the input holds {n} statements, more than the limit of {} in one text; send them in smaller batches",
+                                limits.max_statements
+                            ),
+                            None => "the input's statements cannot be counted".to_owned(),
+                        },
+                    ),
+                    false,
+                )
+            }
+        }
     }
     let parsed = match parse(sql, ParserOptions::DEFAULT) {
         Ok(parsed) => parsed,

@@ -156,3 +156,24 @@ fn statements_carry_their_span() {
         .collect();
     assert_eq!(texts, ["SELECT 1", "DELETE FROM rentals"]);
 }
+
+#[test]
+fn a_text_of_more_statements_than_the_limit_is_unknown_before_it_is_parsed() {
+    let limits = Limits {
+        max_statements: 50,
+        ..Limits::default()
+    };
+    let many = "SELECT 1;".repeat(51);
+    let analysis = analyze(&many, &limits);
+    assert_eq!(analysis.class, Class::Unknown);
+    assert!(analysis.flags().contains(&Flag::TooLarge));
+    assert!(
+        analysis.reason().contains("51 statements"),
+        "{}",
+        analysis.reason()
+    );
+    // Semicolons inside strings are not statements.
+    let quoted = format!("SELECT '{}'", ";".repeat(500));
+    assert_eq!(analyze(&quoted, &limits).class, Class::Read);
+    assert_eq!(analyze(&"SELECT 1;".repeat(50), &limits).class, Class::Read);
+}

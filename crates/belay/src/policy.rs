@@ -121,6 +121,7 @@ fn test(config: &Path, a: TestArgs) -> anyhow::Result<ExitCode> {
             let c = belay_config::Config::load(config, &belay_config::ProcessEnv)?;
             let limits = Limits {
                 max_input_bytes: c.sql.max_input_bytes,
+                max_statements: c.sql.max_statements,
                 ..Limits::default()
             };
             (load_policy(&c.policy)?, Classifier::new(limits, 1000))

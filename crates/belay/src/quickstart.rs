@@ -313,19 +313,24 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             if let Some(http) = http {
                 info["http_url"] = json!(format!("http://{http}"));
             }
-            // Written once the gateway listens, so that scripts can wait for the file.
-            let written = belay_app::write_private(&marker, &format!("{info:#}\n"));
+            // The tokens go to private files, never to the terminal (whose scrollback and
+            // logs outlive them): the lines printed read them from there. quickstart.json
+            // is written last, once the gateway listens, so that scripts can wait for it.
+            let written = belay_app::write_private(
+                &dir.join(AGENT_TOKEN_FILE),
+                &format!("{}\n", agent_token.expose()),
+            )
+            .and_then(|()| {
+                belay_app::write_private(
+                    &dir.join(HUMAN_TOKEN_FILE),
+                    &format!("{}\n", human_token.expose()),
+                )
+            })
+            .and_then(|()| belay_app::write_private(&marker, &format!("{info:#}\n")));
             if let Err(e) = written {
                 eprintln!("belay: {e:#}");
             }
-            print_intro(
-                &dir,
-                bound,
-                http,
-                port,
-                agent_token.expose(),
-                human_token.expose(),
-            );
+            print_intro(&dir, bound, http, port);
         },
     ));
     let closed = app.close();
@@ -341,14 +346,11 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_intro(
-    dir: &Path,
-    gateway: SocketAddr,
-    http: Option<SocketAddr>,
-    upstream_port: u16,
-    token: &str,
-    human_token: &str,
-) {
+/// Where the quickstart keeps the demo agent's and the human's tokens (mode 0600).
+const AGENT_TOKEN_FILE: &str = "agent-token";
+const HUMAN_TOKEN_FILE: &str = "human-token";
+
+fn print_intro(dir: &Path, gateway: SocketAddr, http: Option<SocketAddr>, upstream_port: u16) {
     let port = gateway.port();
     let belay = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -361,12 +363,12 @@ belay is running.
 
   gateway    127.0.0.1:{port}   (agent `{AGENT}`: staging up to destructive, production read-only)
   upstream   PostgreSQL on 127.0.0.1:{upstream_port}, databases `staging` and `production`
-  human API  {http}   (bearer: the human token in quickstart.json)
-  files      {dir}   (belay.toml, quickstart.json with the tokens, state/ with the audit log)
+  human API  {http}   (bearer: the human token in {dir}/{HUMAN_TOKEN_FILE})
+  files      {dir}   (belay.toml, quickstart.json and the token files, private to you; state/ with the audit log)
 
-Try it from another terminal:
+Try it from another terminal (the tokens are read from their files, never printed):
 
-  export PGPASSWORD={token}
+  export PGPASSWORD="$(cat {dir}/{AGENT_TOKEN_FILE})"
   {staging} -c "SELECT count(*) FROM rentals"
   {staging} -c "DELETE FROM payments WHERE id = 1"
   {production} -c "SELECT plate, model FROM vehicles LIMIT 3"
@@ -376,7 +378,7 @@ Try it from another terminal:
 Approve the DROP as the human `{HUMAN}` (the error names the request), then send it again: it
 runs exactly once; sent a third time, it is held anew.
 
-  export BELAY_CONFIG={dir}/belay.toml BELAY_HUMAN_TOKEN={human_token}
+  export BELAY_CONFIG={dir}/belay.toml BELAY_HUMAN_TOKEN="$(cat {dir}/{HUMAN_TOKEN_FILE})"
   {belay} pending
   {belay} approve N --comment "checked with the team"   # N: the request the error names
   {belay} audit tail -n 5

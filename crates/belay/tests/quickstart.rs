@@ -120,6 +120,21 @@ impl Quickstart {
 #[test]
 fn quickstart_serves_psql_pgbench_psycopg_and_node_postgres() {
     let qs = start();
+    // The terminal never shows a token: the lines printed read them from private files.
+    for (key, file) in [
+        ("agent_token", "agent-token"),
+        ("human_token", "human-token"),
+    ] {
+        let token = qs.info[key].as_str().unwrap();
+        let on_disk = std::fs::read_to_string(qs.dir.join(file)).unwrap();
+        assert_eq!(on_disk.trim(), token);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(qs.dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is private");
+    }
     for key in [
         "config",
         "agent",
@@ -246,6 +261,19 @@ fn quickstart_serves_psql_pgbench_psycopg_and_node_postgres() {
         std::net::TcpStream::connect(("127.0.0.1", upstream_port as u16)).is_err(),
         "the scratch cluster stopped"
     );
+    let mut printed = String::new();
+    use std::io::Read;
+    qs.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    assert!(printed.contains("agent-token"), "{printed}");
+    for key in ["agent_token", "human_token"] {
+        let token = qs.info[key].as_str().unwrap();
+        assert!(!printed.contains(token), "the quickstart printed its {key}");
+    }
 }
 
 #[test]
