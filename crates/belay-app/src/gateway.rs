@@ -412,6 +412,19 @@ fn record_sql(detail: &mut serde_json::Value, sql: &str) {
     detail["sql_sha256"] = json!(fingerprint(&[&redacted]));
 }
 
+/// The parser's own message when `analysis` is of a text that does not parse.
+fn syntax_error(analysis: &Analysis) -> Option<String> {
+    match analysis.statements.as_slice() {
+        [only] if only.flags.contains(&Flag::ParseError) => Some(
+            only.reason
+                .strip_prefix("the input does not parse: ")
+                .unwrap_or(&only.reason)
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
 /// The humans who approved, for the record.
 fn approved_by(approval: &Approval) -> String {
     approval
@@ -599,6 +612,16 @@ impl AppSession {
         } else {
             format!(" ({what})")
         };
+        // A text that does not parse is answered as the server would answer it: belay
+        // parses with the server's grammar, so the message is the server's.
+        if let Some(parser) = analysis.and_then(syntax_error) {
+            return Refusal {
+                code: "42601".to_owned(),
+                message: parser,
+                detail: Some(detail),
+                hint: None,
+            };
+        }
         let (code, message, hint) = match decision.verdict {
             Verdict::Approve(n) => (
                 SQLSTATE_APPROVAL,

@@ -1517,3 +1517,22 @@ fn a_huge_text_is_bounded_in_memory_and_in_the_audit_log() {
         600 - 32
     );
 }
+
+#[test]
+fn a_syntax_error_is_the_parser_s_own_answer_without_a_hint_about_grants() {
+    let e = block(async {
+        let c = client("worker", "staging").await;
+        let e = c.simple_query("SELEC 1").await.unwrap_err();
+        // The session goes on as after any server error.
+        assert_eq!(value(&c, "SELECT 2").await, "2");
+        e
+    });
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42601");
+    assert!(
+        db.message().contains("syntax error at or near"),
+        "{}",
+        db.message()
+    );
+    assert!(db.hint().is_none(), "{:?}", db.hint());
+}

@@ -25,7 +25,8 @@ pub(crate) fn do_block(w: &mut Walk<'_>, s: &pb::DoStmt) {
             let value = const_text(d.arg.as_ref().and_then(|a| a.node.as_ref()));
             match d.defname.as_str() {
                 "as" => body = value,
-                "language" => language = value.unwrap_or_default().to_ascii_lowercase(),
+                // The server looks the name up exactly as parsed (`"PLPGSQL"` is no language).
+                "language" => language = value.unwrap_or_default(),
                 _ => {}
             }
         }
@@ -78,8 +79,7 @@ pub(crate) fn create_function(w: &mut Walk<'_>, s: &pb::CreateFunctionStmt) {
                 }
                 "language" => {
                     language = const_text(d.arg.as_ref().and_then(|a| a.node.as_ref()))
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
+                        .unwrap_or_default();
                 }
                 _ => {}
             }

@@ -515,6 +515,16 @@ impl<'a> Walk<'a> {
             if inner.flags.contains(&Flag::TooDeep) {
                 self.flag(Flag::TooDeep);
                 self.raise(inner.class, inner.reason.unwrap_or_default());
+            } else if inner.flags.contains(&Flag::UnknownFunction) {
+                // Planning folds calls with constant arguments: a function declared
+                // IMMUTABLE or STABLE runs during a plain EXPLAIN, so it is what it calls.
+                self.flag(Flag::UnknownFunction);
+                self.raise(
+                    Class::Write,
+                    "EXPLAIN plans the statement, and planning runs the functions it calls \
+                     with constant arguments; one that is not a known read-only built-in can \
+                     change anything",
+                );
             }
             for ((name, object), _) in inner.relations {
                 self.relation(name, object, Access::Read);

@@ -65,3 +65,15 @@ SELECT query_to_xml('DELETE FROM payments RETURNING *', true, false, '')
 
 -- expect: unknown
 SELECT query_to_xml(q, true, false, '') FROM queued_reports
+
+-- A plain EXPLAIN plans, and planning runs IMMUTABLE and STABLE functions with constant
+-- arguments: it is what it calls.
+
+-- expect: write
+EXPLAIN SELECT my_immutable_function(1)
+
+-- expect: write
+EXPLAIN SELECT * FROM items WHERE id = my_schema.lookup('x')
+
+-- expect: read
+EXPLAIN SELECT lower('X'), now()

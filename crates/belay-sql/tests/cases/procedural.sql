@@ -72,3 +72,8 @@ CALL purge_old_rentals()
 
 -- expect: admin
 CREATE EVENT TRIGGER audit_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl()
+
+-- The server looks a language up by its exact name: a quoted `"PLPGSQL"` is not plpgsql.
+
+-- expect: unknown
+DO LANGUAGE "PLPGSQL" $$ BEGIN PERFORM 1; END $$
