@@ -44,11 +44,64 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AppGate {
     app: Arc<App>,
+    /// Refused connections recorded per source address, so that a flood of failed logins or
+    /// bad startups cannot flood the audit log.
+    refusals: Arc<std::sync::Mutex<HashMap<String, RefusalWindow>>>,
+}
+
+/// Refused connections are recorded one by one up to this many per source address and
+/// window; past it they are counted, and the count is recorded with the next one written.
+const REFUSALS_PER_WINDOW: u32 = 10;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// Source addresses tracked at once; past this the oldest windows are forgotten.
+const REFUSAL_SOURCES: usize = 10_000;
+
+#[derive(Debug)]
+struct RefusalWindow {
+    started: std::time::Instant,
+    written: u32,
+    suppressed: u64,
 }
 
 impl AppGate {
     pub fn new(app: Arc<App>) -> AppGate {
-        AppGate { app }
+        AppGate {
+            app,
+            refusals: Arc::default(),
+        }
+    }
+
+    /// Whether a refusal from `peer` is recorded on its own, and how many from there were
+    /// counted but not written since the last one that was; `None` when this one is only
+    /// counted.
+    fn admit_refusal_record(&self, peer: &str) -> Option<u64> {
+        let source = peer
+            .rsplit_once(':')
+            .map_or(peer, |(host, _)| host)
+            .to_owned();
+        let mut windows = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if windows.len() >= REFUSAL_SOURCES && !windows.contains_key(&source) {
+            windows.retain(|_, w| now.duration_since(w.started) < REFUSAL_WINDOW);
+            if windows.len() >= REFUSAL_SOURCES {
+                windows.clear();
+            }
+        }
+        let w = windows.entry(source).or_insert(RefusalWindow {
+            started: now,
+            written: 0,
+            suppressed: 0,
+        });
+        if now.duration_since(w.started) >= REFUSAL_WINDOW {
+            w.started = now;
+            w.written = 0;
+        }
+        if w.written >= REFUSALS_PER_WINDOW {
+            w.suppressed += 1;
+            return None;
+        }
+        w.written += 1;
+        Some(std::mem::take(&mut w.suppressed))
     }
 
     fn audit_connection(
@@ -86,7 +139,16 @@ impl AppGate {
     }
 
     fn refuse(&self, login: &Login, actor: &str, refusal: Refusal) -> Refusal {
-        match self.audit_connection(login, actor, "refused", &refusal.message) {
+        let Some(suppressed) = self.admit_refusal_record(&login.peer) else {
+            return refusal;
+        };
+        let mut reason = refusal.message.clone();
+        if suppressed > 0 {
+            reason.push_str(&format!(
+                " ({suppressed} more refused connections from this address were counted but not recorded one by one)"
+            ));
+        }
+        match self.audit_connection(login, actor, "refused", &reason) {
             Ok(_) => refusal,
             Err(audit) => audit,
         }
@@ -99,6 +161,28 @@ fn auth_failed(user: &str) -> Refusal {
 }
 
 impl Gate for AppGate {
+    fn refused(&self, peer: &str, user: Option<&str>, database: Option<&str>, refusal: &Refusal) {
+        let login = Login {
+            user: user.unwrap_or_default().to_owned(),
+            database: database.unwrap_or_default().to_owned(),
+            peer: peer.to_owned(),
+            application_name: None,
+            tls: false,
+        };
+        let actor = match user {
+            Some(u) if !u.is_empty() => format!("client:{u}"),
+            _ => "unauthenticated".to_owned(),
+        };
+        let _ = self.refuse(
+            &login,
+            &actor,
+            Refusal::new(
+                &refusal.code,
+                format!("{} (SQLSTATE {})", refusal.message, refusal.code),
+            ),
+        );
+    }
+
     fn credential(&self, user: &str) -> Result<Credential, Refusal> {
         match self.app.store().agent_verifier(user) {
             Ok(Some(text)) => Ok(belay_scram::Verifier::parse(&text)
@@ -360,6 +444,21 @@ fn unrecorded(e: &str) -> Decision {
         "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
     ))
 }
+
+/// Statement kinds that open, end or divide a transaction.
+const TRANSACTION_CONTROL: &[&str] = &[
+    "BEGIN",
+    "START TRANSACTION",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "ROLLBACK TO",
+    "PREPARE TRANSACTION",
+    "COMMIT PREPARED",
+    "ROLLBACK PREPARED",
+    "TRANSACTION",
+];
 
 /// Statements an audit event lists one by one; past this, the rest are counted by kind.
 const RECORDED_STATEMENTS: usize = 32;
@@ -1150,12 +1249,30 @@ impl AppSession {
         // In a session pinned read-only, belay can lift the pin for an approved statement
         // only when it arrives as a simple Query outside a transaction block; anywhere else
         // the approval is left unused rather than spent on a statement that would fail.
+        let controls_transaction = analysis
+            .statements
+            .iter()
+            .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str()));
         let blocked = match (self.read_only, phase, statement.in_transaction) {
             (false, _, _) => None,
             (true, Phase::Execute, _) => Some("this session is read-only, and belay can lift that for an approved statement only when it is sent as a simple query (psql -c, simple_query), not through the extended protocol"),
             (true, _, true) => Some("this session is read-only, and belay can lift that for an approved statement only outside a transaction block: send it on its own, without BEGIN"),
+            // A BEGIN inside the text would carry the lifted pin into a transaction block
+            // that outlives the approved statement.
+            (true, _, false) if controls_transaction => Some("this session is read-only, and belay lifts that only for a text that runs as one implicit transaction: send the approved statement without BEGIN, COMMIT, ROLLBACK or SAVEPOINT"),
             (true, _, false) => None,
         };
+        // An approval binds the exact action, and the rows a COPY FROM STDIN streams after
+        // it are no part of its text: nobody could see what they approve.
+        if matches!(decision.verdict, Verdict::Approve(_))
+            && analysis.flags().contains(&Flag::StreamedData)
+        {
+            let mut denied = Decision::deny(
+                "an approval cannot be bound to the rows a COPY FROM STDIN streams after it, so belay does not ask for one; send the rows as INSERT statements, which can be approved, or ask a human to load them",
+            );
+            denied.policies = decision.policies.clone();
+            decision = denied;
+        }
         let mut action = None;
         if let Verdict::Approve(_) = decision.verdict {
             let mut held = match self.action(sql, params) {
@@ -1341,6 +1458,31 @@ impl Session for AppSession {
             .is_some_and(|since| since.elapsed() >= READS_EVERY)
         {
             let _ = self.flush_reads();
+        }
+    }
+
+    fn refuse_message(&mut self, refusal: Refusal) -> Refusal {
+        let _ = self.flush_reads();
+        let draft = Draft {
+            time_us: now_us(),
+            actor: format!("agent:{}", self.agent.name),
+            kind: "statement".to_owned(),
+            environment: Some(self.environment.clone()),
+            class: Some(Class::Unknown.as_str().to_owned()),
+            verdict: Some(Verdict::Deny.to_string()),
+            reasons: vec![refusal.message.clone()],
+            detail: json!({ "peer": self.peer, "phase": "function_call" }),
+            ..Draft::default()
+        };
+        match self.app.store().submit(draft).wait() {
+            Ok(seq) => Refusal {
+                detail: Some(format!("audit event {seq}")),
+                ..refusal
+            },
+            Err(e) => Refusal::new(
+                SQLSTATE_STATE,
+                format!("belay cannot write to its audit log ({e}), so it refuses this message without a record"),
+            ),
         }
     }
 

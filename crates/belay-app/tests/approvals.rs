@@ -941,3 +941,85 @@ fn a_read_is_refused_once_the_audit_log_is_closed() {
     assert_eq!(db.code().code(), belay_pg::SQLSTATE_DENIED, "{db:?}");
     assert!(db.message().contains("audit"), "{}", db.message());
 }
+
+#[test]
+fn an_approved_statement_never_leaves_a_read_only_session_read_write() {
+    setup(
+        "production",
+        "CREATE TABLE IF NOT EXISTS pinned (id int); INSERT INTO pinned VALUES (1)",
+    );
+    // Inside the approved text, BEGIN would carry the lifted pin into a transaction block
+    // that outlives it.
+    let with_begin = "BEGIN; UPDATE pinned SET id = 2 WHERE id = 1";
+    let (first, used, still_read_only) = block(async {
+        let c = client("reader", "production").await;
+        let first = run(&c, with_begin).await.unwrap();
+        approve(request_id(&first.1), "alice");
+        let used = run(&c, with_begin).await;
+        let _ = c.simple_query("ROLLBACK").await;
+        let row = c
+            .simple_query("SHOW transaction_read_only")
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_owned()),
+                _ => None,
+            })
+            .unwrap();
+        (first, used, row)
+    });
+    assert_eq!(first.0, belay_pg::SQLSTATE_APPROVAL, "{first:?}");
+    let used = used.expect("the approval cannot be used with BEGIN in the text");
+    assert!(used.1.contains("implicit transaction"), "{used:?}");
+    assert_eq!(still_read_only, "on");
+    assert_eq!(upstream("production", "SELECT id FROM pinned"), "1");
+
+    // Pipelined behind a BEGIN whose answer has not come yet, the approved statement is
+    // inside a transaction block too: the approval is kept, not spent.
+    let sql = "UPDATE pinned SET id = 3 WHERE id = 1";
+    let (held, pipelined) = block(async {
+        let c = client("reader", "production").await;
+        let held = run(&c, sql).await.unwrap();
+        approve(request_id(&held.1), "alice");
+        let token = world().agents["reader"].expose().to_owned();
+        let s = format!(
+            "host=127.0.0.1 port={} user=reader password={token} dbname=production",
+            world().gateway.port()
+        );
+        let (raw, conn) = tokio_postgres::connect(&s, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // Both queries go out before either answer comes back.
+        let (begin, update) = tokio::join!(raw.simple_query("BEGIN"), raw.simple_query(sql));
+        begin.unwrap();
+        let pipelined = update
+            .err()
+            .map(|e| e.as_db_error().unwrap().message().to_owned());
+        let _ = raw.simple_query("ROLLBACK").await;
+        (held, pipelined)
+    });
+    assert_eq!(held.0, belay_pg::SQLSTATE_APPROVAL);
+    let pipelined = pipelined.expect("refused inside the transaction block");
+    assert!(pipelined.contains("is approved, but"), "{pipelined}");
+    assert_eq!(upstream("production", "SELECT id FROM pinned"), "1");
+}
+
+#[test]
+fn copy_from_stdin_is_not_approvable() {
+    setup("production", "CREATE TABLE IF NOT EXISTS loaded (id int)");
+    let refused = block(async {
+        let c = client("reader", "production").await;
+        run(&c, "COPY loaded FROM STDIN").await.unwrap()
+    });
+    assert_eq!(refused.0, "42501", "{refused:?}");
+    assert!(refused.1.contains("COPY FROM STDIN"), "{refused:?}");
+    let pending = world()
+        .app
+        .approvals(&[ApprovalStatus::Pending], 1000)
+        .unwrap();
+    assert!(pending
+        .iter()
+        .all(|a| a.request.action != "COPY loaded FROM STDIN"));
+}

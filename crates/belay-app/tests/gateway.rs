@@ -891,6 +891,19 @@ fn function_call_messages_are_refused() {
         c.until_ready().await
     });
     assert_eq!(errors(&got), vec!["42501".to_owned()]);
+    // The refusal is a decision event, named in the error.
+    let detail = got
+        .iter()
+        .find_map(|m| match m {
+            Backend::ErrorResponse(e) => e.detail.clone(),
+            _ => None,
+        })
+        .expect("a detail naming the audit event");
+    let seq: u64 = detail.trim_start_matches("audit event ").parse().unwrap();
+    let event = &harness().app.store().events(seq, 1).unwrap()[0];
+    assert_eq!(event.draft.kind, "statement");
+    assert_eq!(event.draft.verdict.as_deref(), Some("deny"));
+    assert_eq!(event.draft.detail["phase"], "function_call");
 }
 
 #[test]
@@ -1535,4 +1548,83 @@ fn a_syntax_error_is_the_parser_s_own_answer_without_a_hint_about_grants() {
         db.message()
     );
     assert!(db.hint().is_none(), "{:?}", db.hint());
+}
+
+#[test]
+fn refused_startups_are_recorded_and_failed_logins_cannot_flood_the_log() {
+    // A gateway of its own: its count of refusals per source starts at zero.
+    let h = harness();
+    let (addr, _stop) = start_gateway(&h.runtime, h.app.clone(), belay_pg::Options::default());
+    let before = harness().app.store().head_seq().unwrap();
+    let err = block(async {
+        let token = harness().tokens["worker"].expose().to_owned();
+        Raw::connect(
+            addr,
+            &[
+                ("user", "worker"),
+                ("database", "staging"),
+                ("options", "-c work_mem=1TB"),
+            ],
+            &token,
+        )
+        .await
+        .err()
+        .unwrap()
+    });
+    assert_eq!(err.code, "08P01");
+    let events = harness().app.store().events(before + 1, 10_000).unwrap();
+    assert!(
+        events.iter().any(|e| e.draft.kind == "connection"
+            && e.draft.outcome.as_deref() == Some("refused")
+            && e.draft.reasons.iter().any(|r| r.contains("options"))),
+        "the refused startup is recorded"
+    );
+    let before = harness().app.store().head_seq().unwrap();
+    for _ in 0..40 {
+        let err = block(async {
+            Raw::connect(
+                addr,
+                &[("user", "worker"), ("database", "staging")],
+                "belay_agent_wrong",
+            )
+            .await
+            .err()
+            .unwrap()
+        });
+        assert_eq!(err.code, "28P01");
+    }
+    let written = harness()
+        .app
+        .store()
+        .events(before + 1, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.draft.kind == "connection" && e.draft.outcome.as_deref() == Some("refused"))
+        .count();
+    // At most ten per source and minute (twice that if a minute turns during the test).
+    assert!(written <= 20, "{written} refusals recorded one by one");
+}
+
+#[test]
+fn a_portal_dies_with_its_transaction_and_a_cursor_of_its_name_is_not_mistaken_for_it() {
+    let got = block(async {
+        let mut c = Raw::agent("worker", "staging").await;
+        c.send(&[parse("s1", "SELECT 1"), bind("p1", "s1"), Frontend::Sync])
+            .await;
+        c.until_ready().await;
+        // The portal ended with its implicit transaction; a SQL cursor now has its name.
+        c.send(&[Frontend::Query(
+            "DECLARE p1 CURSOR WITH HOLD FOR SELECT 'the cursor'".to_owned(),
+        )])
+        .await;
+        c.until_ready().await;
+        c.send(&[execute("p1"), Frontend::Sync]).await;
+        c.until_ready().await
+    });
+    assert_eq!(errors(&got), vec!["34000".to_owned()], "{got:?}");
+    assert!(
+        !got.iter()
+            .any(|m| matches!(m, Backend::Other(f) if f.tag == b'D')),
+        "nothing ran as the old portal: {got:?}"
+    );
 }

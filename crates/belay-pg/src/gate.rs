@@ -241,6 +241,14 @@ pub trait Gate: Send + Sync + 'static {
         login: &Login,
         authenticated: bool,
     ) -> Result<(UpstreamSpec, Box<dyn Session>), Refusal>;
+
+    /// A connection refused before `open` could decide it (startup parameters, encoding,
+    /// TLS, the connection limit, a handshake that never finished), so that it is recorded
+    /// like every other refusal. `user` and `database` are those the client sent, if it got
+    /// that far. May block; called before the refusal is sent.
+    fn refused(&self, peer: &str, user: Option<&str>, database: Option<&str>, refusal: &Refusal) {
+        let _ = (peer, user, database, refusal);
+    }
 }
 
 /// One agent's session in one environment.
@@ -267,4 +275,11 @@ pub trait Session: Send {
 
     /// The session ended; `why` says how (client left, upstream unavailable, shutdown).
     fn ended(&mut self, why: &str);
+
+    /// A message belay refuses by its type alone (the fast-path FunctionCall): the refusal is
+    /// recorded like a statement's, durably, and the returned refusal (naming the record) is
+    /// what the client reads. May block.
+    fn refuse_message(&mut self, refusal: Refusal) -> Refusal {
+        refusal
+    }
 }

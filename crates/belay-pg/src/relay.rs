@@ -107,8 +107,17 @@ pub(crate) struct Relay {
     session: Box<dyn Session>,
     expect: VecDeque<Expect>,
     statements: HashMap<String, Prepared>,
-    /// Each portal's statement text and the parameters bound to it.
-    portals: HashMap<String, (Arc<str>, Parameters)>,
+    /// Each portal's statement text, the parameters bound to it, and the number of
+    /// ReadyForQuery answers that will have come when it is bound (`ready_seen` plus those
+    /// pending): its transaction cannot end before the next one.
+    portals: HashMap<String, (Arc<str>, Parameters, u64)>,
+    /// ReadyForQuery answers received so far.
+    ready_seen: u64,
+    /// ReadyForQuery answers expected (`Simple` and `Sync` in `expect`).
+    ready_pending: u64,
+    /// The ReadyForQuery that answers the last forwarded Query or Execute, either of which
+    /// may open a transaction block: until it has come, one may be open.
+    opening_until: u64,
     next_name: u64,
     /// Between CopyInResponse and the client's CopyDone or CopyFail, when the server ignores
     /// Sync and Flush.
@@ -179,6 +188,9 @@ impl Relay {
             expect: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            ready_seen: 0,
+            ready_pending: 0,
+            opening_until: 0,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -235,9 +247,11 @@ impl Relay {
         Ok(())
     }
 
-    /// A transaction block is open, as of the upstream's last ReadyForQuery.
+    /// A transaction block is open, or may be: as of the upstream's last ReadyForQuery, and
+    /// while a forwarded Query or Execute has not been answered by its ReadyForQuery (a
+    /// pipelined BEGIN may open one before this message runs).
     fn in_transaction(&self) -> bool {
-        self.status != TransactionStatus::Idle
+        self.status != TransactionStatus::Idle || self.opening_until > self.ready_seen
     }
 
     /// The session's decision: without blocking when it can; `None` when it would have to
@@ -274,6 +288,7 @@ impl Relay {
 
     fn refuse_simple(&mut self, refusal: Refusal, up: &mut BytesMut) {
         put_frame(up, b'Q', &[REFUSED_SQL.as_bytes(), b"\0"]);
+        self.ready_pending += 1;
         self.expect.push_back(Expect::Simple {
             record: None,
             next: 0,
@@ -345,6 +360,8 @@ impl Relay {
                             frame.encode(up);
                             0
                         };
+                        self.ready_pending += 1;
+                        self.opening_until = self.ready_seen + self.ready_pending;
                         self.expect.push_back(Expect::Simple {
                             record,
                             next: 0,
@@ -360,7 +377,10 @@ impl Relay {
                 let (name, rest) = split_cstr(&body)?;
                 let (sql, _) = split_cstr(&rest)?;
                 if !name.is_empty() && self.statements.contains_key(name) {
-                    let r = Refusal::new("42P05", format!("prepared statement \"{name}\" already exists"));
+                    let r = Refusal::new(
+                        "42P05",
+                        format!("prepared statement \"{name}\" already exists"),
+                    );
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 }
@@ -413,9 +433,16 @@ impl Relay {
                         put_frame(
                             up,
                             b'B',
-                            &[portal.as_bytes(), b"\0", p.upstream.as_bytes(), b"\0", &rest],
+                            &[
+                                portal.as_bytes(),
+                                b"\0",
+                                p.upstream.as_bytes(),
+                                b"\0",
+                                &rest,
+                            ],
                         );
-                        let bound = (p.sql.clone(), Parameters::from_bind(rest));
+                        let epoch = self.ready_seen + self.ready_pending;
+                        let bound = (p.sql.clone(), Parameters::from_bind(rest), epoch);
                         // The unnamed portal is bound again and again: its slot is reused.
                         match self.portals.get_mut(portal) {
                             Some(slot) => *slot = bound,
@@ -429,7 +456,7 @@ impl Relay {
             }
             b'E' => {
                 let (portal, _) = split_cstr(&frame.body)?;
-                let Some((sql, params)) = self.portals.get(portal).cloned() else {
+                let Some((sql, params, _)) = self.portals.get(portal).cloned() else {
                     let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
@@ -446,6 +473,7 @@ impl Relay {
                 match check {
                     Check::Allow { record, .. } => {
                         frame.encode(up);
+                        self.opening_until = self.ready_seen + self.ready_pending + 1;
                         self.expect.push_back(Expect::Execute { record });
                     }
                     Check::Refuse(r) => self.refuse_extended(r, up),
@@ -486,12 +514,16 @@ impl Relay {
                         ))
                     }
                 }
-                self.expect
-                    .push_back(if describe { Expect::Describe } else { Expect::Close });
+                self.expect.push_back(if describe {
+                    Expect::Describe
+                } else {
+                    Expect::Close
+                });
             }
             b'S' => {
                 frame.encode(up);
                 if !self.copy_in {
+                    self.ready_pending += 1;
                     self.expect.push_back(Expect::Sync);
                 }
             }
@@ -504,14 +536,20 @@ impl Relay {
                 frame.encode(up);
                 return Ok(Next::Terminate);
             }
-            b'F' => self.refuse_simple(
-                Refusal::new(
-                    crate::gate::SQLSTATE_DENIED,
-                    "belay refuses the fast-path function call protocol",
-                )
-                .hint("call the function in a SQL statement (SELECT f(...)) so that belay can check it"),
-                up,
-            ),
+            b'F' => {
+                // Recorded durably before it is answered, like any refusal.
+                if !may_block {
+                    return Ok(Next::Blocked(frame));
+                }
+                let refusal = self.session.refuse_message(
+                    Refusal::new(
+                        crate::gate::SQLSTATE_DENIED,
+                        "belay refuses the fast-path function call protocol",
+                    )
+                    .hint("call the function in a SQL statement (SELECT f(...)) so that belay can check it"),
+                );
+                self.refuse_simple(refusal, up)
+            }
             other => {
                 return Err(Violation(format!(
                     "unexpected message type `{}` after startup",
@@ -574,7 +612,9 @@ impl Relay {
                 // client pipelined behind the COPY (as libraries do) gets no answer.
                 self.copy_in = true;
                 let front = self.expect.pop_front();
+                let before = self.expect.len();
                 self.expect.retain(|e| !matches!(e, Expect::Sync));
+                self.ready_pending -= (before - self.expect.len()) as u64;
                 if let Some(front) = front {
                     self.expect.push_front(front);
                 }
@@ -637,6 +677,15 @@ impl Relay {
                 self.pop("ReadyForQuery", |e| {
                     matches!(e, Expect::Simple { .. } | Expect::Sync)
                 })?;
+                self.ready_seen += 1;
+                self.ready_pending = self.ready_pending.saturating_sub(1);
+                // Portals end with their transaction, upstream as here: a name bound again
+                // later is another portal. Portals bound after this answer's Sync are not
+                // of the transaction that ended.
+                if self.status == TransactionStatus::Idle && !self.portals.is_empty() {
+                    let seen = self.ready_seen;
+                    self.portals.retain(|_, (_, _, epoch)| *epoch >= seen);
+                }
             }
             b'E' => {
                 self.copy_in = false;

@@ -355,8 +355,19 @@ fn fatal_refusal(r: Refusal) -> BytesMut {
     out
 }
 
-/// Why a connection ended before its session began; the client reads `message`.
+/// Why a connection ended before its session began; the client reads the message (empty:
+/// nothing to say, the connection just closes).
 struct Reject(BytesMut);
+
+/// How far a handshake got, for the record of a refusal: a refusal the gate made (from
+/// `Gate::open` on) is recorded by the gate; one made before is recorded through
+/// `Gate::refused`.
+#[derive(Debug, Default)]
+struct Progress {
+    asked_gate: bool,
+    user: Option<String>,
+    database: Option<String>,
+}
 
 async fn read_startup(stream: &mut Box<dyn Stream>, buf: &mut BytesMut) -> Result<Startup, Reject> {
     loop {
@@ -423,9 +434,16 @@ async fn connection(
     let timeout = shared.options.handshake_timeout;
     // Boxed: the handshake's state (TLS, SCRAM) is larger than the relay loop's and is
     // given back when it ends, instead of sizing every session's task.
+    let mut progress = Progress::default();
     let startup = tokio::time::timeout(
         timeout,
-        Box::pin(handshake(&shared, &mut stream, &mut buf, peer)),
+        Box::pin(handshake(
+            &shared,
+            &mut stream,
+            &mut buf,
+            peer,
+            &mut progress,
+        )),
     )
     .await;
     let admitted = match startup {
@@ -438,12 +456,44 @@ async fn connection(
     match admitted {
         Err(Reject(message)) => {
             if !message.is_empty() {
+                if !progress.asked_gate {
+                    record_refusal(&shared, peer, progress, &message).await;
+                }
                 let _ = send(&mut stream, &message).await;
             }
         }
         Ok(None) => {}
         Ok(Some(admitted)) => run(shared, stream, buf, admitted, shutdown).await,
     }
+}
+
+/// Records a refusal made before the gate was asked, through `Gate::refused`, before the
+/// client reads it.
+async fn record_refusal(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    progress: Progress,
+    message: &[u8],
+) {
+    let mut frame = BytesMut::from(message);
+    let fields = match codec::read_frame(&mut frame, message.len().max(1024)) {
+        Ok(Some(f)) => match Backend::decode(&f) {
+            Ok(Backend::ErrorResponse(fields)) => fields,
+            _ => return,
+        },
+        _ => return,
+    };
+    let refusal = Refusal::new(&fields.code, fields.message);
+    let gate = shared.gate.clone();
+    let _ = off_thread(move || {
+        gate.refused(
+            &peer.to_string(),
+            progress.user.as_deref(),
+            progress.database.as_deref(),
+            &refusal,
+        )
+    })
+    .await;
 }
 
 struct Admitted {
@@ -459,6 +509,7 @@ async fn handshake(
     stream: &mut Box<dyn Stream>,
     buf: &mut BytesMut,
     peer: SocketAddr,
+    progress: &mut Progress,
 ) -> Result<Option<Admitted>, Reject> {
     let mut tls = false;
     let params = loop {
@@ -490,7 +541,11 @@ async fn handshake(
                 }
                 return Ok(None);
             }
-            Startup::Startup { params } => break params,
+            Startup::Startup { params } => {
+                progress.user = Startup::param(&params, "user").map(str::to_owned);
+                progress.database = Startup::param(&params, "database").map(str::to_owned);
+                break params;
+            }
             Startup::SslRequest => return Err(Reject(fatal("08P01", "a second SSLRequest"))),
         }
     };
@@ -548,6 +603,7 @@ async fn handshake(
         scram(shared, stream, buf, &login.user, &credential).await?
     };
     let (gate, opening) = (shared.gate.clone(), login.clone());
+    progress.asked_gate = true;
     let (mut spec, session) = off_thread(move || gate.open(&opening, authenticated))
         .await
         .map_err(|m| Reject(fatal("XX000", m)))?

@@ -156,6 +156,8 @@ pub enum Flag {
     DropColumn,
     /// A rule or trigger that runs code later, on other statements.
     StoredCode,
+    /// `COPY ... FROM STDIN`: the rows follow the statement as a stream, not in its text.
+    StreamedData,
     /// The input could not be parsed.
     ParseError,
     /// The input is larger than the configured limit.
@@ -187,6 +189,7 @@ impl Flag {
             Flag::SafetySetting => "safety_setting",
             Flag::DropColumn => "drop_column",
             Flag::StoredCode => "stored_code",
+            Flag::StreamedData => "streamed_data",
             Flag::ParseError => "parse_error",
             Flag::TooLarge => "too_large",
             Flag::TooDeep => "too_deep",

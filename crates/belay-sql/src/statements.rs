@@ -435,6 +435,7 @@ impl Walk<'_> {
                 ),
             );
         } else if s.is_from {
+            self.flag(Flag::StreamedData);
             self.raise(
                 Write,
                 format!(
