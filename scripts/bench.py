@@ -119,7 +119,8 @@ class Bench:
         url = f"postgres://postgres:{self.password}@127.0.0.1:{self.pg_port}"
         log = open(self.dir / "belay.log", "w")
         proc = subprocess.Popen([str(self.args.belay), "quickstart", "--port", "0",
-                                 "--dir", str(qs), "--upstream", url],
+                                 "--dir", str(qs), "--upstream", url,
+                                 "--max-connections", "1100"],
                                 stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         marker = qs / "quickstart.json"
@@ -132,9 +133,9 @@ class Bench:
         time.sleep(0.2)
         info = json.loads(marker.read_text())
         self.belay_pid = proc.pid
-        self.role_password = (qs / "secrets" / "upstream-password").read_text().strip()
+        self.role_password = (qs / "secrets" / "staging-password").read_text().strip()
         self.urls = {
-            "direct": f"postgres://belay:{self.role_password}@127.0.0.1:{self.pg_port}/staging",
+            "direct": f"postgres://belay_staging:{self.role_password}@127.0.0.1:{self.pg_port}/staging",
             "belay": info["staging_url"],
         }
 
@@ -142,9 +143,9 @@ class Bench:
         port = free_port()
         ini = self.dir / "pgbouncer.ini"
         users = self.dir / "userlist.txt"
-        users.write_text(f'"belay" "{self.role_password}"\n')
+        users.write_text(f'"belay_staging" "{self.role_password}"\n')
         ini.write_text(f"""[databases]
-staging = host=127.0.0.1 port={self.pg_port} dbname=staging user=belay password={self.role_password}
+staging = host=127.0.0.1 port={self.pg_port} dbname=staging user=belay_staging password={self.role_password}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -167,7 +168,7 @@ logfile = {self.dir / 'pgbouncer.log'}
                                                  pgbouncer, str(ini)]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
-        url = f"postgres://belay:{self.role_password}@127.0.0.1:{port}/staging"
+        url = f"postgres://belay_staging:{self.role_password}@127.0.0.1:{port}/staging"
         deadline = time.time() + 30
         while subprocess.run([pg_bin("psql"), url, "-Atc", "SELECT 1"],
                              capture_output=True).returncode != 0:

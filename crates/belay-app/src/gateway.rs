@@ -47,6 +47,40 @@ pub struct AppGate {
     /// Refused connections recorded per source address, so that a flood of failed logins or
     /// bad startups cannot flood the audit log.
     refusals: Arc<std::sync::Mutex<HashMap<String, RefusalWindow>>>,
+    /// Open sessions by environment and by agent in an environment, against the
+    /// environment's limits.
+    open: Arc<std::sync::Mutex<OpenSessions>>,
+}
+
+#[derive(Debug, Default)]
+struct OpenSessions {
+    by_environment: HashMap<String, usize>,
+    by_agent: HashMap<(String, String), usize>,
+}
+
+/// One session's place in `OpenSessions`, given back when the session is dropped, however
+/// it ends.
+#[derive(Debug)]
+struct Slot {
+    open: Arc<std::sync::Mutex<OpenSessions>>,
+    environment: String,
+    agent: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.by_environment.get_mut(&self.environment) {
+            *n = n.saturating_sub(1);
+        }
+        let key = (self.agent.clone(), self.environment.clone());
+        if let Some(n) = open.by_agent.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_agent.remove(&key);
+            }
+        }
+    }
 }
 
 /// Refused connections are recorded one by one up to this many per source address and
@@ -68,7 +102,45 @@ impl AppGate {
         AppGate {
             app,
             refusals: Arc::default(),
+            open: Arc::default(),
         }
+    }
+
+    /// A place for one more session of `agent` in `env`, or the refusal that says which
+    /// limit it would pass.
+    fn take_slot(&self, agent: &str, env: &belay_config::Environment) -> Result<Slot, Refusal> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let in_env = open.by_environment.get(&env.name).copied().unwrap_or(0);
+        let key = (agent.to_owned(), env.name.clone());
+        let mine = open.by_agent.get(&key).copied().unwrap_or(0);
+        let limits = &env.limits;
+        if mine >= limits.max_connections_per_agent {
+            return Err(Refusal::new(
+                "53300",
+                format!(
+                    "agent `{agent}` already holds {mine} sessions in environment `{}`, its limit (limits.max_connections_per_agent)",
+                    env.name
+                ),
+            )
+            .hint("close idle sessions, or use a connection pool in the agent"));
+        }
+        if in_env >= limits.max_connections {
+            return Err(Refusal::new(
+                "53300",
+                format!(
+                    "environment `{}` already has {in_env} agent sessions, its limit (limits.max_connections)",
+                    env.name
+                ),
+            )
+            .hint("close idle sessions; an operator can raise the environment's limit if the upstream has room"));
+        }
+        *open.by_environment.entry(env.name.clone()).or_default() += 1;
+        *open.by_agent.entry(key).or_default() += 1;
+        Ok(Slot {
+            open: self.open.clone(),
+            environment: env.name.clone(),
+            agent: agent.to_owned(),
+        })
     }
 
     /// Whether a refusal from `peer` is recorded on its own, and how many from there were
@@ -250,6 +322,20 @@ impl Gate for AppGate {
                 }),
             ));
         };
+        if let Some(guard) = self.app.role_guard() {
+            if let Err(why) = guard.admit(config, env, db_name) {
+                return Err(self.refuse(
+                    login,
+                    &actor,
+                    Refusal::new("08006", why)
+                        .hint("an operator must fix the upstream's roles (`belay config check` shows how)"),
+                ));
+            }
+        }
+        let slot = match self.take_slot(&agent.name, env) {
+            Ok(slot) => slot,
+            Err(refusal) => return Err(self.refuse(login, &actor, refusal)),
+        };
         let read_only = env.production && grant < Class::Write;
         let mut params = vec![
             (
@@ -272,12 +358,24 @@ impl Gate for AppGate {
             params.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
         }
         let label = format!("{}.{db_name}", env.name);
+        // A read-only session logs in as the environment's read role where there is one,
+        // so that the database itself refuses its writes even if belay were fooled; an
+        // approved statement then runs on a connection of its own as the writing role.
+        let (user, password, elevated) = match (&pg.read, read_only) {
+            (Some(read), true) => (
+                read.user.clone(),
+                read.password.clone(),
+                Some((pg.user.clone(), pg.password.clone())),
+            ),
+            _ => (pg.user.clone(), pg.password.clone(), None),
+        };
         let spec = UpstreamSpec {
             host: pg.host.clone(),
             port: pg.port,
             database: pg.database.clone(),
-            user: pg.user.clone(),
-            password: pg.password.clone(),
+            user,
+            password,
+            elevated,
             sslmode: pg.sslmode,
             sslrootcert: pg.sslrootcert.clone(),
             params,
@@ -314,6 +412,7 @@ impl Gate for AppGate {
                 reads_since: None,
                 repeat: None,
                 tallied: None,
+                _slot: slot,
             }),
         ))
     }
@@ -361,6 +460,8 @@ pub struct AppSession {
     repeat: Option<RepeatRead>,
     /// The tally the last `tally_read` counted into.
     tallied: Option<u64>,
+    /// The session's place under the environment's connection limits.
+    _slot: Slot,
 }
 
 /// An allowed read that may come again: the analysis it was decided on (the classifier's

@@ -14,6 +14,7 @@ mod identity;
 mod init;
 mod notify;
 mod policy_cases;
+pub mod roles;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +93,9 @@ pub struct App {
     retry: notify::Retry,
     /// Set when belay stops: statements held for approval stop waiting and are answered.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set by `serve` once it inspected the upstream roles: sessions go only to production
+    /// upstreams found clear.
+    role_guard: std::sync::OnceLock<roles::RoleGuard>,
 }
 
 impl App {
@@ -141,9 +145,22 @@ impl App {
             notifier: std::sync::OnceLock::new(),
             retry: notify::Retry::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            role_guard: std::sync::OnceLock::new(),
         };
         app.record_configuration(&config_text, &policy_text)?;
         Ok(app)
+    }
+
+    /// From now on, sessions go only to production upstreams whose roles `report` (or a
+    /// later inspection) found to need no more than their grants.
+    pub fn guard_roles(&self, report: &roles::Report) {
+        let _ = self
+            .role_guard
+            .set(roles::RoleGuard::from_report(&self.config, report));
+    }
+
+    pub(crate) fn role_guard(&self) -> Option<&roles::RoleGuard> {
+        self.role_guard.get()
     }
 
     /// Records a `config.change` event when the configuration or the policy differs from what

@@ -86,15 +86,18 @@ fn harness() -> &'static Harness {
             env("production", "production", cluster.port),
             env("broken", "non-production", closed_port),
         ) + &env("secure", "non-production", cluster.port)
-            + &env("wrongca", "non-production", cluster.port);
+            + &env("wrongca", "non-production", cluster.port)
+            + &env("capped", "non-production", cluster.port)
+            + "[environments.capped.limits]\nmax_connections = 3\nmax_connections_per_agent = 2\n";
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
         let app = Arc::new(App::open(Config::load(&path, &NoEnv).unwrap()).unwrap());
         app.add_human("test", "owner").unwrap();
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
-            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read)][..]),
-            ("reader", &[("staging", Class::Read)][..]),
+            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read), ("capped", Class::Read)][..]),
+            ("reader", &[("staging", Class::Read), ("capped", Class::Read)][..]),
+            ("capper", &[("capped", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),
             ("repeating", &[("staging", Class::Read)][..]),
             ("counted", &[("staging", Class::Read)][..]),
@@ -1627,4 +1630,60 @@ fn a_portal_dies_with_its_transaction_and_a_cursor_of_its_name_is_not_mistaken_f
             .any(|m| matches!(m, Backend::Other(f) if f.tag == b'D')),
         "nothing ran as the old portal: {got:?}"
     );
+}
+
+#[test]
+fn sessions_are_capped_per_agent_and_per_environment_and_a_closed_one_frees_its_place() {
+    let (per_agent, per_env, after_close) = block(async {
+        let a = client("worker", "capped").await;
+        let _b = client("worker", "capped").await;
+        let per_agent = refused(&conn_string(harness().addr, "worker", "capped")).await;
+        let _c = client("capper", "capped").await;
+        let per_env = refused(&conn_string(harness().addr, "reader", "capped")).await;
+        drop(a);
+        // The session ends when belay sees the client go.
+        let mut after = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok((c, conn)) = tokio_postgres::connect(
+                &conn_string(harness().addr, "reader", "capped"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            {
+                tokio::spawn(conn);
+                after = Some(c);
+                break;
+            }
+        }
+        (per_agent, per_env, after.is_some())
+    });
+    let db = per_agent.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("max_connections_per_agent"),
+        "{}",
+        db.message()
+    );
+    let db = per_env.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("environment `capped`"),
+        "{}",
+        db.message()
+    );
+    assert!(after_close, "a closed session gives its place back");
+}
+
+#[test]
+fn idle_timeouts_are_pinned_from_the_environment_s_limits() {
+    let (idle_session, idle_in_transaction) = block(async {
+        let c = client("worker", "staging").await;
+        (
+            value(&c, "SHOW idle_session_timeout").await,
+            value(&c, "SHOW idle_in_transaction_session_timeout").await,
+        )
+    });
+    assert_eq!(idle_session, "1h");
+    assert_eq!(idle_in_transaction, "2min");
 }

@@ -121,7 +121,23 @@ pub const DEFAULT_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub caps: BTreeMap<&'static str, f64>,
+    /// Agents' sessions open at once in the environment; keep it below what the upstream
+    /// accepts, so that one environment (or one runaway agent) cannot take every slot of a
+    /// server it shares.
+    pub max_connections: usize,
+    /// Sessions one agent may hold at once in the environment.
+    pub max_connections_per_agent: usize,
 }
+
+/// Agents' sessions open at once in one environment, unless it says otherwise.
+pub const DEFAULT_ENV_CONNECTIONS: usize = 50;
+
+/// Sessions one agent may hold at once in one environment, unless it says otherwise.
+pub const DEFAULT_AGENT_CONNECTIONS: usize = 20;
+
+/// How long an agent's session may sit idle outside a transaction before the server ends
+/// it, unless the environment says otherwise.
+pub const DEFAULT_IDLE_SESSION: Duration = Duration::from_secs(3600);
 
 impl Limits {
     /// The cap on setting `name`, if it is capped.
@@ -131,10 +147,14 @@ impl Limits {
 
     /// The settings pinned at login: the timeouts belay enforces, in milliseconds.
     pub fn pinned(&self) -> Vec<(&'static str, String)> {
-        ["lock_timeout", "idle_in_transaction_session_timeout"]
-            .into_iter()
-            .filter_map(|n| self.cap(n).map(|ms| (n, format!("{}", ms as u64))))
-            .collect()
+        [
+            "lock_timeout",
+            "idle_in_transaction_session_timeout",
+            "idle_session_timeout",
+        ]
+        .into_iter()
+        .filter_map(|n| self.cap(n).map(|ms| (n, format!("{}", ms as u64))))
+        .collect()
     }
 }
 
@@ -153,7 +173,36 @@ pub struct Postgres {
     pub roles: Vec<String>,
     /// Tablespaces of the cluster that belong to this environment.
     pub tablespaces: Vec<String>,
+    /// The role for sessions of agents granted only `read`; `None`: they log in as `user`,
+    /// and only belay's read-only pin keeps them from writing.
+    pub read: Option<ReadRole>,
+    /// What the role inspection finds and the operator accepts anyway (see `RISKS`).
+    pub accept_risks: Vec<String>,
 }
+
+/// The role a read-only session logs in as.
+#[derive(Debug, Clone)]
+pub struct ReadRole {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+/// What the inspection of an upstream role can find that a production environment refuses,
+/// each of which `accept_risks` can accept by name.
+pub const RISKS: &[&str] = &[
+    "superuser",
+    "createrole",
+    "createdb",
+    "bypassrls",
+    "replication",
+    "write_all_data",
+    "signal_backend",
+    "server_files",
+    "server_programs",
+    "other_environments",
+    "read_role_can_write",
+    "no_read_role",
+];
 
 #[derive(Debug, Clone)]
 pub struct BackupStore {

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    Audit, BackupStore, Config, Env, Environment, Error, Limits, Listen, Notify, Postgres, Sql,
-    SslMode, Tls, DEFAULT_IDLE_IN_TRANSACTION, DEFAULT_LOCK_TIMEOUT, MAX_APPROVAL_WAIT,
+    Audit, BackupStore, Config, Env, Environment, Error, Limits, Listen, Notify, Postgres,
+    ReadRole, Sql, SslMode, Tls, DEFAULT_AGENT_CONNECTIONS, DEFAULT_ENV_CONNECTIONS,
+    DEFAULT_IDLE_IN_TRANSACTION, DEFAULT_IDLE_SESSION, DEFAULT_LOCK_TIMEOUT, MAX_APPROVAL_WAIT,
+    RISKS,
 };
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +96,9 @@ struct RawEnvironment {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    max_connections: Option<usize>,
+    max_connections_per_agent: Option<usize>,
+    idle_session_timeout: Option<String>,
     lock_timeout: Option<String>,
     idle_in_transaction_session_timeout: Option<String>,
     work_mem: Option<String>,
@@ -132,6 +137,13 @@ struct RawPostgres {
     /// Tablespaces of the cluster that belong to this environment.
     #[serde(default)]
     tablespaces: Vec<String>,
+    /// The role sessions of agents granted only `read` log in as: one the database itself
+    /// forbids to write.
+    read_user: Option<String>,
+    read_password: Option<SecretSource>,
+    /// Role attributes the inspection would refuse in production, accepted anyway.
+    #[serde(default)]
+    accept_risks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +194,14 @@ fn limits(raw: &RawLimits, statement_timeout: Duration) -> Result<Limits, String
             DEFAULT_IDLE_IN_TRANSACTION,
         )?,
     );
+    caps.insert(
+        "idle_session_timeout",
+        millis(
+            "idle_session_timeout",
+            &raw.idle_session_timeout,
+            DEFAULT_IDLE_SESSION,
+        )?,
+    );
     // transaction_timeout (PostgreSQL 17) may be lowered below the statement timeout only.
     caps.insert("transaction_timeout", statement_timeout.as_millis() as f64);
     caps.insert("work_mem", bytes("work_mem", &raw.work_mem, "256MB")?);
@@ -218,7 +238,23 @@ fn limits(raw: &RawLimits, statement_timeout: Duration) -> Result<Limits, String
         "max_parallel_workers",
         f64::from(raw.max_parallel_workers.unwrap_or(8)),
     );
-    Ok(Limits { caps })
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_ENV_CONNECTIONS);
+    let per_agent = raw
+        .max_connections_per_agent
+        .unwrap_or(DEFAULT_AGENT_CONNECTIONS.min(max_connections));
+    if max_connections == 0 || per_agent == 0 {
+        return Err("max_connections`: a limit of 0 would admit no one".to_owned());
+    }
+    if per_agent > max_connections {
+        return Err(format!(
+            "max_connections_per_agent`: {per_agent} is more than the environment's max_connections ({max_connections})"
+        ));
+    }
+    Ok(Limits {
+        caps,
+        max_connections,
+        max_connections_per_agent: per_agent,
+    })
 }
 
 fn default_port() -> u16 {
@@ -306,6 +342,40 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                     )
                 })?),
             };
+            let read = match (pg.read_user, pg.read_password) {
+                (None, None) => None,
+                (Some(user), source) => {
+                    let password = match source {
+                        None => None,
+                        Some(source) => Some(secret(&source, env, &resolve).map_err(|m| {
+                            at(
+                                Some(pg_span.clone()),
+                                format!("`environments.{name}.postgres.{db}.read_password`: {m}"),
+                            )
+                        })?),
+                    };
+                    Some(ReadRole { user, password })
+                }
+                (None, Some(_)) => {
+                    return Err(at(
+                        Some(pg_span),
+                        format!(
+                            "`environments.{name}.postgres.{db}.read_password` needs `read_user`"
+                        ),
+                    ))
+                }
+            };
+            for risk in &pg.accept_risks {
+                if !RISKS.contains(&risk.as_str()) {
+                    return Err(at(
+                        Some(pg_span),
+                        format!(
+                            "`environments.{name}.postgres.{db}.accept_risks`: `{risk}` is not one of {}",
+                            RISKS.join(", ")
+                        ),
+                    ));
+                }
+            }
             postgres.insert(
                 db,
                 Postgres {
@@ -319,6 +389,8 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                     failure_domain: pg.failure_domain,
                     roles: pg.roles,
                     tablespaces: pg.tablespaces,
+                    read,
+                    accept_risks: pg.accept_risks,
                 },
             );
         }

@@ -86,6 +86,10 @@ pub struct UpstreamSpec {
     pub database: String,
     pub user: String,
     pub password: Option<Secret>,
+    /// For a session whose role may not write: the role (and password) an approved statement
+    /// runs as, on a connection of its own (`Check::Allow` with `read_write`). `None`: the
+    /// session's own role runs it, with the read-only pin lifted.
+    pub elevated: Option<(String, Option<Secret>)>,
     pub sslmode: SslMode,
     pub sslrootcert: Option<std::path::PathBuf>,
     /// Startup parameters belay sets (application_name, statement_timeout, ...). They become

@@ -25,3 +25,4 @@ pub use gate::{
 };
 pub use relay::RESERVED_PREFIX;
 pub use server::{default_relay_threads, serve, Options};
+pub use upstream::simple_query;

@@ -91,6 +91,10 @@ pub(crate) enum Next {
     /// Deciding on this message needs IO (a durable audit record, an identity re-read):
     /// nothing was done; hand it to `client_message_blocking` where blocking is allowed.
     Blocked(Frame),
+    /// An approved simple Query (this body) that must run as the session's writing role, on
+    /// a connection of its own: its answer is expected; feed it to `upstream_message` once
+    /// the answers before it have come.
+    Detour(Bytes),
 }
 
 /// A protocol violation; the connection is closed with this message.
@@ -127,6 +131,9 @@ pub(crate) struct Relay {
     /// session's identity depends on, with the value each must keep; `client_encoding` and
     /// `standard_conforming_strings` are checked by rule instead.
     watched: Vec<(String, String)>,
+    /// The session's role may not write: an approved statement runs elsewhere (`Detour`)
+    /// instead of with the read-only pin lifted.
+    pub(crate) detour: bool,
 }
 
 /// How a session ended by the watch on the upstream's settings begins its message.
@@ -191,6 +198,7 @@ impl Relay {
             ready_seen: 0,
             ready_pending: 0,
             opening_until: 0,
+            detour: false,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -262,6 +270,11 @@ impl Relay {
             None if may_block => Some(self.session.check(asked)),
             None => None,
         }
+    }
+
+    /// Answers still expected.
+    pub(crate) fn expected(&self) -> usize {
+        self.expect.len()
     }
 
     /// Nothing is in flight and no transaction is open: the session can end cleanly.
@@ -352,6 +365,18 @@ impl Relay {
                     return Ok(Next::Blocked(frame));
                 };
                 match check {
+                    Check::Allow { record, read_write } if read_write && self.detour => {
+                        // The answer comes from the detour's connection, matched like any.
+                        self.ready_pending += 1;
+                        self.opening_until = self.ready_seen + self.ready_pending;
+                        self.expect.push_back(Expect::Simple {
+                            record,
+                            next: 0,
+                            refusal: None,
+                            hidden: 0,
+                        });
+                        return Ok(Next::Detour(frame.body));
+                    }
                     Check::Allow { record, read_write } => {
                         let hidden = if read_write && !in_transaction {
                             put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &frame.body]);

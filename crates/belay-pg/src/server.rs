@@ -467,6 +467,50 @@ async fn connection(
     }
 }
 
+/// The next message from the upstream, read until it is whole.
+async fn read_upstream_frame(
+    up: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+) -> Result<codec::Frame, String> {
+    loop {
+        match codec::read_frame(buf, codec::DEFAULT_MAX_MESSAGE) {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(e) => return Err(format!("the upstream sent an invalid message: {e}")),
+        }
+        match up.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err("the upstream closed the connection".to_owned()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Runs one approved simple Query (`body`, as the client sent it) on a connection of its
+/// own as `spec` says: every message of its answer up to and including ReadyForQuery.
+async fn detour(
+    spec: &UpstreamSpec,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    body: &[u8],
+) -> Result<Vec<codec::Frame>, String> {
+    let mut up = upstream::connect(spec, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    codec::put_message(&mut out, b'Q', |b| b.extend_from_slice(body));
+    up.stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut frames = Vec::new();
+    loop {
+        let frame = read_upstream_frame(&mut up.stream, &mut up.buf).await?;
+        let done = frame.tag == b'Z';
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    let _ = up.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+    Ok(frames)
+}
+
 /// Records a refusal made before the gate was asked, through `Gate::refused`, before the
 /// client reads it.
 async fn record_refusal(
@@ -499,6 +543,8 @@ async fn record_refusal(
 struct Admitted {
     relay: Relay,
     upstream: upstream::Upstream,
+    /// Where an approved statement of a session whose role may not write runs.
+    elevated: Option<UpstreamSpec>,
     key: i32,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -656,9 +702,23 @@ async fn handshake(
     .encode(&mut out);
     Backend::ReadyForQuery(codec::TransactionStatus::Idle).encode(&mut out);
     send(stream, &out).await?;
+    // An approved statement of a session whose role may not write runs as the writing role
+    // on a connection of its own, with the same pinned settings but the read-only default.
+    let elevated = spec.elevated.clone().map(|(user, password)| {
+        relay.detour = true;
+        let mut elevated = spec.clone();
+        elevated.user = user;
+        elevated.password = password;
+        elevated.elevated = None;
+        elevated
+            .params
+            .retain(|(name, _)| name != "default_transaction_read_only");
+        elevated
+    });
     Ok(Some(Admitted {
         relay,
         upstream,
+        elevated,
         key: key.0,
         _permit: permit,
     }))
@@ -838,6 +898,7 @@ async fn run(
     let Admitted {
         mut relay,
         upstream,
+        elevated,
         key,
         _permit,
     } = admitted;
@@ -912,6 +973,60 @@ async fn run(
             match next {
                 Ok(Next::Terminate) => terminating = true,
                 Ok(Next::Continue | Next::Blocked(_)) => {}
+                Ok(Next::Detour(body)) => {
+                    // The answers to what went before come first, in order.
+                    let mut failed = None;
+                    while relay.expected() > 1 {
+                        match read_upstream_frame(&mut up, &mut up_buf).await {
+                            Ok(frame) => {
+                                if let Err(Violation(m)) =
+                                    relay.upstream_message(frame, &mut to_client)
+                                {
+                                    failed = Some(m);
+                                    break;
+                                }
+                            }
+                            Err(m) => {
+                                failed = Some(m);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(m) = failed {
+                        to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                        let _ = client.write_all(&to_client).await;
+                        break 'session m;
+                    }
+                    let tls = elevated.as_ref().map(|spec| shared.upstream_tls.get(spec));
+                    let answer = match (elevated.as_ref(), tls) {
+                        (Some(spec), Some(Ok(tls))) => detour(spec, tls, &body).await,
+                        _ => Err("no writing role is configured for this session".to_owned()),
+                    };
+                    let frames = answer.unwrap_or_else(|e| {
+                        let mut out = BytesMut::new();
+                        Backend::ErrorResponse(
+                            Refusal::new(
+                                "08006",
+                                format!("belay could not run the approved statement as the environment's writing role: {e}"),
+                            )
+                            .fields(Severity::Error),
+                        )
+                        .encode(&mut out);
+                        Backend::ReadyForQuery(codec::TransactionStatus::Idle).encode(&mut out);
+                        let mut frames = Vec::new();
+                        while let Ok(Some(f)) = codec::read_frame(&mut out, usize::MAX) {
+                            frames.push(f);
+                        }
+                        frames
+                    });
+                    for frame in frames {
+                        if let Err(Violation(m)) = relay.upstream_message(frame, &mut to_client) {
+                            to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                            let _ = client.write_all(&to_client).await;
+                            break 'session m;
+                        }
+                    }
+                }
                 Err(Violation(m)) => {
                     to_client.extend_from_slice(&fatal("08P01", m.clone()));
                     let _ = client.write_all(&to_client).await;

@@ -299,3 +299,76 @@ pub(crate) async fn cancel(target: &CancelTarget) {
         tracing::warn!(error = %e, "cancel request to the upstream failed");
     }
 }
+
+/// Logs in as `spec` says and runs `sql` as one simple query: the rows of its results, each
+/// column as text (`None` for NULL). For belay's own looks at an upstream (the inspection of
+/// its roles), never for agents' statements. `Err` says why, without the password.
+pub async fn simple_query(
+    spec: &UpstreamSpec,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let tls = crate::tls::client_config(spec.sslmode, spec.sslrootcert.as_deref())?;
+    let mut up = connect(spec, tls).await.map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    codec::put_message(&mut out, b'Q', |b| codec::put_cstr(b, sql));
+    write(&mut up.stream, &out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut failed = None;
+    let answer = async {
+        loop {
+            let frame = next_frame(&mut up.stream, &mut up.buf).await?;
+            match frame.tag {
+                b'D' => rows.push(data_row(&frame.body).map_err(UpstreamError::Protocol)?),
+                b'E' => {
+                    if let Ok(Backend::ErrorResponse(fields)) = Backend::decode(&frame) {
+                        failed = Some(describe(&fields));
+                    }
+                }
+                b'Z' => return Ok::<_, UpstreamError>(()),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(spec.connect_timeout, answer)
+        .await
+        .map_err(|_| format!("no answer within {:?}", spec.connect_timeout))?
+        .map_err(|e| e.to_string())?;
+    let _ = write(&mut up.stream, &[b'X', 0, 0, 0, 4]).await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(rows),
+    }
+}
+
+/// The columns of a DataRow in text format.
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let bad = || "malformed DataRow".to_owned();
+    let count = i16::from_be_bytes(
+        body.get(..2)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let mut at = 2usize;
+    let mut columns = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for _ in 0..count {
+        let len = i32::from_be_bytes(
+            body.get(at..at + 4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        );
+        at += 4;
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let value = body.get(at..at + len).ok_or_else(bad)?;
+        columns.push(Some(String::from_utf8_lossy(value).into_owned()));
+        at += len;
+    }
+    Ok(columns)
+}

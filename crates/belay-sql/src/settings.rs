@@ -49,6 +49,7 @@ pub const CAPPED: &[(&str, Unit)] = &[
     ("statement_timeout", Unit::Millis),
     ("lock_timeout", Unit::Millis),
     ("idle_in_transaction_session_timeout", Unit::Millis),
+    ("idle_session_timeout", Unit::Millis),
     ("transaction_timeout", Unit::Millis),
 ];
 
@@ -118,7 +119,7 @@ pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, Strin
             Class::Admin,
             changes("disables triggers and foreign-key checks"),
         )),
-        "idle_session_timeout" | "application_name" => {
+        "application_name" => {
             if *value == SettingValue::Default {
                 None
             } else {

@@ -31,12 +31,21 @@ pub(crate) struct QuickstartArgs {
     /// postgres://USER:PASSWORD@HOST:PORT (a role that may create databases).
     #[arg(long)]
     upstream: Option<String>,
+    /// Sessions each environment (and each agent in it) may hold at once, instead of the
+    /// demo's 50 (20 per agent): for load tests against a server sized for them.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 const MARKER: &str = "quickstart.json";
 const HUMAN: &str = "alice";
 const AGENT: &str = "demo-agent";
-const UPSTREAM_ROLE: &str = "belay";
+/// The upstream roles, one set per environment, so that the database itself keeps them
+/// apart: each owns and may connect to its own database only, and production's read-only
+/// sessions log in as a role that may only read.
+const STAGING_ROLE: &str = "belay_staging";
+const PRODUCTION_ROLE: &str = "belay_production";
+const PRODUCTION_READ_ROLE: &str = "belay_production_read";
 
 /// The car-rental schema and a few thousand rows, the same in both databases.
 const SCHEMA: &str = r"
@@ -186,20 +195,33 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_text(host: &str, port: u16, gateway: u16) -> String {
-    let env = |name: &str, tier: &str| {
+fn config_text(host: &str, port: u16, gateway: u16, max_connections: Option<usize>) -> String {
+    let limits = match max_connections {
+        Some(n) => format!("max_connections = {n}\nmax_connections_per_agent = {n}\n"),
+        None => "max_connections = 50\nmax_connections_per_agent = 20\n".to_owned(),
+    };
+    let env = |name: &str, tier: &str, role: &str, read: &str| {
         format!(
             r#"
 [environments.{name}]
 tier = "{tier}"
 statement_timeout = "1min"
 
+# What an agent's session may use: timeouts are pinned at login and may only be lowered;
+# resource settings may be raised up to these values.
+[environments.{name}.limits]
+{limits}lock_timeout = "30s"
+idle_in_transaction_session_timeout = "2min"
+idle_session_timeout = "1h"
+work_mem = "256MB"
+
 [environments.{name}.postgres.main]
 host = "{host}"
 port = {port}
 database = "{name}"
-user = "{UPSTREAM_ROLE}"
-password = {{ file = "secrets/upstream-password" }}
+# A role of this environment's own: it owns and may connect to this database only.
+user = "{role}"
+password = {{ file = "secrets/{name}-password" }}{read}
 sslmode = "prefer"
 failure_domain = "quickstart-cluster"
 
@@ -209,6 +231,10 @@ failure_domain = "quickstart-backups"
 "#
         )
     };
+    let production_read = format!(
+        "\n# Agents granted only `read` log in as a role the database forbids to write.\n\
+         read_user = \"{PRODUCTION_READ_ROLE}\"\nread_password = {{ file = \"secrets/production-read-password\" }}"
+    );
     format!(
         r#"# Written by `belay quickstart`: a scratch setup, not a production configuration.
 state_dir = "state"
@@ -224,9 +250,59 @@ shutdown_grace = "5s"
 checkpoint_file = "state/audit-checkpoints.jsonl"
 checkpoint_every = 1000
 {}{}"#,
-        env("staging", "non-production"),
-        env("production", "production")
+        env("staging", "non-production", STAGING_ROLE, ""),
+        env(
+            "production",
+            "production",
+            PRODUCTION_ROLE,
+            &production_read
+        )
     )
+}
+
+/// The roles and databases of the demo, in the shape belay's inspection accepts: each
+/// environment's role owns its database and reaches no other, and production's read role
+/// may only read. Returns each role's password, by the file it is kept in.
+fn create_roles(upstream: &Upstream) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut passwords = Vec::new();
+    for (role, file) in [
+        (STAGING_ROLE, "staging-password"),
+        (PRODUCTION_ROLE, "production-password"),
+        (PRODUCTION_READ_ROLE, "production-read-password"),
+    ] {
+        let password = belay_scratch::random_hex(16).map_err(anyhow::Error::msg)?;
+        upstream.sql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        )?;
+        passwords.push((file, password));
+    }
+    upstream.sql(
+        "postgres",
+        &format!("ALTER ROLE {PRODUCTION_READ_ROLE} SET default_transaction_read_only = on"),
+    )?;
+    for (db, owner) in [("staging", STAGING_ROLE), ("production", PRODUCTION_ROLE)] {
+        upstream.sql("postgres", &format!("CREATE DATABASE {db} OWNER {owner}"))?;
+        upstream.sql(
+            "postgres",
+            &format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {owner}"),
+        )?;
+        upstream.sql(db, &format!("SET ROLE {owner}; {SCHEMA}"))?;
+    }
+    upstream.sql(
+        "postgres",
+        &format!("GRANT CONNECT ON DATABASE production TO {PRODUCTION_READ_ROLE}"),
+    )?;
+    upstream.sql(
+        "production",
+        &format!(
+            "GRANT USAGE ON SCHEMA public TO {PRODUCTION_READ_ROLE}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PRODUCTION_READ_ROLE}; \
+             SET ROLE {PRODUCTION_ROLE}; \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {PRODUCTION_READ_ROLE}"
+        ),
+    )?;
+    Ok(passwords)
 }
 
 pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
@@ -247,22 +323,13 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             Upstream::Scratch(Cluster::start(&dir.join("pg"), None).map_err(anyhow::Error::msg)?)
         }
     };
-    let role_password = belay_scratch::random_hex(16).map_err(anyhow::Error::msg)?;
-    upstream.sql(
-        "postgres",
-        &format!("CREATE ROLE {UPSTREAM_ROLE} LOGIN PASSWORD '{role_password}'"),
-    )?;
-    for db in ["staging", "production"] {
-        upstream.sql(
-            "postgres",
-            &format!("CREATE DATABASE {db} OWNER {UPSTREAM_ROLE}"),
-        )?;
-        upstream.sql(db, &format!("SET ROLE {UPSTREAM_ROLE}; {SCHEMA}"))?;
-    }
+    let passwords = create_roles(&upstream)?;
 
     belay_app::init(&dir, &crate::operator())?;
     std::fs::create_dir_all(dir.join("secrets"))?;
-    belay_app::write_private(&dir.join("secrets/upstream-password"), &role_password)?;
+    for (file, password) in &passwords {
+        belay_app::write_private(&dir.join("secrets").join(file), password)?;
+    }
     let gateway_port = if args.port == 0 {
         belay_scratch::free_port().map_err(anyhow::Error::msg)?
     } else {
@@ -270,7 +337,10 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     };
     let (host, port) = upstream.host_port();
     let config_path = dir.join("belay.toml");
-    std::fs::write(&config_path, config_text(&host, port, gateway_port))?;
+    std::fs::write(
+        &config_path,
+        config_text(&host, port, gateway_port, args.max_connections),
+    )?;
     let config = Config::load(&config_path, &ProcessEnv)?;
     let app = Arc::new(App::open(config)?);
     let (_, human_token) = app.add_human(&crate::operator(), HUMAN)?;

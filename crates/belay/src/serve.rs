@@ -76,6 +76,29 @@ pub(crate) async fn gateway(
     ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let options = options(&app)?;
+    // The database is the second wall: a production environment whose roles can do more
+    // than agents' grants need is not served.
+    let report = belay_app::roles::inspect(&app.config).await;
+    for f in report.findings.iter().filter(|f| !f.refuses()) {
+        let accepted = if f.accepted {
+            " (accepted in accept_risks)"
+        } else {
+            ""
+        };
+        eprintln!("belay: warning: {f}{accepted}");
+    }
+    for (upstream, role, why) in &report.unreachable {
+        eprintln!("belay: warning: cannot inspect role `{role}` of `{upstream}` now ({why}); sessions to a production upstream are refused until an inspection succeeds");
+    }
+    let refusals = report.refusals();
+    if !refusals.is_empty() {
+        let lines: Vec<String> = refusals.iter().map(|f| format!("  {f}")).collect();
+        anyhow::bail!(
+            "belay does not serve a production environment whose database roles can do more than its grants need:\n{}\n(to accept one anyway, list its name in the upstream's `accept_risks`)",
+            lines.join("\n")
+        );
+    }
+    app.guard_roles(&report);
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -51,6 +51,8 @@ pub fn config(path: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { json } => {
             let app = crate::open(path)?;
+            let report = crate::serve::runtime()?.block_on(belay_app::roles::inspect(&app.config));
+            let refused = !report.refusals().is_empty();
             let envs: Vec<_> = app
                 .config
                 .environments
@@ -61,9 +63,17 @@ pub fn config(path: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}",
                     json!({
-                        "ok": true, "config": app.config.path, "policy": app.config.policy,
+                        "ok": !refused, "config": app.config.path, "policy": app.config.policy,
                         "policies": app.policy.len(), "state_dir": app.config.state_dir,
                         "environments": envs,
+                        "roles": report.findings.iter().map(|f| json!({
+                            "environment": f.environment, "upstream": f.upstream, "role": f.role,
+                            "risk": f.risk, "what": f.what, "fix": f.fix,
+                            "accepted": f.accepted, "refuses": f.refuses(),
+                        })).collect::<Vec<_>>(),
+                        "unreachable": report.unreachable.iter().map(|(u, r, why)| json!({
+                            "upstream": u, "role": r, "error": why,
+                        })).collect::<Vec<_>>(),
                     })
                 );
             } else {
@@ -82,8 +92,30 @@ pub fn config(path: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                     };
                     println!("environment `{}` ({tier})", e.name);
                 }
+                for f in &report.findings {
+                    let label = if f.refuses() {
+                        "refused"
+                    } else if f.accepted {
+                        "accepted"
+                    } else {
+                        "warning"
+                    };
+                    println!("role {label}: {f}");
+                }
+                for (upstream, role, why) in &report.unreachable {
+                    println!("role not inspected: `{role}` of `{upstream}`: {why}");
+                }
+                if report.findings.is_empty() && report.unreachable.is_empty() {
+                    println!(
+                        "upstream roles: each can do no more than its environment's grants need"
+                    );
+                }
             }
             app.close()?;
+            if refused {
+                eprintln!("error: a production environment's database roles can do more than its grants need (see above); fix them or list the risk in `accept_risks`");
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -451,3 +451,37 @@ fn a_production_drop_waits_for_a_named_human_and_runs_exactly_once() {
     let out = qs.belay_as(&human, &["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_read_only_production_session_runs_as_a_role_the_database_forbids_to_write() {
+    let qs = start();
+    // Seen from inside the database: the read role, which may not write or reach staging.
+    let out = qs.psql(
+        "production",
+        "SELECT current_user, has_table_privilege('vehicles', 'UPDATE'), \
+         has_database_privilege('staging', 'CONNECT'), current_setting('default_transaction_read_only')",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "belay_production_read|f|f|on"
+    );
+    // Staging's role reaches no production database either.
+    let out = qs.psql(
+        "staging",
+        "SELECT current_user, has_database_privilege('production', 'CONNECT')",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "belay_staging|f"
+    );
+    // The inspection agrees: nothing it would refuse.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(qs.dir.join("belay.toml"))
+        .args(["config", "check", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["roles"], serde_json::json!([]), "{report}");
+}
