@@ -1572,7 +1572,7 @@ impl Session for AppSession {
             class: Some(Class::Unknown.as_str().to_owned()),
             verdict: Some(Verdict::Deny.to_string()),
             reasons: vec![refusal.message.clone()],
-            detail: json!({ "peer": self.peer, "phase": "function_call" }),
+            detail: json!({ "peer": self.peer, "phase": "protocol", "code": refusal.code }),
             ..Draft::default()
         };
         match self.app.store().submit(draft).wait() {

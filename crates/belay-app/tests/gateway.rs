@@ -906,7 +906,12 @@ fn function_call_messages_are_refused() {
     let event = &harness().app.store().events(seq, 1).unwrap()[0];
     assert_eq!(event.draft.kind, "statement");
     assert_eq!(event.draft.verdict.as_deref(), Some("deny"));
-    assert_eq!(event.draft.detail["phase"], "function_call");
+    assert_eq!(event.draft.detail["phase"], "protocol");
+    assert!(
+        event.draft.reasons[0].contains("fast-path"),
+        "{:?}",
+        event.draft.reasons
+    );
 }
 
 #[test]
@@ -1686,4 +1691,87 @@ fn idle_timeouts_are_pinned_from_the_environment_s_limits() {
     });
     assert_eq!(idle_session, "1h");
     assert_eq!(idle_in_transaction, "2min");
+}
+
+#[test]
+fn rows_larger_than_any_buffer_stream_through_and_an_oversized_text_is_refused_unread() {
+    // A 70 MB value is more than belay frames whole (64 MB): it streams through.
+    let (len, copied) = block(async {
+        let c = client("reader", "staging").await;
+        let len = value(&c, "SELECT length(repeat('x', 70 * 1024 * 1024))").await;
+        let rows = c
+            .simple_query("SELECT repeat('x', 70 * 1024 * 1024) AS big")
+            .await
+            .unwrap();
+        let got = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().len()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(len, got.to_string());
+        let stream = c
+            .copy_out("COPY (SELECT repeat('y', 300000) FROM generate_series(1, 3)) TO STDOUT")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(stream);
+        let mut copied = 0;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            copied += chunk.unwrap().len();
+        }
+        (got, copied)
+    });
+    assert_eq!(len, 70 * 1024 * 1024);
+    assert_eq!(copied, 3 * 300_001);
+
+    // A text longer than belay reads is read past and refused; the session goes on.
+    let before = harness().app.store().head_seq().unwrap();
+    let (code_seen, after) = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        let huge = format!("SELECT '{}'", "z".repeat(3 * 1024 * 1024));
+        c.send(&[Frontend::Query(huge)]).await;
+        let answer = c.until_ready().await;
+        c.send(&[Frontend::Query("SELECT 1".to_owned())]).await;
+        (errors(&answer), c.until_ready().await)
+    });
+    assert_eq!(code_seen, vec!["54000".to_owned()]);
+    assert!(errors(&after).is_empty(), "{after:?}");
+    let events = harness().app.store().events(before + 1, 10_000).unwrap();
+    assert!(events.iter().any(|e| e.draft.kind == "statement"
+        && e.draft.verdict.as_deref() == Some("deny")
+        && e.draft
+            .reasons
+            .iter()
+            .any(|r| r.contains("bytes, more than belay reads"))));
+}
+
+#[test]
+fn past_the_memory_budget_sessions_still_move_everything_a_little_at_a_time() {
+    let h = harness();
+    let options = belay_pg::Options {
+        memory_budget: 0,
+        ..belay_pg::Options::default()
+    };
+    let (addr, _stop) = start_gateway(&h.runtime, h.app.clone(), options);
+    let total = block(async {
+        let (c, conn) = tokio_postgres::connect(
+            &conn_string(addr, "reader", "staging"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let rows = c
+            .simple_query("SELECT repeat('x', 10000) FROM generate_series(1, 500)")
+            .await
+            .unwrap();
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().len()),
+                _ => None,
+            })
+            .sum::<usize>()
+    });
+    assert_eq!(total, 500 * 10_000);
 }

@@ -67,6 +67,8 @@ pub struct Listen {
     pub allow_cleartext_password: bool,
     /// Threads that relay sessions; `None`: the gateway's default (half the cores).
     pub relay_threads: Option<usize>,
+    /// Bytes all sessions' buffers may hold before each reads only a little ahead.
+    pub memory_budget: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -48,6 +48,7 @@ struct RawListen {
     require_tls: Option<bool>,
     allow_cleartext_password: Option<bool>,
     relay_threads: Option<usize>,
+    memory_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -561,10 +562,18 @@ fn listen(raw: RawListen, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<Listen, 
             ));
         }
     }
+    let budget_text = raw.memory_budget.as_deref().unwrap_or("256MB");
+    let memory_budget = measure(Unit::Bytes { base: 1024 }, budget_text)
+        .filter(|b| *b >= 1024.0 * 1024.0)
+        .map(|b| b as usize)
+        .ok_or_else(|| {
+            format!("`listen.memory_budget`: `{budget_text}` is not a size of at least 1MB, such as `256MB`")
+        })?;
     Ok(Listen {
         postgres: raw.postgres,
         http: raw.http,
         max_connections,
+        memory_budget,
         handshake_timeout: duration(raw.handshake_timeout.as_deref(), Duration::from_secs(10))
             .map_err(|m| format!("`listen.handshake_timeout`: {m}"))?,
         shutdown_grace: duration(raw.shutdown_grace.as_deref(), Duration::from_secs(30))

@@ -310,6 +310,30 @@ impl Relay {
         });
     }
 
+    /// A Query or Parse (`tag`) of `len` bytes, over `limit`, that the gateway read past
+    /// without buffering: refused in its place, recorded like any refusal. May block.
+    pub(crate) fn refuse_oversized(
+        &mut self,
+        tag: u8,
+        len: usize,
+        limit: usize,
+        up: &mut BytesMut,
+    ) {
+        let refusal = self.session.refuse_message(
+            Refusal::new(
+                "54000",
+                format!("the statement is {len} bytes, more than belay reads ({limit} bytes)"),
+            )
+            .hint("send it in smaller statements"),
+        );
+        if tag == b'Q' {
+            self.statements.remove("");
+            self.refuse_simple(refusal, up);
+        } else {
+            self.refuse_extended(refusal, up);
+        }
+    }
+
     fn missing_statement(name: &str) -> Refusal {
         if name.is_empty() {
             Refusal::new("26000", "unnamed prepared statement does not exist")

@@ -41,6 +41,12 @@ pub struct Options {
     pub allow_cleartext_password: bool,
     /// Largest message accepted from a client.
     pub max_message: usize,
+    /// Largest Query or Parse accepted from a client: a longer one is read past, never
+    /// buffered, and refused (its text could not be analysed anyway).
+    pub max_sql_message: usize,
+    /// Bytes all sessions together may hold in their buffers before each session stops
+    /// reading more than a little at a time (back-pressure instead of memory).
+    pub memory_budget: usize,
     /// Threads that run sessions (each a single-threaded runtime). Default:
     /// `default_relay_threads`.
     pub relay_threads: usize,
@@ -65,6 +71,8 @@ impl Default for Options {
             require_tls: false,
             allow_cleartext_password: false,
             max_message: codec::DEFAULT_MAX_MESSAGE,
+            max_sql_message: 2 * 1024 * 1024,
+            memory_budget: 256 * 1024 * 1024,
             relay_threads: default_relay_threads(),
         }
     }
@@ -72,6 +80,38 @@ impl Default for Options {
 
 /// Buffered bytes past which a side stops reading until the other side catches up.
 const HIGH_WATER: usize = 1 << 20;
+
+/// The same, while all sessions together hold more than `Options::memory_budget`.
+const LOW_WATER: usize = 64 * 1024;
+
+/// A DataRow or CopyData from the upstream whose body is longer than this is streamed to
+/// the client as it arrives, never buffered whole (belay neither reads nor changes them).
+const STREAM_FROM: usize = 256 * 1024;
+
+/// PostgreSQL's own bound on a message.
+const MAX_UPSTREAM_MESSAGE: usize = 1 << 30;
+
+/// A large row or copy chunk whose header says `Some(body length)`: it is streamed.
+fn streamable(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..5)?;
+    if !matches!(header[0], b'D' | b'd') {
+        return None;
+    }
+    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let body = usize::try_from(len).ok()?.checked_sub(4)?;
+    (body > STREAM_FROM && body <= MAX_UPSTREAM_MESSAGE).then_some(body)
+}
+
+/// A client's Query or Parse longer than `limit`: its body length, to be read past.
+fn oversized_sql(buf: &[u8], limit: usize) -> Option<(u8, usize)> {
+    let header = buf.get(..5)?;
+    if !matches!(header[0], b'Q' | b'P') {
+        return None;
+    }
+    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let body = usize::try_from(len).ok()?.checked_sub(4)?;
+    (body > limit).then_some((header[0], body))
+}
 
 /// Startup parameters a client may send; they are passed upstream. Everything else (notably
 /// `options`, `replication`, `search_path`) is refused, since it could change settings belay
@@ -265,6 +305,8 @@ struct Shared {
     limit: Arc<Semaphore>,
     /// A per-process secret that makes unknown users' SCRAM salts stable.
     decoy: [u8; 32],
+    /// Bytes all sessions' buffers hold, against `Options::memory_budget`.
+    buffered: AtomicUsize,
 }
 
 /// Serves PostgreSQL clients on `listener` until `shutdown` becomes true, then drains.
@@ -283,6 +325,7 @@ pub async fn serve(
         cancel: CancelKeys::default(),
         upstream_tls: UpstreamTls::default(),
         decoy,
+        buffered: AtomicUsize::new(0),
     });
     let workers = Workers::start(shared.options.relay_threads, shared.options.shutdown_grace)?;
     let mut tasks = JoinSet::new();
@@ -938,9 +981,51 @@ async fn run(
     let mut read_since_tick = false;
     let mut turns: u32 = 0;
 
+    // A large row or copy chunk from the upstream being streamed through: its bytes left.
+    let mut passthrough: usize = 0;
+    // An oversized Query or Parse from the client being read past: its bytes left.
+    let mut discard: usize = 0;
+    let mut oversized: Option<(u8, usize)> = None;
+    // This session's share of `shared.buffered`.
+    let mut accounted: usize = 0;
+    let mut high_water = HIGH_WATER;
+
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
-        while !terminating && to_up.len() < HIGH_WATER {
+        while !terminating && to_up.len() < high_water {
+            if discard > 0 || oversized.is_some() {
+                let n = discard.min(client_buf.len());
+                client_buf.advance(n);
+                discard -= n;
+                if discard > 0 {
+                    break;
+                }
+                if let Some((tag, len)) = oversized.take() {
+                    let mut moved = relay;
+                    let mut out = std::mem::take(&mut to_up);
+                    let limit = shared.options.max_sql_message;
+                    let refused = off_thread(move || {
+                        moved.refuse_oversized(tag, len, limit, &mut out);
+                        (moved, out)
+                    })
+                    .await;
+                    (relay, to_up) = match refused {
+                        Ok(back) => back,
+                        Err(m) => {
+                            let _ = client.write_all(&fatal("XX000", m.clone())).await;
+                            shared.cancel.remove(key);
+                            shared.buffered.fetch_sub(accounted, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                }
+                continue;
+            }
+            if let Some((tag, len)) = oversized_sql(&client_buf, shared.options.max_sql_message) {
+                client_buf.advance(5);
+                (discard, oversized) = (len, Some((tag, len)));
+                continue;
+            }
             let next = match codec::read_frame(&mut client_buf, max) {
                 Ok(Some(frame)) => match relay.client_message(frame, &mut to_up) {
                     Ok(Next::Blocked(frame)) => {
@@ -959,6 +1044,7 @@ async fn run(
                                 // The relay (and its session) is lost with the failed call.
                                 let _ = client.write_all(&fatal("XX000", m.clone())).await;
                                 shared.cancel.remove(key);
+                                shared.buffered.fetch_sub(accounted, Ordering::Relaxed);
                                 tracing::error!(error = %m, "a session ended abnormally");
                                 return;
                             }
@@ -1034,7 +1120,22 @@ async fn run(
                 }
             }
         }
-        while to_client.len() < HIGH_WATER {
+        while to_client.len() < high_water {
+            // Large rows and copy chunks pass through as they arrive.
+            if passthrough > 0 {
+                let n = passthrough.min(up_buf.len());
+                if n == 0 {
+                    break;
+                }
+                to_client.extend_from_slice(&up_buf.split_to(n));
+                passthrough -= n;
+                continue;
+            }
+            if let Some(body) = streamable(&up_buf) {
+                to_client.extend_from_slice(&up_buf.split_to(5));
+                passthrough = body;
+                continue;
+            }
             match codec::read_frame(&mut up_buf, codec::DEFAULT_MAX_MESSAGE) {
                 Ok(Some(frame)) => {
                     if let Err(Violation(m)) = relay.upstream_message(frame, &mut to_client) {
@@ -1064,6 +1165,27 @@ async fn run(
             let _ = up.write_all(&[b'X', 0, 0, 0, 4]).await;
             break 'session "belay shut down".to_owned();
         }
+        // What this session holds counts against the budget of all; past the budget every
+        // session reads only a little ahead of what it has sent.
+        let held =
+            client_buf.capacity() + up_buf.capacity() + to_up.capacity() + to_client.capacity();
+        if held != accounted {
+            if held > accounted {
+                shared
+                    .buffered
+                    .fetch_add(held - accounted, Ordering::Relaxed);
+            } else {
+                shared
+                    .buffered
+                    .fetch_sub(accounted - held, Ordering::Relaxed);
+            }
+            accounted = held;
+            high_water = if shared.buffered.load(Ordering::Relaxed) > shared.options.memory_budget {
+                LOW_WATER
+            } else {
+                HIGH_WATER
+            };
+        }
         let mut ticked = false;
         let woken = poll_fn(|cx| {
             let mut progress = false;
@@ -1078,14 +1200,14 @@ async fn run(
                 Ok(p) => progress |= p && needs_turn(before, to_up.len(), ending),
                 Err(()) => return Poll::Ready(Woken::UpstreamBroke),
             }
-            if !terminating && to_up.len() < HIGH_WATER {
+            if !terminating && to_up.len() < high_water {
                 match poll_fill(&mut client, &mut client_buf, cx) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::ClientClosed),
                     Poll::Ready(Ok(_)) => (progress, read_since_tick) = (true, true),
                     Poll::Pending => {}
                 }
             }
-            if to_client.len() < HIGH_WATER {
+            if to_client.len() < high_water {
                 match poll_fill(&mut up, &mut up_buf, cx) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Woken::UpstreamClosed),
                     Poll::Ready(Ok(_)) => (progress, read_since_tick) = (true, true),
@@ -1149,5 +1271,6 @@ async fn run(
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     shared.cancel.remove(key);
+    shared.buffered.fetch_sub(accounted, Ordering::Relaxed);
     relay.ended(&why);
 }

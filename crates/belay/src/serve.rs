@@ -63,6 +63,10 @@ fn options(app: &App) -> anyhow::Result<belay_pg::Options> {
         relay_threads: listen
             .relay_threads
             .unwrap_or_else(belay_pg::default_relay_threads),
+        memory_budget: listen.memory_budget,
+        // A text longer than the classifier reads is refused whatever it says; a little more
+        // leaves room for a Parse's name and parameter types.
+        max_sql_message: app.config.sql.max_input_bytes + 64 * 1024,
         ..belay_pg::Options::default()
     })
 }
