@@ -257,6 +257,46 @@ logfile = {self.dir / 'pgbouncer.log'}
             return f"{n} idle connections to {target} failed: {out.strip().splitlines()[-1:]}"
         return before, peak, (peak - before) / n
 
+    def hostile_memory(self):
+        """belay's resident memory under the loads an agent can aim at it: six sessions each
+        sending a 1 MB simple Query of 110,000 statements, and ten sessions that ask for a
+        60 MB row and do not read it. Returns (label, before KiB, peak KiB) per load."""
+        try:
+            from psycopg import pq
+        except ImportError:
+            return "psycopg is not installed (scripts/test.sh installs it)"
+        url = self.urls["belay"]
+        pid = self.belay_pid
+
+        def sample(conns, seconds, drain):
+            before = rss_kib(pid)
+            peak = before
+            deadline = time.time() + seconds
+            while time.time() < deadline:
+                peak = max(peak, rss_kib(pid))
+                if drain:
+                    for c in conns:
+                        if c.is_busy():
+                            c.consume_input()
+                        while not c.is_busy() and c.get_result() is not None:
+                            pass
+                time.sleep(0.05)
+            for c in conns:
+                c.finish()
+            return before, peak
+
+        loads = []
+        text = ("SELECT 1;" * 110_000).encode()
+        conns = [pq.PGconn.connect(url.encode()) for _ in range(6)]
+        for c in conns:
+            c.send_query(text)
+        loads.append(("6 sessions, each a 1 MB Query of 110,000 statements",) + sample(conns, 5, True))
+        conns = [pq.PGconn.connect(url.encode()) for _ in range(10)]
+        for c in conns:
+            c.send_query(b"SELECT repeat('x', 60 * 1024 * 1024)")
+        loads.append(("10 sessions that do not read a 60 MB row",) + sample(conns, 8, False))
+        return loads
+
     # ---- the run ------------------------------------------------------------------------
 
     def main(self):
@@ -289,9 +329,13 @@ logfile = {self.dir / 'pgbouncer.log'}
             for target, pid in (("belay", self.belay_pid), ("pgbouncer", self.pgbouncer_pid)):
                 say(f"{a.idle} idle connections -> {target}")
                 memory[target] = self.idle_memory(target, pid, a.idle)
-        return self.report(combos, results, memory)
+        hostile = None
+        if a.hostile:
+            say("belay's memory under hostile loads")
+            hostile = self.hostile_memory()
+        return self.report(combos, results, memory, hostile)
 
-    def report(self, combos, results, memory):
+    def report(self, combos, results, memory, hostile=None):
         a = self.args
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         cpu_info = run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).stdout.strip()
@@ -345,6 +389,15 @@ logfile = {self.dir / 'pgbouncer.log'}
                 before, peak, per = m
                 lines.append(f"- {target}: {before / 1024:.1f} MiB before, {peak / 1024:.1f} MiB "
                              f"with them: {per:.1f} KiB per connection")
+        if hostile is not None:
+            lines += ["", "belay's resident memory under hostile loads (its budget: "
+                      "listen.memory_budget, 256 MiB by default, for all sessions' buffers):", ""]
+            if isinstance(hostile, str):
+                lines.append(f"- not measured: {hostile}")
+            else:
+                for label, before, peak in hostile:
+                    lines.append(f"- {label}: {before / 1024:.1f} MiB before, peak "
+                                 f"{peak / 1024:.1f} MiB (+{(peak - before) / 1024:.1f} MiB)")
         text = "\n".join(lines) + "\n"
         print(text)
         if a.out:
@@ -366,6 +419,8 @@ def main():
     p.add_argument("--sampling", type=float, default=0.2)
     p.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: skip)")
     p.add_argument("--idle-seconds", type=int, default=20)
+    p.add_argument("--no-hostile", dest="hostile", action="store_false",
+                   help="skip the memory figures under hostile loads")
     p.add_argument("--out", default=str(ROOT / "target/bench/report.md"))
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = p.parse_args()

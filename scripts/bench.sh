@@ -8,8 +8,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}"
-ensure_commands "${RUN_COMMANDS[@]}" pgbench:postgresql pgbouncer:pgbouncer python3:python3
+ensure_commands "${RUN_COMMANDS[@]}" pgbench:postgresql pgbouncer:pgbouncer python3:python3 pip:python3-pip
 add_postgres_to_path
+ensure_psycopg
 
 say "building belay (release)"
 cargo build --release --locked -p belay

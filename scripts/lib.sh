@@ -51,14 +51,19 @@ add_postgres_to_path() {
 
 # psycopg 3 (PyPI) and node-postgres (npm), the client libraries the compatibility tests use.
 ensure_client_libraries() {
+    ensure_psycopg
+    if [ ! -d target/compat-node/node_modules/pg ]; then
+        say "installing node-postgres from npm into target/compat-node"
+        npm install --silent --no-save --no-package-lock --prefix target/compat-node pg@8 >/dev/null
+    fi
+}
+
+# psycopg 3 alone: the compatibility tests and the benchmark's hostile memory loads use it.
+ensure_psycopg() {
     if ! python3 -c 'import psycopg' 2>/dev/null; then
         say "installing psycopg 3 from PyPI"
         python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]>=3.1,<4' \
             || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'psycopg[binary]>=3.1,<4'
-    fi
-    if [ ! -d target/compat-node/node_modules/pg ]; then
-        say "installing node-postgres from npm into target/compat-node"
-        npm install --silent --no-save --no-package-lock --prefix target/compat-node pg@8 >/dev/null
     fi
 }
 

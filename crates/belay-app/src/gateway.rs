@@ -511,6 +511,67 @@ struct ReadTally {
     statements: serde_json::Value,
     reason: String,
     policies: Vec<String>,
+    /// The distinct texts counted, each with its count (redacted only when written).
+    texts: Vec<ReadText>,
+    /// Reads counted past `TEXTS_PER_TALLY` distinct texts, or of texts too long to keep.
+    other_texts: u64,
+}
+
+/// One distinct text of a kind of read, as the agent sent it (constants and all: it is
+/// redacted before it is written).
+#[derive(Debug)]
+struct ReadText {
+    hash: u64,
+    sql: String,
+    count: u64,
+}
+
+/// Distinct texts a read summary keeps one by one.
+const TEXTS_PER_TALLY: usize = 16;
+/// Longer texts are only counted.
+const TEXT_BYTES: usize = 4096;
+
+impl ReadTally {
+    /// Counts one more read of `sql`.
+    fn count_text(&mut self, sql: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sql.hash(&mut h);
+        let hash = h.finish();
+        if let Some(t) = self
+            .texts
+            .iter_mut()
+            .find(|t| t.hash == hash && t.sql == sql)
+        {
+            t.count += 1;
+        } else if self.texts.len() < TEXTS_PER_TALLY && sql.len() <= TEXT_BYTES {
+            self.texts.push(ReadText {
+                hash,
+                sql: sql.to_owned(),
+                count: 1,
+            });
+        } else {
+            self.other_texts += 1;
+        }
+    }
+
+    /// The distinct texts, constants replaced by `$n` (texts that differ only in their
+    /// constants are one), with their counts.
+    fn texts_json(&self) -> serde_json::Value {
+        let mut merged: Vec<(String, u64)> = Vec::new();
+        for t in &self.texts {
+            let redacted =
+                belay_sql::redact(&t.sql).unwrap_or_else(|| "(does not parse)".to_owned());
+            match merged.iter_mut().find(|(s, _)| *s == redacted) {
+                Some((_, n)) => *n += t.count,
+                None => merged.push((redacted, t.count)),
+            }
+        }
+        json!(merged
+            .into_iter()
+            .map(|(sql, count)| json!({ "sql": sql, "count": count }))
+            .collect::<Vec<_>>())
+    }
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -520,6 +581,9 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Execute => "execute",
     }
 }
+
+/// Approval requests one agent may have waiting for humans at once.
+const MAX_OPEN_REQUESTS: usize = 20;
 
 /// How often a statement held with `approval_wait` looks for its humans' decision.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -960,6 +1024,32 @@ impl AppSession {
             .hint("an operator must check belay's state directory")
         };
         self.app.expire_approvals().map_err(|e| state_error(&e))?;
+        // One agent cannot bury its humans in requests: past the cap, a new one is refused
+        // (asking again for one already open is not new).
+        let open = self
+            .app
+            .store()
+            .approvals(&[ApprovalStatus::Pending], 10_000)
+            .map_err(|e| state_error(&e))?;
+        let mine: Vec<&Approval> = open
+            .iter()
+            .filter(|a| a.request.agent == self.agent.name)
+            .collect();
+        if mine.len() >= MAX_OPEN_REQUESTS
+            && !mine
+                .iter()
+                .any(|a| a.request.fingerprint == action.fingerprint)
+        {
+            return Err(Refusal::new(
+                SQLSTATE_DENIED,
+                format!(
+                    "agent `{}` already has {} approval requests waiting for humans, the most belay keeps open for one agent",
+                    self.agent.name,
+                    mine.len()
+                ),
+            )
+            .hint("wait for the humans to decide (`belay pending` lists them), or withdraw by letting them expire"));
+        }
         let now = now_us();
         let hold = &decision.hold;
         // The relations as policy saw them.
@@ -1150,9 +1240,12 @@ impl AppSession {
             statements: statements_json(analysis),
             reason: decision.reason.clone(),
             policies: decision.policies.clone(),
+            texts: Vec::new(),
+            other_texts: 0,
         });
         tally.count += 1;
         tally.last_us = now;
+        tally.count_text(sql);
         self.flush_reads_when_due();
     }
 
@@ -1160,7 +1253,7 @@ impl AppSession {
     /// analysis in the same phase: the decision would be the same (`decide` is a function of
     /// the analysis and the agent, and the agent's `generation` is current), so only the
     /// count changes. `None`: decide in full.
-    fn repeat_read(&mut self, analysis: &Arc<Analysis>, phase: Phase) -> Option<Check> {
+    fn repeat_read(&mut self, sql: &str, analysis: &Arc<Analysis>, phase: Phase) -> Option<Check> {
         let repeat = self.repeat.as_ref()?;
         if !Arc::ptr_eq(&repeat.analysis, analysis) || repeat.phase != phase {
             return None;
@@ -1172,6 +1265,7 @@ impl AppSession {
         let tally = self.reads.get_mut(&repeat.tally)?;
         tally.count += 1;
         tally.last_us = now_us();
+        tally.count_text(sql);
         self.flush_reads_when_due();
         Some(Check::Allow {
             record: None,
@@ -1192,6 +1286,7 @@ impl AppSession {
     fn flush_reads(&mut self) -> Result<(), String> {
         self.reads_since = None;
         for (_, t) in self.reads.drain() {
+            let texts = t.texts_json();
             self.app
                 .store()
                 .record(Draft {
@@ -1212,6 +1307,8 @@ impl AppSession {
                         "first_us": t.first_us,
                         "last_us": t.last_us,
                         "statements": t.statements,
+                        "texts": texts,
+                        "other_texts": t.other_texts,
                     }),
                 })
                 .map_err(|e| e.to_string())?;
@@ -1310,7 +1407,7 @@ impl AppSession {
         let by_text = repeated.is_some();
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
         let analysis = self.capped(self.resolve(sql, classified.clone()));
-        if let Some(check) = self.repeat_read(&analysis, phase) {
+        if let Some(check) = self.repeat_read(sql, &analysis, phase) {
             // Found by its text, the text is remembered already.
             if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {
                 r.remember(sql, Arc::ptr_eq(&classified, &analysis));

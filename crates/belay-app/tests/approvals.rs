@@ -115,7 +115,11 @@ fn world() -> &'static World {
             ENVIRONMENTS.iter().map(|(e, _)| ((*e).to_owned(), class)).collect()
         };
         let mut agents = BTreeMap::new();
-        for (name, class) in [("reader", Class::Read), ("writer", Class::Write)] {
+        for (name, class) in [
+            ("reader", Class::Read),
+            ("writer", Class::Write),
+            ("flooder", Class::Write),
+        ] {
             let (_, token) = app.add_agent("test", name, "alice", &all(class), None).unwrap();
             agents.insert(name, token);
         }
@@ -1022,4 +1026,38 @@ fn copy_from_stdin_is_not_approvable() {
     assert!(pending
         .iter()
         .all(|a| a.request.action != "COPY loaded FROM STDIN"));
+}
+
+#[test]
+fn one_agent_cannot_open_more_than_twenty_approval_requests() {
+    setup("production", "CREATE TABLE IF NOT EXISTS flood (id int)");
+    let codes = block(async {
+        let c = client("flooder", "production").await;
+        let mut codes = Vec::new();
+        for i in 0..25 {
+            let e = run(&c, &format!("DROP TABLE flood_{i}")).await.unwrap();
+            codes.push(e.0);
+        }
+        // Asking again for one already open is not a new request.
+        codes.push(run(&c, "DROP TABLE flood_0").await.unwrap().0);
+        codes
+    });
+    let open = world()
+        .app
+        .approvals(&[ApprovalStatus::Pending], 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.request.agent == "flooder")
+        .count();
+    assert_eq!(open, 20, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "42501").count(),
+        5,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.last().unwrap(),
+        belay_pg::SQLSTATE_APPROVAL,
+        "{codes:?}"
+    );
 }

@@ -101,6 +101,7 @@ fn harness() -> &'static Harness {
             ("revokable", &[("staging", Class::Read)][..]),
             ("repeating", &[("staging", Class::Read)][..]),
             ("counted", &[("staging", Class::Read)][..]),
+            ("summarised", &[("staging", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -513,18 +514,26 @@ impl Raw {
     }
 
     async fn start(
-        mut stream: Box<dyn Stream>,
+        stream: Box<dyn Stream>,
         params: &[(&str, &str)],
         password: &str,
     ) -> Result<Raw, ErrorFields> {
-        let mut out = BytesMut::new();
-        Startup::Startup {
+        let startup = Startup::Startup {
             params: params
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-        }
-        .encode(&mut out);
+        };
+        Raw::start_with(stream, startup, password).await
+    }
+
+    async fn start_with(
+        mut stream: Box<dyn Stream>,
+        startup: Startup,
+        password: &str,
+    ) -> Result<Raw, ErrorFields> {
+        let mut out = BytesMut::new();
+        startup.encode(&mut out);
         stream.write_all(&out).await.unwrap();
         let mut raw = Raw {
             stream,
@@ -1774,4 +1783,130 @@ fn past_the_memory_budget_sessions_still_move_everything_a_little_at_a_time() {
             .sum::<usize>()
     });
     assert_eq!(total, 500 * 10_000);
+}
+
+#[test]
+fn a_client_asking_for_protocol_3_2_is_told_3_0_and_goes_on() {
+    let (negotiated, rows) = block(async {
+        let token = harness().tokens["reader"].expose().to_owned();
+        let stream: Box<dyn Stream> = Box::new(TcpStream::connect(harness().addr).await.unwrap());
+        let startup = Startup::Newer {
+            minor: 2,
+            params: vec![
+                ("user".to_owned(), "reader".to_owned()),
+                ("database".to_owned(), "staging".to_owned()),
+                ("_pq_.future_option".to_owned(), "on".to_owned()),
+            ],
+        };
+        // The first answer is NegotiateProtocolVersion: 3.0, and the option it does not know.
+        let mut probe = stream;
+        let mut out = BytesMut::new();
+        startup.encode(&mut out);
+        probe.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let first = loop {
+            if let Some(f) = codec::read_frame(&mut buf, 1 << 20).unwrap() {
+                break f;
+            }
+            probe.read_buf(&mut buf).await.unwrap();
+        };
+        drop(probe);
+        let stream: Box<dyn Stream> = Box::new(TcpStream::connect(harness().addr).await.unwrap());
+        let mut c = Raw::start_with(stream, startup, &token).await.unwrap();
+        c.send(&[Frontend::Query("SELECT 1".to_owned())]).await;
+        (first, c.until_ready().await)
+    });
+    assert_eq!(negotiated.tag, b'v');
+    assert_eq!(&negotiated.body[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
+    assert!(negotiated.body.ends_with(b"_pq_.future_option\0"));
+    assert!(errors(&rows).is_empty(), "{rows:?}");
+}
+
+#[test]
+fn read_summaries_keep_each_distinct_statement_redacted_with_its_count() {
+    let before = harness().app.store().head_seq().unwrap();
+    let texts = block(async {
+        let c = client("summarised", "staging").await;
+        for id in [7, 8, 9] {
+            c.simple_query(&format!(
+                "SELECT name FROM items WHERE id = {id} AND name <> 'secret-{id}'"
+            ))
+            .await
+            .unwrap();
+        }
+        c.simple_query("SELECT id FROM items WHERE id = 1")
+            .await
+            .unwrap();
+        let mut texts = Vec::new();
+        for _ in 0..200 {
+            let events = harness().app.store().events(before + 1, 10_000).unwrap();
+            texts = events
+                .iter()
+                .filter(|e| {
+                    e.draft.kind == "statement.reads" && e.draft.actor == "agent:summarised"
+                })
+                .flat_map(|e| {
+                    e.draft.detail["texts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|t| {
+                    (
+                        t["sql"].as_str().unwrap().to_owned(),
+                        t["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            if texts.iter().map(|(_, n)| n).sum::<u64>() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        texts
+    });
+    let all = format!("{texts:?}");
+    assert!(!all.contains("secret-"), "constants are redacted: {all}");
+    assert!(
+        texts
+            .iter()
+            .any(|(sql, n)| sql.starts_with("SELECT name FROM items WHERE id = $1") && *n == 3),
+        "{all}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|(sql, n)| sql == "SELECT id FROM items WHERE id = $1" && *n == 1),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_message_left_half_sent_ends_the_session_instead_of_holding_it_forever() {
+    let last = block(async {
+        let mut c = Raw::agent("reader", "staging").await;
+        // A Query that says it is 100 bytes long, and 5 of them.
+        c.stream
+            .write_all(&[b'Q', 0, 0, 0, 104, b'S', b'E', b'L', b'E', b'C'])
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        loop {
+            if let Some(frame) = codec::read_frame(&mut buf, 1 << 20).unwrap() {
+                break Backend::decode(&frame).unwrap();
+            }
+            let n = tokio::time::timeout(Duration::from_secs(60), c.stream.read_buf(&mut buf))
+                .await
+                .expect("the gateway ends the session within a minute")
+                .unwrap();
+            assert!(n > 0, "closed without a word");
+        }
+    });
+    match last {
+        Backend::ErrorResponse(e) => {
+            assert_eq!(e.code, "08P01");
+            assert!(e.message.contains("part of a message"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -81,6 +81,8 @@ fn world() -> &'static World {
 /// A configuration with staging and a production environment on `database` with these
 /// roles and accepted risks.
 fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) -> Config {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let w = world();
     let read = read_user
         .map(|r| format!("read_user = \"{r}\"\nread_password = {{ file = \"pw\" }}\n"))
@@ -91,7 +93,7 @@ fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) 
         .collect::<Vec<_>>()
         .join(", ");
     let text = format!(
-        "state_dir = \"state-{database}-{user}\"\npolicy = \"policy.cedar\"\n\
+        "state_dir = \"state-{n}\"\npolicy = \"policy.cedar\"\n\
          [environments.staging]\ntier = \"non-production\"\n\
          [environments.staging.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
          database = \"staging\"\nuser = \"stage_owner\"\npassword = {{ file = \"pw\" }}\n\
@@ -102,7 +104,7 @@ fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) 
          accept_risks = [{accept}]\nfailure_domain = \"db\"\n",
         port = w.cluster.port
     );
-    let path = w.dir.path().join(format!("belay-{database}-{user}.toml"));
+    let path = w.dir.path().join(format!("belay-{n}.toml"));
     std::fs::write(&path, text).unwrap();
     Config::load(&path, &FilesOnly).unwrap()
 }

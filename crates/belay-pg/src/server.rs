@@ -81,6 +81,10 @@ impl Default for Options {
 /// Buffered bytes past which a side stops reading until the other side catches up.
 const HIGH_WATER: usize = 1 << 20;
 
+/// Ticks (seconds) a client may leave a message half sent before the session is ended: a
+/// partial message holds its buffer and its upstream connection for nothing.
+const PARTIAL_MESSAGE_TICKS: u32 = 30;
+
 /// The same, while all sessions together hold more than `Options::memory_budget`.
 const LOW_WATER: usize = 64 * 1024;
 
@@ -630,6 +634,26 @@ async fn handshake(
                 }
                 return Ok(None);
             }
+            Startup::Newer { minor, params } => {
+                // As the server answers a newer minor version: the newest it speaks (3.0)
+                // and the protocol options (`_pq_.*`) it does not know, then on in 3.0.
+                let (options, params): (Vec<_>, Vec<_>) = params
+                    .into_iter()
+                    .partition(|(k, _)| k.starts_with("_pq_."));
+                let mut out = BytesMut::new();
+                codec::put_message(&mut out, b'v', |b| {
+                    b.extend_from_slice(&0i32.to_be_bytes());
+                    b.extend_from_slice(&(options.len() as i32).to_be_bytes());
+                    for (k, _) in &options {
+                        codec::put_cstr(b, k);
+                    }
+                });
+                send(stream, &out).await?;
+                tracing::debug!(minor, "client asked for a newer protocol; answered 3.0");
+                progress.user = Startup::param(&params, "user").map(str::to_owned);
+                progress.database = Startup::param(&params, "database").map(str::to_owned);
+                break params;
+            }
             Startup::Startup { params } => {
                 progress.user = Startup::param(&params, "user").map(str::to_owned);
                 progress.database = Startup::param(&params, "database").map(str::to_owned);
@@ -989,15 +1013,20 @@ async fn run(
     // This session's share of `shared.buffered`.
     let mut accounted: usize = 0;
     let mut high_water = HIGH_WATER;
+    // The client sent part of a message and no more: ticks since it last sent anything.
+    let mut client_partial;
+    let mut stalled_ticks: u32 = 0;
 
     let why: String = 'session: loop {
         // Decide and route every complete message already buffered.
+        client_partial = false;
         while !terminating && to_up.len() < high_water {
             if discard > 0 || oversized.is_some() {
                 let n = discard.min(client_buf.len());
                 client_buf.advance(n);
                 discard -= n;
                 if discard > 0 {
+                    client_partial = true;
                     break;
                 }
                 if let Some((tag, len)) = oversized.take() {
@@ -1053,7 +1082,10 @@ async fn run(
                     }
                     other => other,
                 },
-                Ok(None) => break,
+                Ok(None) => {
+                    client_partial = !client_buf.is_empty();
+                    break;
+                }
                 Err(e) => Err(Violation(format!("invalid message: {e}"))),
             };
             match next {
@@ -1258,6 +1290,20 @@ async fn run(
         }
         if ticked {
             relay.tick();
+            stalled_ticks = if client_partial && !read_since_tick {
+                stalled_ticks + 1
+            } else {
+                0
+            };
+            if stalled_ticks >= PARTIAL_MESSAGE_TICKS {
+                let message = format!(
+                    "the client sent part of a message and nothing more for {PARTIAL_MESSAGE_TICKS} s"
+                );
+                to_client.extend_from_slice(&fatal("08P01", message.clone()));
+                let _ = client.write_all(&to_client).await;
+                let _ = up.write_all(&[b'X', 0, 0, 0, 4]).await;
+                break 'session message;
+            }
             if !read_since_tick {
                 for buf in [&mut client_buf, &mut up_buf, &mut to_up, &mut to_client] {
                     if buf.is_empty() && buf.capacity() > 0 {

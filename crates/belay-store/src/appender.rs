@@ -187,6 +187,13 @@ impl Writer {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let (mut seq, mut prev) = head(&tx).map_err(unavailable)?;
+        // Events are in time order as in sequence order: a draft made before one already
+        // written (sessions race to the writer) takes that one's time.
+        let mut last_time: i64 = tx
+            .prepare_cached("SELECT time_us FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)).optional())
+            .map_err(unavailable)?
+            .unwrap_or(i64::MIN);
         let first = seq + 1;
         {
             let mut insert = tx
@@ -198,7 +205,10 @@ impl Writer {
                 .map_err(unavailable)?;
             for draft in drafts {
                 seq += 1;
-                let event = Event::chain(seq, &prev, (*draft).clone());
+                let mut draft = (*draft).clone();
+                draft.time_us = draft.time_us.max(last_time);
+                last_time = draft.time_us;
+                let event = Event::chain(seq, &prev, draft);
                 prev = event.hash_bytes().unwrap_or(GENESIS);
                 let d = &event.draft;
                 insert

@@ -304,3 +304,17 @@ fn recorded_events_are_committed_with_the_next_batch() {
         "a closed writer refuses"
     );
 }
+
+#[test]
+fn events_are_in_time_order_as_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Drafts made earlier can reach the writer later (sessions race to it).
+    for t in [5_000, 9_000, 7_000, 1_000, 12_000] {
+        store.append(draft(t)).unwrap();
+    }
+    let events = store.events(1, 100).unwrap();
+    let times: Vec<i64> = events.iter().map(|e| e.draft.time_us).collect();
+    assert_eq!(times, vec![5_000, 9_000, 9_000, 9_000, 12_000]);
+    assert_eq!(verify(&events), Ok(5));
+}

@@ -20,6 +20,12 @@ pub enum Startup {
     Startup {
         params: Vec<(String, String)>,
     },
+    /// Protocol 3.x with x > 0 (3.2 brings longer cancel keys): belay speaks 3.0 and says so
+    /// with NegotiateProtocolVersion, as the server does, and the session goes on in 3.0.
+    Newer {
+        minor: u16,
+        params: Vec<(String, String)>,
+    },
     SslRequest,
     GssEncRequest,
     Cancel {
@@ -60,7 +66,7 @@ impl Startup {
                 }
                 Startup::Cancel { pid, secret }
             }
-            PROTOCOL_3_0 => {
+            code if code >> 16 == 3 => {
                 let mut params = Vec::new();
                 loop {
                     let key = r.cstr()?;
@@ -70,7 +76,10 @@ impl Startup {
                     let value = r.cstr()?;
                     params.push((key, value));
                 }
-                Startup::Startup { params }
+                match (code & 0xffff) as u16 {
+                    0 => Startup::Startup { params },
+                    minor => Startup::Newer { minor, params },
+                }
             }
             other => {
                 return Err(Error::Protocol(
@@ -93,6 +102,14 @@ impl Startup {
                 out.extend_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
                 out.extend_from_slice(&pid.to_be_bytes());
                 out.extend_from_slice(secret);
+            }
+            Startup::Newer { minor, params } => {
+                out.extend_from_slice(&(PROTOCOL_3_0 | i32::from(*minor)).to_be_bytes());
+                for (k, v) in params {
+                    put_cstr(out, k);
+                    put_cstr(out, v);
+                }
+                out.extend_from_slice(&[0]);
             }
             Startup::Startup { params } => {
                 out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
