@@ -134,12 +134,7 @@ pub fn apply_caps(env: &Environment, analysis: Arc<Analysis>) -> Arc<Analysis> {
             statement.reason = first.clone();
         }
     }
-    capped_analysis.class = capped_analysis
-        .statements
-        .iter()
-        .map(|s| s.class)
-        .max()
-        .unwrap_or(Class::Read);
+    capped_analysis.reclassify();
     Arc::new(capped_analysis)
 }
 

@@ -14,7 +14,9 @@ mod identity;
 mod init;
 mod notify;
 mod policy_cases;
+mod reads;
 pub mod roles;
+mod session;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -32,10 +34,11 @@ pub use approvals::{
     CHANNEL_HTTP,
 };
 pub use decide::{Explanation, Outcome};
-pub use gateway::{AppGate, AppSession};
+pub use gateway::AppGate;
 pub use init::{init, InitReport};
 pub use notify::Retry;
 pub use policy_cases::{run_cases, CaseResult};
+pub use session::AppSession;
 pub use verify::{verify_audit, VerifyReport};
 
 /// Errors outside the decision path (which never fails: it denies).

@@ -71,7 +71,8 @@ const ROLE_SQL: &str = "SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rol
      current_setting('default_transaction_read_only'), \
      coalesce((SELECT string_agg(datname, ',') FROM pg_database \
        WHERE has_database_privilege(current_user, datname, 'CONNECT') \
-          OR pg_has_role(current_user, datdba, 'USAGE')), '') \
+          OR pg_has_role(current_user, datdba, 'USAGE')), ''), \
+     pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') \
      FROM pg_roles r WHERE r.rolname = current_user";
 
 /// What a read-only session's role could change in its database: relations it owns or may
@@ -356,7 +357,15 @@ async fn inspect_role(
         "may run programs on the server",
         format!("`REVOKE pg_execute_server_program FROM {user}`"),
     );
+    attribute(&mut found, 11, "read_all_stats", "is a member of pg_read_all_stats: it sees every session's statements, constants and all, in pg_stat_activity", format!("`REVOKE pg_read_all_stats, pg_monitor FROM {user}`"));
     let (their_databases, their_roles) = neighbours(config, env, pg);
+    if their_roles.contains(&user.as_str()) {
+        found.push((
+            "other_environments",
+            "is also a role of another environment on this server: each sees and may change what the other does".to_owned(),
+            format!("give each environment a role of its own instead of `{user}`"),
+        ));
+    }
     let reachable = text(10);
     for db in reachable.split(',').filter(|d| their_databases.contains(d)) {
         found.push((

@@ -81,6 +81,17 @@ fn world() -> &'static World {
 /// A configuration with staging and a production environment on `database` with these
 /// roles and accepted risks.
 fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) -> Config {
+    config_with("stage_owner", database, user, read_user, accept)
+}
+
+/// The same, with staging logging in as `staging_user`.
+fn config_with(
+    staging_user: &str,
+    database: &str,
+    user: &str,
+    read_user: Option<&str>,
+    accept: &[&str],
+) -> Config {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let w = world();
@@ -96,7 +107,7 @@ fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) 
         "state_dir = \"state-{n}\"\npolicy = \"policy.cedar\"\n\
          [environments.staging]\ntier = \"non-production\"\n\
          [environments.staging.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
-         database = \"staging\"\nuser = \"stage_owner\"\npassword = {{ file = \"pw\" }}\n\
+         database = \"staging\"\nuser = \"{staging_user}\"\npassword = {{ file = \"pw\" }}\n\
          failure_domain = \"db\"\n\
          [environments.production]\ntier = \"production\"\n\
          [environments.production.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\

@@ -201,6 +201,7 @@ pub const RISKS: &[&str] = &[
     "signal_backend",
     "server_files",
     "server_programs",
+    "read_all_stats",
     "other_environments",
     "read_role_can_write",
     "no_read_role",

@@ -334,6 +334,19 @@ impl Relay {
         }
     }
 
+    /// A forwarded simple Query's answer is expected (with `hidden` leading statements of
+    /// belay's own); until its ReadyForQuery a transaction block may be open.
+    fn expect_query(&mut self, record: Option<u64>, hidden: usize) {
+        self.ready_pending += 1;
+        self.opening_until = self.ready_seen + self.ready_pending;
+        self.expect.push_back(Expect::Simple {
+            record,
+            next: 0,
+            refusal: None,
+            hidden,
+        });
+    }
+
     fn missing_statement(name: &str) -> Refusal {
         if name.is_empty() {
             Refusal::new("26000", "unnamed prepared statement does not exist")
@@ -391,14 +404,7 @@ impl Relay {
                 match check {
                     Check::Allow { record, read_write } if read_write && self.detour => {
                         // The answer comes from the detour's connection, matched like any.
-                        self.ready_pending += 1;
-                        self.opening_until = self.ready_seen + self.ready_pending;
-                        self.expect.push_back(Expect::Simple {
-                            record,
-                            next: 0,
-                            refusal: None,
-                            hidden: 0,
-                        });
+                        self.expect_query(record, 0);
                         return Ok(Next::Detour(frame.body));
                     }
                     Check::Allow { record, read_write } => {
@@ -409,14 +415,7 @@ impl Relay {
                             frame.encode(up);
                             0
                         };
-                        self.ready_pending += 1;
-                        self.opening_until = self.ready_seen + self.ready_pending;
-                        self.expect.push_back(Expect::Simple {
-                            record,
-                            next: 0,
-                            refusal: None,
-                            hidden,
-                        });
+                        self.expect_query(record, hidden);
                     }
                     Check::Refuse(r) => self.refuse_simple(r, up),
                 }

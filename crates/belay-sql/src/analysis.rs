@@ -246,6 +246,17 @@ impl Analysis {
         }
     }
 
+    /// Sets the input's class to the most dangerous of its statements' again, after a caller
+    /// changed a statement (resolving an `EXECUTE`, applying a limit).
+    pub fn reclassify(&mut self) {
+        self.class = self
+            .statements
+            .iter()
+            .map(|s| s.class)
+            .max()
+            .unwrap_or(Class::Read);
+    }
+
     /// Every flag of every statement.
     pub fn flags(&self) -> BTreeSet<Flag> {
         self.statements

@@ -196,6 +196,19 @@ impl<'a> Walk<'a> {
                 self.operator(e);
                 true
             }
+            // `ORDER BY x USING op` and `x op ANY (SELECT ...)` name operators too.
+            NodeRef::SortBy(sort) => {
+                if !sort.use_op.is_empty() {
+                    self.operator_name(&sort.use_op);
+                }
+                true
+            }
+            NodeRef::SubLink(link) => {
+                if !link.oper_name.is_empty() {
+                    self.operator_name(&link.oper_name);
+                }
+                true
+            }
             NodeRef::SelectStmt(s) => {
                 self.select(s);
                 true
@@ -444,14 +457,18 @@ impl<'a> Walk<'a> {
     }
 
     fn operator(&mut self, e: &pb::AExpr) {
-        let kind = AExprKind::try_from(e.kind);
-        if !matches!(
-            kind,
-            Ok(AExprKind::AexprOp | AExprKind::AexprOpAny | AExprKind::AexprOpAll)
-        ) {
+        // Every kind that names an operator: plain, ANY/ALL, and those spelled with keywords
+        // (IN, LIKE, DISTINCT, NULLIF, BETWEEN, ...), whose name a user may qualify too.
+        if AExprKind::try_from(e.kind).is_err() || e.name.is_empty() {
             return;
         }
-        let (schema, symbol) = qualified_name(&e.name);
+        self.operator_name(&e.name);
+    }
+
+    /// An operator named by `name` (`=`, `pg_catalog.~~`, `myschema.===`): anything but a
+    /// built-in operator is at least `write`, since its function can do anything.
+    fn operator_name(&mut self, name: &[pb::Node]) {
+        let (schema, symbol) = qualified_name(name);
         let builtin = schema.as_deref().is_none_or(|s| s == "pg_catalog")
             && functions::is_builtin_operator(&symbol);
         if !builtin {

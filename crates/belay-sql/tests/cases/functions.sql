@@ -77,3 +77,20 @@ EXPLAIN SELECT * FROM items WHERE id = my_schema.lookup('x')
 
 -- expect: read
 EXPLAIN SELECT lower('X'), now()
+
+-- Operators are named in more places than binary expressions.
+
+-- expect: write
+SELECT * FROM items WHERE id OPERATOR(public.===) ANY (SELECT id FROM other)
+
+-- expect: write
+SELECT * FROM items ORDER BY name USING OPERATOR(public.<<<)
+
+-- expect: write
+SELECT * FROM items WHERE name OPERATOR(public.~~~) 'x'
+
+-- expect: read
+SELECT * FROM items WHERE id = ANY (SELECT id FROM other) ORDER BY name USING <
+
+-- expect: read
+SELECT * FROM items WHERE name LIKE 'a%' AND id IN (1, 2) AND name IS DISTINCT FROM 'b'

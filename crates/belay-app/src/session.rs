@@ -1,0 +1,1256 @@
+//! One agent's session in one environment: `AppSession` decides each SQL text by
+//! classification and policy, writes the decision to the audit log (durably before
+//! forwarding anything that writes), and records outcomes.
+//!
+//! Decisions are cached per session by what policy can see (class, flags, relations), and
+//! the cache is dropped whenever the identity generation moves (a grant revoked in another
+//! process takes effect at the next statement) or the agent expires.
+//!
+//! A statement that policy holds for approval becomes an approval request bound to the exact
+//! action (agent, environment, text and, at Execute, the bound parameters). It is refused
+//! with the request's id, or held up to the environment's `approval_wait` for a decision.
+//! Once enough humans approved, the identical action runs once: the request is used in the
+//! same transaction that finds it, and policy is asked again with the approvals counted, so
+//! a hold is lifted but no other rule is.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_audit::{fingerprint, Draft};
+use belay_core::{Class, Decision, Verdict};
+use belay_pg::{
+    Check, Completion, Parameters, Phase, Refusal, Session, Statement, RESERVED_PREFIX,
+    SQLSTATE_APPROVAL, SQLSTATE_DENIED,
+};
+use belay_policy::ActionRequest;
+use belay_sql::{Analysis, Flag, PreparedEffect};
+use belay_store::{Agent, Approval, ApprovalStatus, NewApproval};
+use serde_json::json;
+
+use crate::approvals::{approval_event, approve_command, approvers_text};
+use crate::boundary::{self, ForeignTarget};
+use crate::decide::with_analysis;
+use crate::gateway::{Slot, SQLSTATE_STATE};
+use crate::reads::{phase_name, ReadTally, READS_EVERY};
+use crate::{now_us, App};
+
+/// What a decision asked to hear about after forwarding.
+#[derive(Debug)]
+struct Record {
+    /// The decision event, when outcomes go to the audit log (write or worse).
+    audit_seq: Option<u64>,
+    statements: usize,
+    /// Prepared-statement effects to apply when statement `i` completes.
+    effects: Vec<(usize, PreparedEffect, String)>,
+}
+
+/// What policy sees of a statement beyond the session's agent and environment: class, flags,
+/// relations, and whether it names a cluster object of another environment.
+type DecisionKey = (Class, BTreeSet<Flag>, BTreeSet<String>, bool);
+
+/// Decisions for one agent's session in one environment.
+#[derive(Debug)]
+pub struct AppSession {
+    app: Arc<App>,
+    environment: String,
+    production: bool,
+    /// How long a held statement waits for its humans before the refusal is sent.
+    approval_wait: Duration,
+    /// The upstream session is pinned `default_transaction_read_only`.
+    read_only: bool,
+    peer: String,
+    agent: Agent,
+    generation: u64,
+    /// Policy decisions by what policy sees, valid for `generation`.
+    decisions: HashMap<DecisionKey, Decision>,
+    /// SQL-level prepared statements that ran upstream: name -> the PREPARE statement's text.
+    prepared: HashMap<String, String>,
+    records: HashMap<u64, Record>,
+    next_record: u64,
+    /// Allowed reads not yet written, by kind of read.
+    reads: HashMap<u64, ReadTally>,
+    /// When the oldest of them was counted.
+    reads_since: Option<std::time::Instant>,
+    /// The last statement decided as an allowed read, to count it again without deciding
+    /// again when the same analysis comes back (valid for `generation`).
+    repeat: Option<RepeatRead>,
+    /// The tally the last `tally_read` counted into.
+    tallied: Option<u64>,
+    /// The session's place under the environment's connection limits.
+    _slot: Slot,
+}
+
+/// An allowed read that may come again: the analysis it was decided on (the classifier's
+/// cached one, compared by address, so that another text of the same inert shape repeats
+/// it too), the phase, and the tally that counts it.
+#[derive(Debug)]
+struct RepeatRead {
+    analysis: Arc<Analysis>,
+    /// The last text counted, when `analysis` is the classifier's own for it (not resolved
+    /// against the session's `PREPARE`s).
+    text: Option<String>,
+    phase: Phase,
+    tally: u64,
+}
+
+impl RepeatRead {
+    fn remember(&mut self, sql: &str, classified: bool) {
+        if !classified {
+            self.text = None;
+            return;
+        }
+        match &mut self.text {
+            Some(t) => {
+                t.clear();
+                t.push_str(sql);
+            }
+            None => self.text = Some(sql.to_owned()),
+        }
+    }
+}
+
+const MAX_CACHED: usize = 4096;
+
+/// Approval requests one agent may have waiting for humans at once.
+const MAX_OPEN_REQUESTS: usize = 20;
+
+/// How often a statement held with `approval_wait` looks for its humans' decision.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// The exact action a held statement is, as approvals are bound to it.
+#[derive(Debug)]
+struct Action {
+    /// At Execute, the parameters the agent bound, in canonical text.
+    parameters: Option<String>,
+    /// Agent, environment, text and parameters.
+    fingerprint: String,
+    /// The approval request it runs under or waits on.
+    approval: Option<u64>,
+    /// Why an approval cannot be used for it in this session, if it cannot.
+    blocked: Option<&'static str>,
+    /// How long to wait for the humans' decision before answering.
+    wait: Duration,
+}
+
+/// The denial of an action whose decision could not be written to the audit log.
+fn unrecorded(e: &str) -> Decision {
+    Decision::deny(format!(
+        "the decision could not be written to the audit log ({e}); belay forwards nothing it has not recorded"
+    ))
+}
+
+/// Statement kinds that open, end or divide a transaction.
+const TRANSACTION_CONTROL: &[&str] = &[
+    "BEGIN",
+    "START TRANSACTION",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "ROLLBACK TO",
+    "PREPARE TRANSACTION",
+    "COMMIT PREPARED",
+    "ROLLBACK PREPARED",
+    "TRANSACTION",
+];
+
+/// Statements an audit event lists one by one; past this, the rest are counted by kind.
+const RECORDED_STATEMENTS: usize = 32;
+
+/// Recorded SQL longer than this is kept as a prefix, its length and its hash.
+const RECORDED_SQL_BYTES: usize = 4096;
+
+/// What the audit log says of each statement of an analysis: each of the first
+/// `RECORDED_STATEMENTS`, and how many more of each kind, so that one huge input cannot make
+/// an event of megabytes.
+fn statements_json(analysis: &Analysis) -> serde_json::Value {
+    let listed: Vec<serde_json::Value> = analysis
+        .statements
+        .iter()
+        .take(RECORDED_STATEMENTS)
+        .map(|s| {
+            json!({
+                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
+            })
+        })
+        .collect();
+    if analysis.statements.len() <= RECORDED_STATEMENTS {
+        return json!(listed);
+    }
+    let mut more: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for s in &analysis.statements[RECORDED_STATEMENTS..] {
+        *more.entry(format!("{} ({})", s.kind, s.class)).or_default() += 1;
+    }
+    json!({
+        "total": analysis.statements.len(),
+        "listed": listed,
+        "more_by_kind": more,
+    })
+}
+
+/// Puts a statement's text, constants replaced by `$n`, into an event's detail: whole up to
+/// `RECORDED_SQL_BYTES`, past that as a prefix with the redacted text's length and SHA-256.
+fn record_sql(detail: &mut serde_json::Value, sql: &str) {
+    let redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
+    if redacted.len() <= RECORDED_SQL_BYTES {
+        detail["sql"] = json!(redacted);
+        return;
+    }
+    let mut end = 1024;
+    while !redacted.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail["sql"] = json!(format!("{}…", &redacted[..end]));
+    detail["sql_bytes"] = json!(redacted.len());
+    detail["sql_sha256"] = json!(fingerprint(&[&redacted]));
+}
+
+/// The parser's own message when `analysis` is of a text that does not parse.
+fn syntax_error(analysis: &Analysis) -> Option<String> {
+    match analysis.statements.as_slice() {
+        [only] if only.flags.contains(&Flag::ParseError) => Some(
+            only.reason
+                .strip_prefix("the input does not parse: ")
+                .unwrap_or(&only.reason)
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// The humans who approved, for the record.
+fn approved_by(approval: &Approval) -> String {
+    approval
+        .votes
+        .iter()
+        .filter(|v| v.approve)
+        .map(|v| v.human.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl AppSession {
+    /// The session of `agent` in `env`, holding its place under the environment's limits.
+    pub(crate) fn open(
+        app: Arc<App>,
+        env: &belay_config::Environment,
+        read_only: bool,
+        peer: String,
+        agent: Agent,
+        generation: u64,
+        slot: Slot,
+    ) -> AppSession {
+        AppSession {
+            app,
+            environment: env.name.clone(),
+            production: env.production,
+            approval_wait: env.approval_wait,
+            read_only,
+            peer,
+            agent,
+            generation,
+            decisions: HashMap::new(),
+            prepared: HashMap::new(),
+            records: HashMap::new(),
+            next_record: 0,
+            reads: HashMap::new(),
+            reads_since: None,
+            repeat: None,
+            tallied: None,
+            _slot: slot,
+        }
+    }
+
+    /// Whether the session's view of its agent is current and valid, known without IO.
+    fn current(&self) -> bool {
+        self.app.store().fresh_identity_generation() == Some(self.generation)
+            && self.agent.revoked_us.is_none()
+            && self.agent.expires_us.is_none_or(|e| e > now_us())
+    }
+
+    /// Re-reads the agent when identities changed anywhere; `Err` refuses (fail closed).
+    fn refresh(&mut self) -> Result<(), String> {
+        let generation = self
+            .app
+            .store()
+            .identity_generation()
+            .map_err(|e| format!("belay cannot read its state ({e})"))?;
+        if generation != self.generation {
+            self.decisions.clear();
+            self.repeat = None;
+            match self.app.store().agent(&self.agent.name) {
+                Ok(Some(agent)) => self.agent = agent,
+                Ok(None) => return Err(format!("agent `{}` no longer exists", self.agent.name)),
+                Err(e) => return Err(format!("belay cannot read its state ({e})")),
+            }
+            self.generation = generation;
+        }
+        if self.agent.revoked_us.is_some() {
+            return Err(format!("agent `{}` was revoked", self.agent.name));
+        }
+        if self.agent.expires_us.is_some_and(|e| e <= now_us()) {
+            return Err(format!(
+                "the credential of agent `{}` expired",
+                self.agent.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves `EXECUTE name` of statements prepared by earlier inputs of this session.
+    fn resolve(&self, sql: &str, analysis: Arc<Analysis>) -> Arc<Analysis> {
+        if !analysis
+            .statements
+            .iter()
+            .any(|s| s.unresolved_prepared.is_some())
+        {
+            return analysis;
+        }
+        let mut resolved = (*analysis).clone();
+        for statement in &mut resolved.statements {
+            let Some(name) = statement.unresolved_prepared.clone() else {
+                continue;
+            };
+            let Some(prepare) = self.prepared.get(&name) else {
+                continue;
+            };
+            let text = sql.get(statement.span.clone()).unwrap_or_default();
+            let combined = self.app.classifier.classify(&format!("{prepare};\n{text}"));
+            if let Some(last) = combined.statements.last() {
+                let span = statement.span.clone();
+                *statement = last.clone();
+                statement.span = span;
+            }
+        }
+        resolved.reclassify();
+        Arc::new(resolved)
+    }
+
+    fn decide(&mut self, analysis: &Analysis) -> Decision {
+        let foreign = self.foreign(analysis);
+        let key: DecisionKey = (
+            analysis.class,
+            analysis.flags(),
+            analysis
+                .statements
+                .iter()
+                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
+                .collect(),
+            !foreign.is_empty(),
+        );
+        if foreign.is_empty() {
+            if let Some(d) = self.decisions.get(&key) {
+                return d.clone();
+            }
+        }
+        let decision =
+            boundary::name_foreign(self.app.policy.evaluate(&self.request(analysis)), &foreign);
+        if self.decisions.len() >= MAX_CACHED {
+            self.decisions.clear();
+        }
+        if foreign.is_empty() {
+            self.decisions.insert(key, decision.clone());
+        }
+        decision
+    }
+
+    /// The cluster-level objects `analysis` names outside this session's environment.
+    fn foreign(&self, analysis: &Analysis) -> Vec<ForeignTarget> {
+        let cluster = analysis
+            .statements
+            .iter()
+            .any(|s| s.relations.iter().any(|r| r.object.cluster_level()));
+        if !cluster {
+            return Vec::new();
+        }
+        boundary::foreign_targets(&self.app.config, &self.environment, analysis)
+    }
+
+    /// `analysis` raised where it sets a capped setting past this environment's limit.
+    fn capped(&self, analysis: Arc<Analysis>) -> Arc<Analysis> {
+        if analysis.statements.iter().all(|s| s.settings.is_empty()) {
+            return analysis;
+        }
+        match self.app.config.environment(&self.environment) {
+            Some(env) => boundary::apply_caps(env, analysis),
+            None => analysis,
+        }
+    }
+
+    fn request(&self, analysis: &Analysis) -> ActionRequest {
+        let mut request = with_analysis(
+            ActionRequest::new(
+                &self.agent.name,
+                &self.agent.owner,
+                &self.environment,
+                self.production,
+                analysis.class,
+                self.agent.grants.get(&self.environment).copied(),
+            ),
+            analysis,
+        );
+        request.foreign_target = !self.foreign(analysis).is_empty();
+        request
+    }
+
+    fn refusal(
+        &self,
+        analysis: Option<&Analysis>,
+        decision: &Decision,
+        seq: Option<u64>,
+    ) -> Refusal {
+        let (class, what) = match analysis {
+            Some(a) => (
+                a.class.as_str(),
+                a.statements
+                    .iter()
+                    .map(|s| s.kind.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            None => ("unknown", String::new()),
+        };
+        let flags: Vec<&str> = analysis
+            .map(|a| a.flags().iter().map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        let mut detail = format!("class: {class}");
+        if let Some(a) = analysis.filter(|a| a.class > Class::Read) {
+            detail.push_str(&format!(" ({})", a.reason()));
+        }
+        if !flags.is_empty() {
+            detail.push_str(&format!("; flags: {}", flags.join(", ")));
+        }
+        if !decision.policies.is_empty() {
+            detail.push_str(&format!("; policy: {}", decision.policies.join(", ")));
+        }
+        if let Some(seq) = seq {
+            detail.push_str(&format!("; audit event {seq}"));
+        }
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!(" ({what})")
+        };
+        // A text that does not parse is answered as the server would answer it: belay
+        // parses with the server's grammar, so the message is the server's.
+        if let Some(parser) = analysis.and_then(syntax_error) {
+            return Refusal {
+                code: "42601".to_owned(),
+                message: parser,
+                detail: Some(detail),
+                hint: None,
+            };
+        }
+        let (code, message, hint) = match decision.verdict {
+            Verdict::Approve(n) => (
+                SQLSTATE_APPROVAL,
+                format!(
+                    "belay holds this {class} statement{what} for approval by {n} human{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    decision.reason
+                ),
+                "a human must approve it first (`belay pending` lists what waits)".to_owned(),
+            ),
+            _ => (
+                SQLSTATE_DENIED,
+                format!("belay denied this {class} statement{what}: {}", decision.reason),
+                format!(
+                    "run `belay policy explain --agent {} --env {} --sql '...'` to see why; a wider grant must come from the agent's owner",
+                    self.agent.name, self.environment
+                ),
+            ),
+        };
+        Refusal {
+            code: code.to_owned(),
+            message,
+            detail: Some(detail),
+            hint: Some(hint),
+        }
+    }
+
+    /// The exact action a held statement is: its text and, at Execute, its parameters.
+    fn action(&self, sql: &str, params: &Parameters) -> Result<Action, String> {
+        let mut parameters = params.canonical()?;
+        // `EXECUTE name` of a statement this session prepared earlier means what it was
+        // prepared as: the approval is bound to that text too, so a name prepared again
+        // with other text is another action.
+        let prepared: Vec<String> = self
+            .app
+            .classifier
+            .classify(sql)
+            .statements
+            .iter()
+            .filter_map(|s| s.unresolved_prepared.as_ref())
+            .filter_map(|name| {
+                self.prepared
+                    .get(name)
+                    .map(|text| format!("{name}: {text}"))
+            })
+            .collect();
+        if !prepared.is_empty() {
+            let runs = format!("prepared earlier as {}", prepared.join("; "));
+            parameters = Some(match parameters {
+                Some(p) => format!("{p}; {runs}"),
+                None => runs,
+            });
+        }
+        let fingerprint = match &parameters {
+            None => fingerprint(&[&self.agent.name, &self.environment, sql]),
+            Some(p) => fingerprint(&[&self.agent.name, &self.environment, sql, p]),
+        };
+        Ok(Action {
+            parameters,
+            fingerprint,
+            approval: None,
+            blocked: None,
+            wait: Duration::ZERO,
+        })
+    }
+
+    /// Uses an approved request for exactly `action`, if there is one, and returns the
+    /// decision with its approvals counted. `Err` is a denial: the approval cannot be used.
+    fn use_approval(
+        &self,
+        analysis: &Analysis,
+        action: &mut Action,
+    ) -> Result<Option<Decision>, Decision> {
+        if action.blocked.is_some() {
+            return Ok(None);
+        }
+        let used = self
+            .app
+            .store()
+            .consume_approval(
+                &self.agent.name,
+                &self.environment,
+                &action.fingerprint,
+                now_us(),
+            )
+            .map_err(|e| Decision::deny(format!("belay cannot read its approvals ({e})")))?;
+        let Some(approval) = used else {
+            return Ok(None);
+        };
+        action.approval = Some(approval.id);
+        let mut request = self.request(analysis);
+        request.approvals = approval.approvals();
+        let decision = self.app.policy.evaluate(&request);
+        let actor = format!("agent:{}", self.agent.name);
+        if decision.verdict != Verdict::Allow {
+            // Something other than the hold forbids it now (a grant revoked, a policy
+            // changed): the approval can never be used.
+            let _ = self.app.store().abandon_approval(approval.id);
+            let mut event = approval_event("approval.abandoned", &actor, &approval, "abandoned");
+            event.reasons = vec![decision.reason.clone()];
+            let _ = self.app.store().append(event);
+            let mut denied = Decision::deny(format!(
+                "approval request {} was approved, but policy no longer allows the action: {}",
+                approval.id, decision.reason
+            ));
+            denied.policies = decision.policies;
+            return Err(denied);
+        }
+        let mut event = approval_event("approval.executed", &actor, &approval, "forwarded once");
+        event.reasons = vec![format!("approved by {}", approved_by(&approval))];
+        self.app.store().append(event).map_err(|e| {
+            Decision::deny(format!(
+                "the use of approval {} could not be written to the audit log ({e}); belay forwards nothing it has not recorded",
+                approval.id
+            ))
+        })?;
+        Ok(Some(decision))
+    }
+
+    /// Finds or creates the approval request for `action`, tells its humans, and waits up to
+    /// `action.wait` for them. `Ok` is the decision once approved (the
+    /// approval is then used); `Err` is the refusal the agent reads.
+    fn hold(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        action: &mut Action,
+        seq: Option<u64>,
+    ) -> Result<Decision, Refusal> {
+        let state_error = |e: &dyn std::fmt::Display| {
+            Refusal::new(
+                SQLSTATE_STATE,
+                format!("belay cannot record the approval request ({e}), so it forwards nothing"),
+            )
+            .hint("an operator must check belay's state directory")
+        };
+        self.app.expire_approvals().map_err(|e| state_error(&e))?;
+        // One agent cannot bury its humans in requests: past the cap, a new one is refused
+        // (asking again for one already open is not new).
+        let open = self
+            .app
+            .store()
+            .approvals(&[ApprovalStatus::Pending], 10_000)
+            .map_err(|e| state_error(&e))?;
+        let mine: Vec<&Approval> = open
+            .iter()
+            .filter(|a| a.request.agent == self.agent.name)
+            .collect();
+        if mine.len() >= MAX_OPEN_REQUESTS
+            && !mine
+                .iter()
+                .any(|a| a.request.fingerprint == action.fingerprint)
+        {
+            return Err(Refusal::new(
+                SQLSTATE_DENIED,
+                format!(
+                    "agent `{}` already has {} approval requests waiting for humans, the most belay keeps open for one agent",
+                    self.agent.name,
+                    mine.len()
+                ),
+            )
+            .hint("wait for the humans to decide (`belay pending` lists them), or withdraw by letting them expire"));
+        }
+        let now = now_us();
+        let hold = &decision.hold;
+        // The relations as policy saw them.
+        let relations = self.request(analysis).relations;
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let mut approvers: Vec<String> = Vec::new();
+        for name in &hold.approvers {
+            let name = if name == "owner" {
+                &self.agent.owner
+            } else {
+                name
+            };
+            if !approvers.contains(name) {
+                approvers.push(name.clone());
+            }
+        }
+        let new = NewApproval {
+            agent: self.agent.name.clone(),
+            environment: self.environment.clone(),
+            action: sql.to_owned(),
+            parameters: action.parameters.clone(),
+            fingerprint: action.fingerprint.clone(),
+            class: analysis.class.as_str().to_owned(),
+            flags: analysis
+                .flags()
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
+            relations: relations.into_iter().collect(),
+            policies: decision.policies.clone(),
+            reason: decision.reason.clone(),
+            blast_radius: None,
+            required: decision.verdict.approvals_required().max(1),
+            approvers,
+            expires_us: now.saturating_add(micros(hold.expires)),
+            run_within_us: micros(hold.run_within),
+            request_seq: seq,
+        };
+        let (mut approval, created) = self
+            .app
+            .store()
+            .request_approval(&new, now)
+            .map_err(|e| state_error(&e))?;
+        action.approval = Some(approval.id);
+        if created {
+            let mut event = approval_event(
+                "approval.requested",
+                &format!("agent:{}", self.agent.name),
+                &approval,
+                "pending",
+            );
+            event.reasons = vec![decision.reason.clone()];
+            record_sql(&mut event.detail, sql);
+            event.detail["approvers"] = json!(approval.request.approvers);
+            event.detail["decision"] = json!(seq);
+            self.app.audit(event).map_err(|e| state_error(&e))?;
+            self.app.notify_requested(&approval, &self.agent.owner);
+        }
+        let deadline = std::time::Instant::now() + action.wait;
+        loop {
+            // A blocked action leaves the approval unused (`use_approval` says `None`).
+            if approval.status == ApprovalStatus::Approved {
+                match self.use_approval(analysis, action) {
+                    Ok(Some(approved)) => return Ok(approved),
+                    // Used by another session of this agent in the meantime.
+                    Ok(None) => {}
+                    Err(denied) => return Err(self.refusal(Some(analysis), &denied, seq)),
+                }
+            }
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            if approval.status != ApprovalStatus::Pending
+                || remaining.is_zero()
+                || approval.request.expires_us <= now_us()
+                || self.app.stopping()
+            {
+                break;
+            }
+            std::thread::sleep(remaining.min(WAIT_POLL));
+            approval = match self.app.store().approval(approval.id) {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(e) => return Err(state_error(&e)),
+            };
+        }
+        Err(self.hold_refusal(analysis, &approval, seq, action.blocked))
+    }
+
+    /// The refusal of a statement whose approval request `approval` is not (or no longer)
+    /// usable.
+    fn hold_refusal(
+        &self,
+        analysis: &Analysis,
+        approval: &Approval,
+        seq: Option<u64>,
+        blocked: Option<&str>,
+    ) -> Refusal {
+        let id = approval.id;
+        let what = analysis
+            .statements
+            .iter()
+            .map(|s| s.kind.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let class = analysis.class.as_str();
+        let mut detail = format!(
+            "class: {class}; policy: {}; approval request {id}: {}, {} approved so far, needs {}",
+            approval.request.policies.join(", "),
+            approval.status,
+            approval.approvals(),
+            approvers_text(approval),
+        );
+        if let Some(seq) = seq {
+            detail.push_str(&format!("; audit event {seq}"));
+        }
+        let window = humantime::format_duration(Duration::from_secs(
+            u64::try_from(approval.request.run_within_us / 1_000_000).unwrap_or(0),
+        ));
+        let (code, message, hint) = match approval.status {
+            ApprovalStatus::Denied => {
+                let by = approval
+                    .votes
+                    .iter()
+                    .find(|v| !v.approve)
+                    .map(|v| format!("`{}`: {}", v.human, v.comment.as_deref().unwrap_or("no reason given")))
+                    .unwrap_or_else(|| "a human".to_owned());
+                (
+                    SQLSTATE_DENIED,
+                    format!("belay denied this {class} statement ({what}): approval request {id} was denied by {by}"),
+                    "do not send it again; ask the human who denied it, or change the approach".to_owned(),
+                )
+            }
+            ApprovalStatus::Approved => (
+                SQLSTATE_APPROVAL,
+                format!(
+                    "belay holds this {class} statement ({what}): approval request {id} is approved, but {}",
+                    blocked.unwrap_or("it could not be used")
+                ),
+                format!("the approval stays usable until it lapses; send the identical statement again as belay asks, within {window}"),
+            ),
+            ApprovalStatus::Expired => (
+                SQLSTATE_APPROVAL,
+                format!("belay holds this {class} statement ({what}): approval request {id} expired without a decision"),
+                "send the identical statement again to ask anew".to_owned(),
+            ),
+            _ => (
+                SQLSTATE_APPROVAL,
+                format!(
+                    "belay holds this {class} statement ({what}) for approval: {}; approval request {id} needs {}",
+                    approval.request.reason,
+                    approvers_text(approval)
+                ),
+                format!(
+                    "a human approves it with `{}` (or `belay deny {id} --reason TEXT`); then send the identical statement again within {window} and it runs exactly once; any other text needs its own approval",
+                    approve_command(id)
+                ),
+            ),
+        };
+        Refusal {
+            code: code.to_owned(),
+            message,
+            detail: Some(detail),
+            hint: Some(hint),
+        }
+    }
+
+    /// Counts an allowed read: reads are summarised, one `statement.reads` event per kind of
+    /// read (statement kinds, relations, phase) and session, at least every `READS_EVERY`.
+    fn tally_read(&mut self, sql: &str, analysis: &Analysis, decision: &Decision, phase: Phase) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        phase_name(phase).hash(&mut h);
+        for s in &analysis.statements {
+            s.kind.hash(&mut h);
+            for r in &s.relations {
+                (&r.name, r.object, r.access).hash(&mut h);
+            }
+        }
+        decision.policies.hash(&mut h);
+        let now = now_us();
+        let key = h.finish();
+        self.tallied = Some(key);
+        let tally = self.reads.entry(key).or_insert_with(|| ReadTally {
+            count: 0,
+            first_us: now,
+            last_us: now,
+            fingerprint: fingerprint(&[&self.agent.name, &self.environment, sql]),
+            phase: phase_name(phase),
+            statements: statements_json(analysis),
+            reason: decision.reason.clone(),
+            policies: decision.policies.clone(),
+            texts: Vec::new(),
+            other_texts: 0,
+        });
+        tally.count += 1;
+        tally.last_us = now;
+        tally.count_text(sql);
+        self.flush_reads_when_due();
+    }
+
+    /// Counts `analysis` again in the tally of the last allowed read when it is the same
+    /// analysis in the same phase: the decision would be the same (`decide` is a function of
+    /// the analysis and the agent, and the agent's `generation` is current), so only the
+    /// count changes. `None`: decide in full.
+    fn repeat_read(&mut self, sql: &str, analysis: &Arc<Analysis>, phase: Phase) -> Option<Check> {
+        let repeat = self.repeat.as_ref()?;
+        if !Arc::ptr_eq(&repeat.analysis, analysis) || repeat.phase != phase {
+            return None;
+        }
+        // A stopped writer, or a tally already written: the full path says what to do.
+        if !self.app.store().writer_open() {
+            return None;
+        }
+        let tally = self.reads.get_mut(&repeat.tally)?;
+        tally.count += 1;
+        tally.last_us = now_us();
+        tally.count_text(sql);
+        self.flush_reads_when_due();
+        Some(Check::Allow {
+            record: None,
+            read_write: false,
+        })
+    }
+
+    /// Writes the read summaries once the oldest is `READS_EVERY` old, or when too many kinds
+    /// of read are waiting.
+    fn flush_reads_when_due(&mut self) {
+        let since = *self.reads_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= READS_EVERY || self.reads.len() >= MAX_CACHED {
+            let _ = self.flush_reads();
+        }
+    }
+
+    /// Writes the read summaries (without waiting: reads are not durable before forwarding).
+    fn flush_reads(&mut self) -> Result<(), String> {
+        self.reads_since = None;
+        for (_, t) in self.reads.drain() {
+            let texts = t.texts_json();
+            self.app
+                .store()
+                .record(Draft {
+                    time_us: t.last_us,
+                    actor: format!("agent:{}", self.agent.name),
+                    kind: "statement.reads".to_owned(),
+                    environment: Some(self.environment.clone()),
+                    fingerprint: Some(t.fingerprint),
+                    class: Some(Class::Read.as_str().to_owned()),
+                    verdict: Some(Verdict::Allow.to_string()),
+                    reasons: vec![t.reason],
+                    policies: t.policies,
+                    outcome: None,
+                    detail: json!({
+                        "peer": self.peer,
+                        "phase": t.phase,
+                        "count": t.count,
+                        "first_us": t.first_us,
+                        "last_us": t.last_us,
+                        "statements": t.statements,
+                        "texts": texts,
+                        "other_texts": t.other_texts,
+                    }),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Records the decision: durably (returning its sequence number) for anything that writes
+    /// and for every refusal; allowed reads are counted and summarised (`tally_read`).
+    fn audit_decision(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        phase: Phase,
+        action: Option<&Action>,
+    ) -> Result<Option<u64>, String> {
+        let durable = analysis.class >= Class::Write || decision.verdict != Verdict::Allow;
+        if !durable {
+            // Reads are counted and written later, but only while the log can take them.
+            if !self.app.store().writer_open() {
+                return Err("the audit writer has stopped".to_owned());
+            }
+            self.tally_read(sql, analysis, decision, phase);
+            return Ok(None);
+        }
+        // What was read so far goes first, so that the log keeps the session's order.
+        self.flush_reads()?;
+        let mut detail = json!({
+            "peer": self.peer,
+            "phase": phase_name(phase),
+            "statements": statements_json(analysis),
+        });
+        // Constants are replaced by $n: values (passwords, personal data) stay out.
+        record_sql(&mut detail, sql);
+        if let Some(id) = action.and_then(|a| a.approval) {
+            detail["approval"] = json!(id);
+        }
+        let draft = Draft {
+            time_us: now_us(),
+            actor: format!("agent:{}", self.agent.name),
+            kind: "statement".to_owned(),
+            environment: Some(self.environment.clone()),
+            fingerprint: Some(match action {
+                Some(a) => a.fingerprint.clone(),
+                None => fingerprint(&[&self.agent.name, &self.environment, sql]),
+            }),
+            class: Some(analysis.class.as_str().to_owned()),
+            verdict: Some(decision.verdict.to_string()),
+            reasons: vec![decision.reason.clone()],
+            policies: decision.policies.clone(),
+            outcome: None,
+            detail,
+        };
+        self.app
+            .store()
+            .submit(draft)
+            .wait()
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl AppSession {
+    /// The decision on one statement. Without `may_block`, `None` as soon as deciding would
+    /// need IO or a durable record (the caller then asks again, allowed to block).
+    fn decide_statement(&mut self, statement: Statement<'_>, may_block: bool) -> Option<Check> {
+        let Statement {
+            sql, phase, params, ..
+        } = statement;
+        // Known current without IO, nothing to refresh; else re-read, which may block.
+        if !self.current() {
+            if !may_block {
+                return None;
+            }
+            if let Err(why) = self.refresh() {
+                let decision = Decision::deny(why);
+                let nothing = Analysis {
+                    class: Class::Unknown,
+                    statements: Vec::new(),
+                };
+                let seq = self
+                    .audit_decision(sql, &nothing, &decision, phase, None)
+                    .ok()
+                    .flatten();
+                return Some(Check::Refuse(self.refusal(None, &decision, seq)));
+            }
+        }
+        // The text just repeated needs no classifier lookup (texts naming SQL-level prepared
+        // statements are never remembered: their meaning depends on the session).
+        let repeated = self
+            .repeat
+            .as_ref()
+            .filter(|r| r.phase == phase && r.text.as_deref() == Some(sql))
+            .map(|r| r.analysis.clone());
+        let by_text = repeated.is_some();
+        let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
+        let analysis = self.capped(self.resolve(sql, classified.clone()));
+        if let Some(check) = self.repeat_read(sql, &analysis, phase) {
+            // Found by its text, the text is remembered already.
+            if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {
+                r.remember(sql, Arc::ptr_eq(&classified, &analysis));
+            }
+            return Some(check);
+        }
+        self.tallied = None;
+        let reserved = analysis
+            .statements
+            .iter()
+            .find_map(|s| match &s.prepared_effect {
+                Some(PreparedEffect::Prepare(n) | PreparedEffect::Deallocate(n))
+                    if n.starts_with(RESERVED_PREFIX) =>
+                {
+                    Some(n.clone())
+                }
+                _ => None,
+            });
+        let mut decision = match reserved {
+            Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
+            None => self.decide(&analysis),
+        };
+        // A Parse runs nothing: an allowed one is recorded when it is executed, and a held
+        // one is held at Execute, where its parameters are known and become part of the
+        // action the humans approve.
+        if phase == Phase::Parse && matches!(decision.verdict, Verdict::Allow | Verdict::Approve(_))
+        {
+            return Some(Check::Allow {
+                record: None,
+                read_write: false,
+            });
+        }
+        // Anything but an allowed read needs a durable record, and perhaps the approvals.
+        if !may_block && (decision.verdict != Verdict::Allow || analysis.class >= Class::Write) {
+            return None;
+        }
+        // In a session pinned read-only, belay can lift the pin for an approved statement
+        // only when it arrives as a simple Query outside a transaction block; anywhere else
+        // the approval is left unused rather than spent on a statement that would fail.
+        let controls_transaction = analysis
+            .statements
+            .iter()
+            .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str()));
+        let blocked = match (self.read_only, phase, statement.in_transaction) {
+            (false, _, _) => None,
+            (true, Phase::Execute, _) => Some("this session is read-only, and belay can lift that for an approved statement only when it is sent as a simple query (psql -c, simple_query), not through the extended protocol"),
+            (true, _, true) => Some("this session is read-only, and belay can lift that for an approved statement only outside a transaction block: send it on its own, without BEGIN"),
+            // A BEGIN inside the text would carry the lifted pin into a transaction block
+            // that outlives the approved statement.
+            (true, _, false) if controls_transaction => Some("this session is read-only, and belay lifts that only for a text that runs as one implicit transaction: send the approved statement without BEGIN, COMMIT, ROLLBACK or SAVEPOINT"),
+            (true, _, false) => None,
+        };
+        // An approval binds the exact action, and the rows a COPY FROM STDIN streams after
+        // it are no part of its text: nobody could see what they approve.
+        if matches!(decision.verdict, Verdict::Approve(_))
+            && analysis.flags().contains(&Flag::StreamedData)
+        {
+            let mut denied = Decision::deny(
+                "an approval cannot be bound to the rows a COPY FROM STDIN streams after it, so belay does not ask for one; send the rows as INSERT statements, which can be approved, or ask a human to load them",
+            );
+            denied.policies = decision.policies.clone();
+            decision = denied;
+        }
+        let mut action = None;
+        if let Verdict::Approve(_) = decision.verdict {
+            let mut held = match self.action(sql, params) {
+                Ok(a) => a,
+                Err(why) => {
+                    let d = Decision::deny(format!(
+                        "belay cannot read the statement's parameters ({why})"
+                    ));
+                    return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
+                }
+            };
+            held.blocked = blocked;
+            // Inside a transaction block belay does not wait: the transaction's locks would
+            // be held, stalling other sessions, for as long as the humans take.
+            if !statement.in_transaction {
+                held.wait = self.approval_wait;
+            }
+            match self.use_approval(&analysis, &mut held) {
+                Ok(Some(approved)) => decision = approved,
+                Ok(None) => {}
+                Err(d) => {
+                    let seq = self
+                        .audit_decision(sql, &analysis, &d, phase, Some(&held))
+                        .ok()
+                        .flatten();
+                    return Some(Check::Refuse(self.refusal(Some(&analysis), &d, seq)));
+                }
+            }
+            action = Some(held);
+        }
+        let mut seq = match self.audit_decision(sql, &analysis, &decision, phase, action.as_ref()) {
+            Ok(seq) => seq,
+            Err(e) => {
+                return Some(Check::Refuse(self.refusal(
+                    Some(&analysis),
+                    &unrecorded(&e),
+                    None,
+                )));
+            }
+        };
+        if let (Verdict::Approve(_), Some(held)) = (decision.verdict, action.as_mut()) {
+            match self.hold(sql, &analysis, &decision, held, seq) {
+                Ok(approved) => {
+                    decision = approved;
+                    match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {
+                        Ok(s) => seq = s,
+                        Err(e) => {
+                            return Some(Check::Refuse(self.refusal(
+                                Some(&analysis),
+                                &unrecorded(&e),
+                                None,
+                            )))
+                        }
+                    }
+                }
+                Err(refusal) => return Some(Check::Refuse(refusal)),
+            }
+        }
+        if decision.verdict != Verdict::Allow {
+            return Some(Check::Refuse(self.refusal(Some(&analysis), &decision, seq)));
+        }
+        let effects: Vec<(usize, PreparedEffect, String)> = analysis
+            .statements
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let effect = s.prepared_effect.clone()?;
+                Some((
+                    i,
+                    effect,
+                    sql.get(s.span.clone()).unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        // An approved statement in a read-only session runs with the pin lifted (only ever
+        // for a simple Query outside a transaction block: see `blocked` above).
+        let read_write = self.read_only && action.as_ref().is_some_and(|a| a.approval.is_some());
+        let audit_seq = seq.filter(|_| analysis.class >= Class::Write);
+        if audit_seq.is_none() && effects.is_empty() {
+            // A plain allowed read (counted, not written): the next identical one repeats it.
+            let tallied = self.tallied.take();
+            self.repeat = match tallied {
+                Some(tally) if !read_write && action.is_none() && seq.is_none() => {
+                    let mut repeat = RepeatRead {
+                        analysis: analysis.clone(),
+                        text: None,
+                        phase,
+                        tally,
+                    };
+                    repeat.remember(sql, Arc::ptr_eq(&classified, &analysis));
+                    Some(repeat)
+                }
+                _ => None,
+            };
+            return Some(Check::Allow {
+                record: None,
+                read_write,
+            });
+        }
+        if self.records.len() >= MAX_CACHED {
+            self.records.clear();
+        }
+        self.next_record += 1;
+        self.records.insert(
+            self.next_record,
+            Record {
+                audit_seq,
+                statements: analysis.statements.len(),
+                effects,
+            },
+        );
+        Some(Check::Allow {
+            record: Some(self.next_record),
+            read_write,
+        })
+    }
+}
+
+impl Session for AppSession {
+    fn check(&mut self, statement: Statement<'_>) -> Check {
+        self.decide_statement(statement, true).unwrap_or_else(|| {
+            Check::Refuse(Refusal::new(
+                SQLSTATE_STATE,
+                "belay could not decide this statement".to_owned(),
+            ))
+        })
+    }
+
+    fn check_now(&mut self, statement: Statement<'_>) -> Option<Check> {
+        self.decide_statement(statement, false)
+    }
+
+    fn completed(&mut self, record: u64, index: usize, completion: Completion<'_>) {
+        let Some(r) = self.records.get_mut(&record) else {
+            return;
+        };
+        let done = !matches!(completion, Completion::Tag(_)) || index + 1 >= r.statements;
+        if let Completion::Tag(_) = completion {
+            for (_, effect, text) in r.effects.iter().filter(|(i, _, _)| *i == index) {
+                match effect {
+                    PreparedEffect::Prepare(name) => {
+                        self.prepared.insert(name.clone(), text.clone());
+                    }
+                    PreparedEffect::Deallocate(name) => {
+                        self.prepared.remove(name);
+                    }
+                    PreparedEffect::DeallocateAll => self.prepared.clear(),
+                }
+            }
+        }
+        if let Some(seq) = r.audit_seq {
+            let (outcome, tag, sqlstate) = match completion {
+                Completion::Tag(tag) => ("completed", Some(tag), None),
+                Completion::Error(code) => ("failed", None, Some(code)),
+                Completion::Skipped => ("skipped", None, None),
+            };
+            // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
+            // completed statement has one.
+            let rows = tag
+                .and_then(|t| t.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            let _ = self.app.store().record(Draft {
+                time_us: now_us(),
+                actor: format!("agent:{}", self.agent.name),
+                kind: "statement.outcome".to_owned(),
+                environment: Some(self.environment.clone()),
+                outcome: Some(outcome.to_owned()),
+                detail: json!({
+                    "decision": seq, "statement": index, "tag": tag, "rows": rows,
+                    "sqlstate": sqlstate,
+                }),
+                ..Draft::default()
+            });
+        }
+        if done {
+            self.records.remove(&record);
+        }
+    }
+
+    fn tick(&mut self) {
+        if self
+            .reads_since
+            .is_some_and(|since| since.elapsed() >= READS_EVERY)
+        {
+            let _ = self.flush_reads();
+        }
+    }
+
+    fn refuse_message(&mut self, refusal: Refusal) -> Refusal {
+        let _ = self.flush_reads();
+        let draft = Draft {
+            time_us: now_us(),
+            actor: format!("agent:{}", self.agent.name),
+            kind: "statement".to_owned(),
+            environment: Some(self.environment.clone()),
+            class: Some(Class::Unknown.as_str().to_owned()),
+            verdict: Some(Verdict::Deny.to_string()),
+            reasons: vec![refusal.message.clone()],
+            detail: json!({ "peer": self.peer, "phase": "protocol", "code": refusal.code }),
+            ..Draft::default()
+        };
+        match self.app.store().submit(draft).wait() {
+            Ok(seq) => Refusal {
+                detail: Some(format!("audit event {seq}")),
+                ..refusal
+            },
+            Err(e) => Refusal::new(
+                SQLSTATE_STATE,
+                format!("belay cannot write to its audit log ({e}), so it refuses this message without a record"),
+            ),
+        }
+    }
+
+    fn ended(&mut self, why: &str) {
+        let _ = self.flush_reads();
+        let _ = self.app.store().record(Draft {
+            time_us: now_us(),
+            actor: format!("agent:{}", self.agent.name),
+            kind: "connection".to_owned(),
+            environment: Some(self.environment.clone()),
+            outcome: Some("closed".to_owned()),
+            reasons: vec![why.to_owned()],
+            detail: json!({ "peer": self.peer }),
+            ..Draft::default()
+        });
+    }
+}
