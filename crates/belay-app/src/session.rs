@@ -991,6 +991,14 @@ impl AppSession {
         // action the humans approve.
         if phase == Phase::Parse && matches!(decision.verdict, Verdict::Allow | Verdict::Approve(_))
         {
+            // The planner runs IMMUTABLE and STABLE functions while it plans at Bind: a held
+            // statement that calls code belay cannot show to be a read-only built-in is
+            // decided at its Bind, before any of that runs.
+            if matches!(decision.verdict, Verdict::Approve(_))
+                && analysis.flags().contains(&Flag::UnknownFunction)
+            {
+                return Some(Check::DecideAtBind);
+            }
             return Some(Check::Allow {
                 record: None,
                 read_write: false,

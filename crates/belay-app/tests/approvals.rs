@@ -1061,3 +1061,37 @@ fn one_agent_cannot_open_more_than_twenty_approval_requests() {
         "{codes:?}"
     );
 }
+
+#[test]
+fn a_held_statement_that_calls_user_code_runs_none_of_it_at_bind() {
+    // An IMMUTABLE function is folded while the planner plans at Bind: if the Bind went
+    // upstream before the decision, its advisory lock would outlive the refusal.
+    setup(
+        "production",
+        "CREATE OR REPLACE FUNCTION bind_probe(k int) RETURNS int IMMUTABLE LANGUAGE plpgsql \
+         AS $$ BEGIN PERFORM pg_advisory_lock(k); RETURN k; END $$",
+    );
+    let (held, locks) = block(async {
+        let c = client("reader", "production").await;
+        let e = c
+            .query("SELECT bind_probe($1)", &[&424_242i32])
+            .await
+            .unwrap_err();
+        let held = e.as_db_error().unwrap().code().code().to_owned();
+        let locks = c
+            .simple_query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424242",
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_owned()),
+                _ => None,
+            })
+            .unwrap();
+        (held, locks)
+    });
+    assert_eq!(held, belay_pg::SQLSTATE_APPROVAL);
+    assert_eq!(locks, "0", "the function ran before its decision");
+}

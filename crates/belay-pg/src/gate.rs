@@ -218,6 +218,11 @@ pub enum Check {
         record: Option<u64>,
         read_write: bool,
     },
+    /// At Parse only: forward it, but decide the statement again at each Bind, with the
+    /// parameters bound, before the Bind goes upstream. For a statement whose decision at
+    /// Execute may refuse it and that calls code the planner can run at Bind (IMMUTABLE and
+    /// STABLE functions with constant arguments are folded while planning).
+    DecideAtBind,
     Refuse(Refusal),
 }
 

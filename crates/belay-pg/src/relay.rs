@@ -80,6 +80,19 @@ impl Expect {
 struct Prepared {
     upstream: String,
     sql: Arc<str>,
+    /// Decided at each Bind, not only at Execute (`Check::DecideAtBind`).
+    decide_at_bind: bool,
+}
+
+/// A portal as bound: the statement's text, the parameters, the number of ReadyForQuery
+/// answers that will have come when it was bound (its transaction cannot end before the
+/// next one), and, for a statement decided at Bind, that decision's record for its Executes.
+#[derive(Debug, Clone)]
+struct Portal {
+    sql: Arc<str>,
+    params: Parameters,
+    epoch: u64,
+    decided: Option<Option<u64>>,
 }
 
 /// What the caller does after a client message.
@@ -111,10 +124,8 @@ pub(crate) struct Relay {
     session: Box<dyn Session>,
     expect: VecDeque<Expect>,
     statements: HashMap<String, Prepared>,
-    /// Each portal's statement text, the parameters bound to it, and the number of
-    /// ReadyForQuery answers that will have come when it is bound (`ready_seen` plus those
-    /// pending): its transaction cannot end before the next one.
-    portals: HashMap<String, (Arc<str>, Parameters, u64)>,
+    /// The portals bound and not yet gone.
+    portals: HashMap<String, Portal>,
     /// ReadyForQuery answers received so far.
     ready_seen: u64,
     /// ReadyForQuery answers expected (`Simple` and `Sync` in `expect`).
@@ -417,6 +428,11 @@ impl Relay {
                         };
                         self.expect_query(record, hidden);
                     }
+                    // Only a Parse is answered so; a Query runs as decided.
+                    Check::DecideAtBind => {
+                        frame.encode(up);
+                        self.expect_query(None, 0);
+                    }
                     Check::Refuse(r) => self.refuse_simple(r, up),
                 }
             }
@@ -441,8 +457,9 @@ impl Relay {
                 let Some(check) = self.decide(asked, may_block) else {
                     return Ok(Next::Blocked(frame));
                 };
+                let decide_at_bind = matches!(check, Check::DecideAtBind);
                 match check {
-                    Check::Allow { .. } => {
+                    Check::Allow { .. } | Check::DecideAtBind => {
                         let upstream = if name.is_empty() {
                             String::new()
                         } else {
@@ -455,6 +472,7 @@ impl Relay {
                             Prepared {
                                 upstream: upstream.clone(),
                                 sql: Arc::from(sql),
+                                decide_at_bind,
                             },
                         );
                         self.expect.push_back(Expect::Parse {
@@ -472,60 +490,98 @@ impl Relay {
             b'B' => {
                 let (portal, rest) = split_cstr(&frame.body)?;
                 let (statement, rest) = split_cstr(&rest)?;
-                match self.statements.get(statement) {
-                    None => {
-                        self.portals.remove(portal);
-                        self.refuse_extended(Self::missing_statement(statement), up);
-                    }
-                    Some(p) => {
-                        put_frame(
-                            up,
-                            b'B',
-                            &[
-                                portal.as_bytes(),
-                                b"\0",
-                                p.upstream.as_bytes(),
-                                b"\0",
-                                &rest,
-                            ],
-                        );
-                        let epoch = self.ready_seen + self.ready_pending;
-                        let bound = (p.sql.clone(), Parameters::from_bind(rest), epoch);
-                        // The unnamed portal is bound again and again: its slot is reused.
-                        match self.portals.get_mut(portal) {
-                            Some(slot) => *slot = bound,
-                            None => {
-                                self.portals.insert(portal.to_owned(), bound);
-                            }
+                let Some(p) = self.statements.get(statement).cloned() else {
+                    self.portals.remove(portal);
+                    self.refuse_extended(Self::missing_statement(statement), up);
+                    return Ok(Next::Continue);
+                };
+                let params = Parameters::from_bind(rest.clone());
+                // A statement decided at Bind: nothing of it reaches the planner before its
+                // decision, with these parameters, as at Execute.
+                let decided = if p.decide_at_bind {
+                    let asked = Statement {
+                        sql: &p.sql,
+                        phase: Phase::Execute,
+                        params: &params,
+                        in_transaction: self.in_transaction(),
+                    };
+                    match self.decide(asked, may_block) {
+                        None => return Ok(Next::Blocked(frame)),
+                        Some(Check::Refuse(r)) => {
+                            self.portals.remove(portal);
+                            self.refuse_extended(r, up);
+                            return Ok(Next::Continue);
                         }
-                        self.expect.push_back(Expect::Bind);
+                        Some(Check::Allow { record, .. }) => Some(record),
+                        Some(Check::DecideAtBind) => Some(None),
+                    }
+                } else {
+                    None
+                };
+                put_frame(
+                    up,
+                    b'B',
+                    &[
+                        portal.as_bytes(),
+                        b"\0",
+                        p.upstream.as_bytes(),
+                        b"\0",
+                        &rest,
+                    ],
+                );
+                let bound = Portal {
+                    sql: p.sql.clone(),
+                    params,
+                    epoch: self.ready_seen + self.ready_pending,
+                    decided,
+                };
+                // The unnamed portal is bound again and again: its slot is reused.
+                match self.portals.get_mut(portal) {
+                    Some(slot) => *slot = bound,
+                    None => {
+                        self.portals.insert(portal.to_owned(), bound);
                     }
                 }
+                self.expect.push_back(Expect::Bind);
             }
             b'E' => {
                 let (portal, _) = split_cstr(&frame.body)?;
-                let Some((sql, params, _)) = self.portals.get(portal).cloned() else {
+                let Some(bound) = self.portals.get(portal).cloned() else {
                     let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
                     self.refuse_extended(r, up);
                     return Ok(Next::Continue);
                 };
-                let asked = Statement {
-                    sql: &sql,
-                    phase: Phase::Execute,
-                    params: &params,
-                    in_transaction: self.in_transaction(),
-                };
-                let Some(check) = self.decide(asked, may_block) else {
-                    return Ok(Next::Blocked(frame));
-                };
-                match check {
-                    Check::Allow { record, .. } => {
-                        frame.encode(up);
-                        self.opening_until = self.ready_seen + self.ready_pending + 1;
-                        self.expect.push_back(Expect::Execute { record });
+                // Decided at its Bind (which may have used an approval): not again.
+                let check = match bound.decided {
+                    Some(record) => Check::Allow {
+                        record,
+                        read_write: false,
+                    },
+                    None => {
+                        let asked = Statement {
+                            sql: &bound.sql,
+                            phase: Phase::Execute,
+                            params: &bound.params,
+                            in_transaction: self.in_transaction(),
+                        };
+                        let Some(check) = self.decide(asked, may_block) else {
+                            return Ok(Next::Blocked(frame));
+                        };
+                        check
                     }
-                    Check::Refuse(r) => self.refuse_extended(r, up),
-                }
+                };
+                let record = match check {
+                    Check::Refuse(r) => {
+                        self.refuse_extended(r, up);
+                        return Ok(Next::Continue);
+                    }
+                    Check::Allow { record, .. } => record,
+                    // Only a Parse is answered so.
+                    Check::DecideAtBind => None,
+                };
+                frame.encode(up);
+                self.opening_until = self.ready_seen + self.ready_pending + 1;
+                self.expect.push_back(Expect::Execute { record });
             }
             b'D' | b'C' => {
                 let target = *frame
@@ -732,7 +788,7 @@ impl Relay {
                 // of the transaction that ended.
                 if self.status == TransactionStatus::Idle && !self.portals.is_empty() {
                     let seen = self.ready_seen;
-                    self.portals.retain(|_, (_, _, epoch)| *epoch >= seen);
+                    self.portals.retain(|_, p| p.epoch >= seen);
                 }
             }
             b'E' => {
