@@ -51,6 +51,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// `(ENV.DATABASE, role, why)`.
     pub unreachable: Vec<(String, String, String)>,
+    /// What is worth an operator's look without refusing anything (connection limits that
+    /// add up to more than a server accepts).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -103,14 +106,64 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Inspects every role every upstream of `config` logs in as.
 pub async fn inspect(config: &Config) -> Report {
     let mut report = Report::default();
+    // Per server: the sessions it accepts from roles that are not superusers, and the
+    // environments whose sessions go there.
+    let mut servers: std::collections::BTreeMap<(String, u16), Server<'_>> =
+        std::collections::BTreeMap::new();
     for env in config.environments.values() {
-        for db in env.postgres.keys() {
+        for (db, pg) in &env.postgres {
             let (findings, unreachable) = inspect_upstream(config, env, db).await;
             report.findings.extend(findings);
             report.unreachable.extend(unreachable);
+            let server = servers.entry((pg.host.clone(), pg.port)).or_default();
+            if server.0.is_none() {
+                server.0 = connection_slots(pg).await;
+            }
+            if !server.1.iter().any(|e| e.name == env.name) {
+                server.1.push(env);
+            }
+        }
+    }
+    for ((host, port), (slots, envs)) in servers {
+        let wanted: usize = envs.iter().map(|e| e.limits.max_connections).sum();
+        if let Some(slots) = slots.filter(|s| usize::try_from(*s).is_ok_and(|s| wanted > s)) {
+            let names: Vec<&str> = envs.iter().map(|e| e.name.as_str()).collect();
+            report.warnings.push(format!(
+                "the environments on {host}:{port} ({}) may open {wanted} sessions together, more than the {slots} the server accepts from roles that are not superusers: lower their limits.max_connections, or one environment can take every slot",
+                names.join(", ")
+            ));
         }
     }
     report
+}
+
+/// One server's sessions for roles that are not superusers (when known), and the
+/// environments that reach it.
+type Server<'a> = (Option<i64>, Vec<&'a Environment>);
+
+/// How many sessions the server behind `pg` accepts from roles that are not superusers.
+async fn connection_slots(pg: &Postgres) -> Option<i64> {
+    let spec = UpstreamSpec {
+        host: pg.host.clone(),
+        port: pg.port,
+        database: pg.database.clone(),
+        user: pg.user.clone(),
+        password: pg.password.clone(),
+        elevated: None,
+        sslmode: pg.sslmode,
+        sslrootcert: pg.sslrootcert.clone(),
+        params: vec![("application_name".to_owned(), "belay:inspection".to_owned())],
+        connect_timeout: INSPECT_TIMEOUT,
+        label: pg.database.clone(),
+    };
+    let rows = belay_pg::simple_query(
+        &spec,
+        "SELECT current_setting('max_connections')::int \
+           - current_setting('superuser_reserved_connections')::int",
+    )
+    .await
+    .ok()?;
+    rows.first()?.first()?.as_deref()?.parse().ok()
 }
 
 /// Inspects the roles of upstream `db` of `env`: the findings, and the roles it could not

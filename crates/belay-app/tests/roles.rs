@@ -81,7 +81,7 @@ fn world() -> &'static World {
 /// A configuration with staging and a production environment on `database` with these
 /// roles and accepted risks.
 fn config(database: &str, user: &str, read_user: Option<&str>, accept: &[&str]) -> Config {
-    config_with("stage_owner", database, user, read_user, accept)
+    config_with("stage_owner", database, user, read_user, accept, "")
 }
 
 /// The same, with staging logging in as `staging_user`.
@@ -91,6 +91,7 @@ fn config_with(
     user: &str,
     read_user: Option<&str>,
     accept: &[&str],
+    extra: &str,
 ) -> Config {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -112,7 +113,7 @@ fn config_with(
          [environments.production]\ntier = \"production\"\n\
          [environments.production.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
          database = \"{database}\"\nuser = \"{user}\"\npassword = {{ file = \"pw\" }}\n{read}\
-         accept_risks = [{accept}]\nfailure_domain = \"db\"\n",
+         accept_risks = [{accept}]\nfailure_domain = \"db\"\n{extra}",
         port = w.cluster.port
     );
     let path = w.dir.path().join(format!("belay-{n}.toml"));

@@ -91,6 +91,9 @@ pub(crate) async fn gateway(
         };
         eprintln!("belay: warning: {f}{accepted}");
     }
+    for w in &report.warnings {
+        eprintln!("belay: warning: {w}");
+    }
     for (upstream, role, why) in &report.unreachable {
         eprintln!("belay: warning: cannot inspect role `{role}` of `{upstream}` now ({why}); sessions to a production upstream are refused until an inspection succeeds");
     }

@@ -74,6 +74,7 @@ pub fn config(path: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                         "unreachable": report.unreachable.iter().map(|(u, r, why)| json!({
                             "upstream": u, "role": r, "error": why,
                         })).collect::<Vec<_>>(),
+                        "warnings": report.warnings,
                     })
                 );
             } else {
@@ -104,6 +105,9 @@ pub fn config(path: &Path, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 }
                 for (upstream, role, why) in &report.unreachable {
                     println!("role not inspected: `{role}` of `{upstream}`: {why}");
+                }
+                for w in &report.warnings {
+                    println!("warning: {w}");
                 }
                 if report.findings.is_empty() && report.unreachable.is_empty() {
                     println!(
