@@ -14,7 +14,6 @@ mod identity;
 mod init;
 mod notify;
 mod policy_cases;
-mod reads;
 pub mod roles;
 mod session;
 mod verify;

@@ -20,20 +20,24 @@ use std::time::Duration;
 use belay_audit::{fingerprint, Draft};
 use belay_core::{Class, Decision, Verdict};
 use belay_pg::{
-    Check, Completion, Parameters, Phase, Refusal, Session, Statement, RESERVED_PREFIX,
-    SQLSTATE_APPROVAL, SQLSTATE_DENIED,
+    Check, Completion, Phase, Refusal, Session, Statement, RESERVED_PREFIX, SQLSTATE_APPROVAL,
+    SQLSTATE_DENIED,
 };
 use belay_policy::ActionRequest;
 use belay_sql::{Analysis, Flag, PreparedEffect};
-use belay_store::{Agent, Approval, ApprovalStatus, NewApproval};
+use belay_store::Agent;
 use serde_json::json;
 
-use crate::approvals::{approval_event, approve_command, approvers_text};
 use crate::boundary::{self, ForeignTarget};
 use crate::decide::with_analysis;
 use crate::gateway::{Slot, SQLSTATE_STATE};
-use crate::reads::{phase_name, ReadTally, READS_EVERY};
 use crate::{now_us, App};
+
+mod held;
+mod reads;
+
+use held::Action;
+use reads::{phase_name, ReadTally, READS_EVERY};
 
 /// What a decision asked to hear about after forwarding.
 #[derive(Debug)]
@@ -111,27 +115,6 @@ impl RepeatRead {
 }
 
 const MAX_CACHED: usize = 4096;
-
-/// Approval requests one agent may have waiting for humans at once.
-const MAX_OPEN_REQUESTS: usize = 20;
-
-/// How often a statement held with `approval_wait` looks for its humans' decision.
-const WAIT_POLL: Duration = Duration::from_millis(200);
-
-/// The exact action a held statement is, as approvals are bound to it.
-#[derive(Debug)]
-struct Action {
-    /// At Execute, the parameters the agent bound, in canonical text.
-    parameters: Option<String>,
-    /// Agent, environment, text and parameters.
-    fingerprint: String,
-    /// The approval request it runs under or waits on.
-    approval: Option<u64>,
-    /// Why an approval cannot be used for it in this session, if it cannot.
-    blocked: Option<&'static str>,
-    /// How long to wait for the humans' decision before answering.
-    wait: Duration,
-}
 
 /// The denial of an action whose decision could not be written to the audit log.
 fn unrecorded(e: &str) -> Decision {
@@ -217,17 +200,6 @@ fn syntax_error(analysis: &Analysis) -> Option<String> {
         ),
         _ => None,
     }
-}
-
-/// The humans who approved, for the record.
-fn approved_by(approval: &Approval) -> String {
-    approval
-        .votes
-        .iter()
-        .filter(|v| v.approve)
-        .map(|v| v.human.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl AppSession {
@@ -344,8 +316,12 @@ impl AppSession {
                 return d.clone();
             }
         }
-        let decision =
-            boundary::name_foreign(self.app.policy.evaluate(&self.request(analysis)), &foreign);
+        let decision = boundary::name_foreign(
+            self.app
+                .policy
+                .evaluate(&self.request_with(analysis, !foreign.is_empty())),
+            &foreign,
+        );
         if self.decisions.len() >= MAX_CACHED {
             self.decisions.clear();
         }
@@ -379,6 +355,12 @@ impl AppSession {
     }
 
     fn request(&self, analysis: &Analysis) -> ActionRequest {
+        let foreign = !self.foreign(analysis).is_empty();
+        self.request_with(analysis, foreign)
+    }
+
+    /// The policy request for `analysis`, whose foreign targets the caller already found.
+    fn request_with(&self, analysis: &Analysis, foreign: bool) -> ActionRequest {
         let mut request = with_analysis(
             ActionRequest::new(
                 &self.agent.name,
@@ -390,7 +372,7 @@ impl AppSession {
             ),
             analysis,
         );
-        request.foreign_target = !self.foreign(analysis).is_empty();
+        request.foreign_target = foreign;
         request
     }
 
@@ -467,409 +449,6 @@ impl AppSession {
             detail: Some(detail),
             hint: Some(hint),
         }
-    }
-
-    /// The exact action a held statement is: its text and, at Execute, its parameters.
-    fn action(&self, sql: &str, params: &Parameters) -> Result<Action, String> {
-        let mut parameters = params.canonical()?;
-        // `EXECUTE name` of a statement this session prepared earlier means what it was
-        // prepared as: the approval is bound to that text too, so a name prepared again
-        // with other text is another action.
-        let prepared: Vec<String> = self
-            .app
-            .classifier
-            .classify(sql)
-            .statements
-            .iter()
-            .filter_map(|s| s.unresolved_prepared.as_ref())
-            .filter_map(|name| {
-                self.prepared
-                    .get(name)
-                    .map(|text| format!("{name}: {text}"))
-            })
-            .collect();
-        if !prepared.is_empty() {
-            let runs = format!("prepared earlier as {}", prepared.join("; "));
-            parameters = Some(match parameters {
-                Some(p) => format!("{p}; {runs}"),
-                None => runs,
-            });
-        }
-        let fingerprint = match &parameters {
-            None => fingerprint(&[&self.agent.name, &self.environment, sql]),
-            Some(p) => fingerprint(&[&self.agent.name, &self.environment, sql, p]),
-        };
-        Ok(Action {
-            parameters,
-            fingerprint,
-            approval: None,
-            blocked: None,
-            wait: Duration::ZERO,
-        })
-    }
-
-    /// Uses an approved request for exactly `action`, if there is one, and returns the
-    /// decision with its approvals counted. `Err` is a denial: the approval cannot be used.
-    fn use_approval(
-        &self,
-        analysis: &Analysis,
-        action: &mut Action,
-    ) -> Result<Option<Decision>, Decision> {
-        if action.blocked.is_some() {
-            return Ok(None);
-        }
-        let used = self
-            .app
-            .store()
-            .consume_approval(
-                &self.agent.name,
-                &self.environment,
-                &action.fingerprint,
-                now_us(),
-            )
-            .map_err(|e| Decision::deny(format!("belay cannot read its approvals ({e})")))?;
-        let Some(approval) = used else {
-            return Ok(None);
-        };
-        action.approval = Some(approval.id);
-        let mut request = self.request(analysis);
-        request.approvals = approval.approvals();
-        let decision = self.app.policy.evaluate(&request);
-        let actor = format!("agent:{}", self.agent.name);
-        if decision.verdict != Verdict::Allow {
-            // Something other than the hold forbids it now (a grant revoked, a policy
-            // changed): the approval can never be used.
-            let _ = self.app.store().abandon_approval(approval.id);
-            let mut event = approval_event("approval.abandoned", &actor, &approval, "abandoned");
-            event.reasons = vec![decision.reason.clone()];
-            let _ = self.app.store().append(event);
-            let mut denied = Decision::deny(format!(
-                "approval request {} was approved, but policy no longer allows the action: {}",
-                approval.id, decision.reason
-            ));
-            denied.policies = decision.policies;
-            return Err(denied);
-        }
-        let mut event = approval_event("approval.executed", &actor, &approval, "forwarded once");
-        event.reasons = vec![format!("approved by {}", approved_by(&approval))];
-        self.app.store().append(event).map_err(|e| {
-            Decision::deny(format!(
-                "the use of approval {} could not be written to the audit log ({e}); belay forwards nothing it has not recorded",
-                approval.id
-            ))
-        })?;
-        Ok(Some(decision))
-    }
-
-    /// Finds or creates the approval request for `action`, tells its humans, and waits up to
-    /// `action.wait` for them. `Ok` is the decision once approved (the
-    /// approval is then used); `Err` is the refusal the agent reads.
-    fn hold(
-        &mut self,
-        sql: &str,
-        analysis: &Analysis,
-        decision: &Decision,
-        action: &mut Action,
-        seq: Option<u64>,
-    ) -> Result<Decision, Refusal> {
-        let state_error = |e: &dyn std::fmt::Display| {
-            Refusal::new(
-                SQLSTATE_STATE,
-                format!("belay cannot record the approval request ({e}), so it forwards nothing"),
-            )
-            .hint("an operator must check belay's state directory")
-        };
-        self.app.expire_approvals().map_err(|e| state_error(&e))?;
-        // One agent cannot bury its humans in requests: past the cap, a new one is refused
-        // (asking again for one already open is not new).
-        let open = self
-            .app
-            .store()
-            .approvals(&[ApprovalStatus::Pending], 10_000)
-            .map_err(|e| state_error(&e))?;
-        let mine: Vec<&Approval> = open
-            .iter()
-            .filter(|a| a.request.agent == self.agent.name)
-            .collect();
-        if mine.len() >= MAX_OPEN_REQUESTS
-            && !mine
-                .iter()
-                .any(|a| a.request.fingerprint == action.fingerprint)
-        {
-            return Err(Refusal::new(
-                SQLSTATE_DENIED,
-                format!(
-                    "agent `{}` already has {} approval requests waiting for humans, the most belay keeps open for one agent",
-                    self.agent.name,
-                    mine.len()
-                ),
-            )
-            .hint("wait for the humans to decide (`belay pending` lists them), or withdraw by letting them expire"));
-        }
-        let now = now_us();
-        let hold = &decision.hold;
-        // The relations as policy saw them.
-        let relations = self.request(analysis).relations;
-        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let mut approvers: Vec<String> = Vec::new();
-        for name in &hold.approvers {
-            let name = if name == "owner" {
-                &self.agent.owner
-            } else {
-                name
-            };
-            if !approvers.contains(name) {
-                approvers.push(name.clone());
-            }
-        }
-        let new = NewApproval {
-            agent: self.agent.name.clone(),
-            environment: self.environment.clone(),
-            action: sql.to_owned(),
-            parameters: action.parameters.clone(),
-            fingerprint: action.fingerprint.clone(),
-            class: analysis.class.as_str().to_owned(),
-            flags: analysis
-                .flags()
-                .iter()
-                .map(|f| f.as_str().to_owned())
-                .collect(),
-            relations: relations.into_iter().collect(),
-            policies: decision.policies.clone(),
-            reason: decision.reason.clone(),
-            blast_radius: None,
-            required: decision.verdict.approvals_required().max(1),
-            approvers,
-            expires_us: now.saturating_add(micros(hold.expires)),
-            run_within_us: micros(hold.run_within),
-            request_seq: seq,
-        };
-        let (mut approval, created) = self
-            .app
-            .store()
-            .request_approval(&new, now)
-            .map_err(|e| state_error(&e))?;
-        action.approval = Some(approval.id);
-        if created {
-            let mut event = approval_event(
-                "approval.requested",
-                &format!("agent:{}", self.agent.name),
-                &approval,
-                "pending",
-            );
-            event.reasons = vec![decision.reason.clone()];
-            record_sql(&mut event.detail, sql);
-            event.detail["approvers"] = json!(approval.request.approvers);
-            event.detail["decision"] = json!(seq);
-            self.app.audit(event).map_err(|e| state_error(&e))?;
-            self.app.notify_requested(&approval, &self.agent.owner);
-        }
-        let deadline = std::time::Instant::now() + action.wait;
-        loop {
-            // A blocked action leaves the approval unused (`use_approval` says `None`).
-            if approval.status == ApprovalStatus::Approved {
-                match self.use_approval(analysis, action) {
-                    Ok(Some(approved)) => return Ok(approved),
-                    // Used by another session of this agent in the meantime.
-                    Ok(None) => {}
-                    Err(denied) => return Err(self.refusal(Some(analysis), &denied, seq)),
-                }
-            }
-            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            if approval.status != ApprovalStatus::Pending
-                || remaining.is_zero()
-                || approval.request.expires_us <= now_us()
-                || self.app.stopping()
-            {
-                break;
-            }
-            std::thread::sleep(remaining.min(WAIT_POLL));
-            approval = match self.app.store().approval(approval.id) {
-                Ok(Some(a)) => a,
-                Ok(None) => break,
-                Err(e) => return Err(state_error(&e)),
-            };
-        }
-        Err(self.hold_refusal(analysis, &approval, seq, action.blocked))
-    }
-
-    /// The refusal of a statement whose approval request `approval` is not (or no longer)
-    /// usable.
-    fn hold_refusal(
-        &self,
-        analysis: &Analysis,
-        approval: &Approval,
-        seq: Option<u64>,
-        blocked: Option<&str>,
-    ) -> Refusal {
-        let id = approval.id;
-        let what = analysis
-            .statements
-            .iter()
-            .map(|s| s.kind.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let class = analysis.class.as_str();
-        let mut detail = format!(
-            "class: {class}; policy: {}; approval request {id}: {}, {} approved so far, needs {}",
-            approval.request.policies.join(", "),
-            approval.status,
-            approval.approvals(),
-            approvers_text(approval),
-        );
-        if let Some(seq) = seq {
-            detail.push_str(&format!("; audit event {seq}"));
-        }
-        let window = humantime::format_duration(Duration::from_secs(
-            u64::try_from(approval.request.run_within_us / 1_000_000).unwrap_or(0),
-        ));
-        let (code, message, hint) = match approval.status {
-            ApprovalStatus::Denied => {
-                let by = approval
-                    .votes
-                    .iter()
-                    .find(|v| !v.approve)
-                    .map(|v| format!("`{}`: {}", v.human, v.comment.as_deref().unwrap_or("no reason given")))
-                    .unwrap_or_else(|| "a human".to_owned());
-                (
-                    SQLSTATE_DENIED,
-                    format!("belay denied this {class} statement ({what}): approval request {id} was denied by {by}"),
-                    "do not send it again; ask the human who denied it, or change the approach".to_owned(),
-                )
-            }
-            ApprovalStatus::Approved => (
-                SQLSTATE_APPROVAL,
-                format!(
-                    "belay holds this {class} statement ({what}): approval request {id} is approved, but {}",
-                    blocked.unwrap_or("it could not be used")
-                ),
-                format!("the approval stays usable until it lapses; send the identical statement again as belay asks, within {window}"),
-            ),
-            ApprovalStatus::Expired => (
-                SQLSTATE_APPROVAL,
-                format!("belay holds this {class} statement ({what}): approval request {id} expired without a decision"),
-                "send the identical statement again to ask anew".to_owned(),
-            ),
-            _ => (
-                SQLSTATE_APPROVAL,
-                format!(
-                    "belay holds this {class} statement ({what}) for approval: {}; approval request {id} needs {}",
-                    approval.request.reason,
-                    approvers_text(approval)
-                ),
-                format!(
-                    "a human approves it with `{}` (or `belay deny {id} --reason TEXT`); then send the identical statement again within {window} and it runs exactly once; any other text needs its own approval",
-                    approve_command(id)
-                ),
-            ),
-        };
-        Refusal {
-            code: code.to_owned(),
-            message,
-            detail: Some(detail),
-            hint: Some(hint),
-        }
-    }
-
-    /// Counts an allowed read: reads are summarised, one `statement.reads` event per kind of
-    /// read (statement kinds, relations, phase) and session, at least every `READS_EVERY`.
-    fn tally_read(&mut self, sql: &str, analysis: &Analysis, decision: &Decision, phase: Phase) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        phase_name(phase).hash(&mut h);
-        for s in &analysis.statements {
-            s.kind.hash(&mut h);
-            for r in &s.relations {
-                (&r.name, r.object, r.access).hash(&mut h);
-            }
-        }
-        decision.policies.hash(&mut h);
-        let now = now_us();
-        let key = h.finish();
-        self.tallied = Some(key);
-        let tally = self.reads.entry(key).or_insert_with(|| ReadTally {
-            count: 0,
-            first_us: now,
-            last_us: now,
-            fingerprint: fingerprint(&[&self.agent.name, &self.environment, sql]),
-            phase: phase_name(phase),
-            statements: statements_json(analysis),
-            reason: decision.reason.clone(),
-            policies: decision.policies.clone(),
-            texts: Vec::new(),
-            other_texts: 0,
-        });
-        tally.count += 1;
-        tally.last_us = now;
-        tally.count_text(sql);
-        self.flush_reads_when_due();
-    }
-
-    /// Counts `analysis` again in the tally of the last allowed read when it is the same
-    /// analysis in the same phase: the decision would be the same (`decide` is a function of
-    /// the analysis and the agent, and the agent's `generation` is current), so only the
-    /// count changes. `None`: decide in full.
-    fn repeat_read(&mut self, sql: &str, analysis: &Arc<Analysis>, phase: Phase) -> Option<Check> {
-        let repeat = self.repeat.as_ref()?;
-        if !Arc::ptr_eq(&repeat.analysis, analysis) || repeat.phase != phase {
-            return None;
-        }
-        // A stopped writer, or a tally already written: the full path says what to do.
-        if !self.app.store().writer_open() {
-            return None;
-        }
-        let tally = self.reads.get_mut(&repeat.tally)?;
-        tally.count += 1;
-        tally.last_us = now_us();
-        tally.count_text(sql);
-        self.flush_reads_when_due();
-        Some(Check::Allow {
-            record: None,
-            read_write: false,
-        })
-    }
-
-    /// Writes the read summaries once the oldest is `READS_EVERY` old, or when too many kinds
-    /// of read are waiting.
-    fn flush_reads_when_due(&mut self) {
-        let since = *self.reads_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() >= READS_EVERY || self.reads.len() >= MAX_CACHED {
-            let _ = self.flush_reads();
-        }
-    }
-
-    /// Writes the read summaries (without waiting: reads are not durable before forwarding).
-    fn flush_reads(&mut self) -> Result<(), String> {
-        self.reads_since = None;
-        for (_, t) in self.reads.drain() {
-            let texts = t.texts_json();
-            self.app
-                .store()
-                .record(Draft {
-                    time_us: t.last_us,
-                    actor: format!("agent:{}", self.agent.name),
-                    kind: "statement.reads".to_owned(),
-                    environment: Some(self.environment.clone()),
-                    fingerprint: Some(t.fingerprint),
-                    class: Some(Class::Read.as_str().to_owned()),
-                    verdict: Some(Verdict::Allow.to_string()),
-                    reasons: vec![t.reason],
-                    policies: t.policies,
-                    outcome: None,
-                    detail: json!({
-                        "peer": self.peer,
-                        "phase": t.phase,
-                        "count": t.count,
-                        "first_us": t.first_us,
-                        "last_us": t.last_us,
-                        "statements": t.statements,
-                        "texts": texts,
-                        "other_texts": t.other_texts,
-                    }),
-                })
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 
     /// Records the decision: durably (returning its sequence number) for anything that writes
@@ -1011,10 +590,11 @@ impl AppSession {
         // In a session pinned read-only, belay can lift the pin for an approved statement
         // only when it arrives as a simple Query outside a transaction block; anywhere else
         // the approval is left unused rather than spent on a statement that would fail.
-        let controls_transaction = analysis
-            .statements
-            .iter()
-            .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str()));
+        let controls_transaction = self.read_only
+            && analysis
+                .statements
+                .iter()
+                .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str()));
         let blocked = match (self.read_only, phase, statement.in_transaction) {
             (false, _, _) => None,
             (true, Phase::Execute, _) => Some("this session is read-only, and belay can lift that for an approved statement only when it is sent as a simple query (psql -c, simple_query), not through the extended protocol"),

@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod gate;
 mod relay;
+mod relay_loop;
 mod server;
 pub mod tls;
 mod upstream;
