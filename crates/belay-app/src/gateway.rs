@@ -381,6 +381,7 @@ impl Gate for AppGate {
             Box::new(AppSession::open(
                 self.app.clone(),
                 env,
+                self.app.catalogs.of(env, db_name),
                 read_only,
                 login.peer.clone(),
                 agent,

@@ -7,6 +7,7 @@
 
 mod approvals;
 pub mod boundary;
+pub(crate) mod catalog;
 mod decide;
 mod gateway;
 pub mod http;
@@ -98,6 +99,8 @@ pub struct App {
     /// Set by `serve` once it inspected the upstream roles: sessions go only to production
     /// upstreams found clear.
     role_guard: std::sync::OnceLock<roles::RoleGuard>,
+    /// Each upstream database's code, read from its catalog.
+    pub(crate) catalogs: catalog::Catalogs,
 }
 
 impl App {
@@ -148,6 +151,7 @@ impl App {
             retry: notify::Retry::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             role_guard: std::sync::OnceLock::new(),
+            catalogs: catalog::Catalogs::default(),
         };
         app.record_configuration(&config_text, &policy_text)?;
         Ok(app)

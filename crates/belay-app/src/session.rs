@@ -29,6 +29,7 @@ use belay_store::Agent;
 use serde_json::json;
 
 use crate::boundary::{self, ForeignTarget};
+use crate::catalog::{self, UpstreamCatalog};
 use crate::decide::with_analysis;
 use crate::gateway::{Slot, SQLSTATE_STATE};
 use crate::{now_us, App};
@@ -83,7 +84,15 @@ pub struct AppSession {
     tallied: Option<u64>,
     /// The session's place under the environment's connection limits.
     _slot: Slot,
+    /// The upstream database's code, and this session's number there.
+    catalog: Arc<UpstreamCatalog>,
+    id: u64,
+    /// A statement that may change the catalog was forwarded in the open transaction.
+    changing: bool,
 }
+
+/// Numbers sessions for the catalog's record of who is changing what.
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// An allowed read that may come again: the analysis it was decided on (the classifier's
 /// cached one, compared by address, so that another text of the same inert shape repeats
@@ -204,9 +213,11 @@ fn syntax_error(analysis: &Analysis) -> Option<String> {
 
 impl AppSession {
     /// The session of `agent` in `env`, holding its place under the environment's limits.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         app: Arc<App>,
         env: &belay_config::Environment,
+        catalog: Arc<UpstreamCatalog>,
         read_only: bool,
         peer: String,
         agent: Agent,
@@ -231,6 +242,9 @@ impl AppSession {
             repeat: None,
             tallied: None,
             _slot: slot,
+            catalog,
+            id: SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            changing: false,
         }
     }
 
@@ -541,7 +555,16 @@ impl AppSession {
             .map(|r| r.analysis.clone());
         let by_text = repeated.is_some();
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
-        let analysis = self.capped(self.resolve(sql, classified.clone()));
+        let refresh = self.app.config.sql.catalog_refresh;
+        let view = match self.catalog.current(refresh) {
+            Some(view) => view,
+            None if !may_block => return None,
+            None => self.catalog.load(refresh, self.app.classifier.limits()),
+        };
+        let analysis = self.capped(catalog::resolve(
+            &view,
+            self.resolve(sql, classified.clone()),
+        ));
         if let Some(check) = self.repeat_read(sql, &analysis, phase) {
             // Found by its text, the text is remembered already.
             if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {
@@ -676,6 +699,12 @@ impl AppSession {
         if decision.verdict != Verdict::Allow {
             return Some(Check::Refuse(self.refusal(Some(&analysis), &decision, seq)));
         }
+        // From here it runs: what it may change in the catalog is unsettled for every
+        // session until its transaction ends and the catalog is read again.
+        if let Some(changes) = catalog::changes(&analysis) {
+            self.catalog.hold(self.id, &changes);
+            self.changing = true;
+        }
         let effects: Vec<(usize, PreparedEffect, String)> = analysis
             .statements
             .iter()
@@ -794,6 +823,12 @@ impl Session for AppSession {
         }
     }
 
+    fn idle(&mut self) {
+        if std::mem::take(&mut self.changing) {
+            self.catalog.release(self.id);
+        }
+    }
+
     fn tick(&mut self) {
         if self
             .reads_since
@@ -829,6 +864,7 @@ impl Session for AppSession {
     }
 
     fn ended(&mut self, why: &str) {
+        self.idle();
         let _ = self.flush_reads();
         let _ = self.app.store().record(Draft {
             time_us: now_us(),

@@ -88,6 +88,7 @@ fn harness() -> &'static Harness {
         ) + &env("secure", "non-production", cluster.port)
             + &env("wrongca", "non-production", cluster.port)
             + &env("capped", "non-production", cluster.port)
+            + &env("watched", "non-production", cluster.port)
             + "[environments.capped.limits]\nmax_connections = 3\nmax_connections_per_agent = 2\n";
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
@@ -95,7 +96,7 @@ fn harness() -> &'static Harness {
         app.add_human("test", "owner").unwrap();
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
-            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read), ("capped", Class::Read)][..]),
+            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read), ("capped", Class::Read), ("watched", Class::Read)][..]),
             ("reader", &[("staging", Class::Read), ("capped", Class::Read)][..]),
             ("capper", &[("capped", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),
@@ -1332,9 +1333,20 @@ fn the_encoding_smuggling_line_changes_nothing_and_no_spelling_of_the_encoding_c
 
 #[test]
 fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
-    // A function created behind belay's back changes the encoding when called: the call is
-    // an ordinary write in staging, and the server's report of the new encoding must end
-    // the session before anything else is read under it.
+    // A function changed behind belay's back, after belay read the catalog, changes the
+    // encoding when called: belay still takes it for the read it was, and the server's
+    // report of the new encoding must end the session before anything else is read under
+    // it. (Its own environment, so that no other test's statement reads the catalog again
+    // in between.)
+    upstream(
+        "staging",
+        "SET ROLE belay; CREATE OR REPLACE FUNCTION switch_encoding() RETURNS text \
+         LANGUAGE sql AS $$ SELECT 'none'::text $$",
+    );
+    block(async {
+        let c = client("worker", "watched").await;
+        c.simple_query("SELECT switch_encoding()").await.unwrap();
+    });
     upstream(
         "staging",
         "SET ROLE belay; CREATE OR REPLACE FUNCTION switch_encoding() RETURNS text \
@@ -1342,7 +1354,7 @@ fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
     );
     let before = harness().app.store().head_seq().unwrap();
     let got = block(async {
-        let mut c = Raw::agent("worker", "staging").await;
+        let mut c = Raw::agent("worker", "watched").await;
         c.send(&[Frontend::Query("SELECT switch_encoding()".to_owned())])
             .await;
         let mut seen = Vec::new();

@@ -249,7 +249,9 @@ fn server_statements(log: &str) -> Vec<String> {
     }
     entries
         .into_iter()
-        .filter(|(app, _)| app.starts_with("belay:") && app != "belay:inspection")
+        .filter(|(app, _)| {
+            app.starts_with("belay:") && app != "belay:inspection" && app != "belay:catalog"
+        })
         .filter_map(|(_, message)| {
             let body = message.strip_prefix("LOG:  ")?;
             if let Some(sql) = body.strip_prefix("statement: ") {

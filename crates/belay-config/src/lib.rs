@@ -90,6 +90,10 @@ pub struct Sql {
     pub max_input_bytes: usize,
     /// Statements one text may hold; more are refused as unanalysable.
     pub max_statements: usize,
+    /// How often belay reads each database's catalog again (its functions, views,
+    /// triggers, ...) for changes made without it; changes made through belay are read
+    /// before the next statement that depends on them.
+    pub catalog_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]

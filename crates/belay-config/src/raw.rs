@@ -63,6 +63,7 @@ struct RawAudit {
 struct RawSql {
     max_input_bytes: Option<usize>,
     max_statements: Option<usize>,
+    catalog_refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,6 +514,8 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
         sql: Sql {
             max_input_bytes: raw.sql.max_input_bytes.unwrap_or(1024 * 1024),
             max_statements: raw.sql.max_statements.unwrap_or(1000).max(1),
+            catalog_refresh: duration(raw.sql.catalog_refresh.as_deref(), Duration::from_secs(60))
+                .map_err(|m| at(None, format!("sql.catalog_refresh: {m}")))?,
         },
         notify: Notify { owners },
         environments,

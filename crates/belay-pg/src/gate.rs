@@ -278,6 +278,12 @@ pub trait Session: Send {
     /// asked for it.
     fn completed(&mut self, record: u64, index: usize, completion: Completion<'_>);
 
+    /// The upstream said it is idle, outside any transaction block (a ReadyForQuery with
+    /// status `I`), and nothing forwarded waits for an answer: whatever the session's
+    /// statements changed is committed or rolled back.
+    /// Called for every such answer, so it must be cheap; must not block.
+    fn idle(&mut self) {}
+
     /// Called about once a second while the session lives, busy or idle, for work that must
     /// not wait for the next statement. Must not block.
     fn tick(&mut self) {}

@@ -790,6 +790,11 @@ impl Relay {
                     let seen = self.ready_seen;
                     self.portals.retain(|_, p| p.epoch >= seen);
                 }
+                // Only when nothing else is in flight: a statement forwarded behind this
+                // answer may be changing the catalog still.
+                if self.idle() {
+                    self.session.idle();
+                }
             }
             b'E' => {
                 self.copy_in = false;

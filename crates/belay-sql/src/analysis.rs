@@ -47,6 +47,40 @@ pub struct Statement {
     /// belay pins), which the caller checks against the environment's limits.
     #[serde(skip)]
     pub settings: Vec<SettingChange>,
+    /// What only the database's catalog can tell about the statement: the functions,
+    /// operators and types it names, and its class without the rule for code belay cannot
+    /// see, for a caller that knows the catalog (`Catalog::resolve`).
+    #[serde(skip)]
+    pub code: Code,
+}
+
+/// The names in a statement whose meaning lives in the database's catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Code {
+    /// The class and reason the statement would have if every function and operator that is
+    /// not a known built-in did nothing (before `Catalog::resolve` says what each does).
+    pub base: Option<(Class, String)>,
+    /// Every function called, built-in or not: `(schema, name, known)`, where `known` says a
+    /// built-in of that name is known (read-only or with a known effect). A user function
+    /// of the same name may still be the one the server picks (overloads resolve by argument
+    /// types across schemas).
+    pub calls: BTreeSet<(Option<String>, String, bool)>,
+    /// Every operator named, built-in or not: `(schema, symbol)`.
+    pub operators: BTreeSet<(Option<String>, String)>,
+    /// Every type named (casts, column definitions, signatures): `(schema, name)`.
+    pub types: BTreeSet<(Option<String>, String)>,
+    /// What the statement may change in the catalog: `None` for nothing.
+    pub changes: Option<Changes>,
+}
+
+/// What a statement may change in the catalog, so that a caller's cached copy of it is not
+/// trusted for those objects until it has read the catalog again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Objects of these names (every identifier the statement holds, unqualified).
+    Named(BTreeSet<String>),
+    /// Anything: code that runs DDL inside, extensions, statements belay cannot analyse.
+    Anything,
 }
 
 /// A statement's effect on the session's prepared statements.
@@ -158,6 +192,9 @@ pub enum Flag {
     StoredCode,
     /// `COPY ... FROM STDIN`: the rows follow the statement as a stream, not in its text.
     StreamedData,
+    /// Runs code found in the database's catalog: a user-defined function, a view, trigger,
+    /// rule, policy, constraint or default, a user-defined operator, cast or type.
+    CatalogCode,
     /// The input could not be parsed.
     ParseError,
     /// The input is larger than the configured limit.
@@ -190,6 +227,7 @@ impl Flag {
             Flag::DropColumn => "drop_column",
             Flag::StoredCode => "stored_code",
             Flag::StreamedData => "streamed_data",
+            Flag::CatalogCode => "catalog_code",
             Flag::ParseError => "parse_error",
             Flag::TooLarge => "too_large",
             Flag::TooDeep => "too_deep",
@@ -242,6 +280,10 @@ impl Analysis {
                 unresolved_prepared: None,
                 prepared_effect: None,
                 settings: Vec::new(),
+                code: Code {
+                    changes: Some(Changes::Anything),
+                    ..Code::default()
+                },
             }],
         }
     }

@@ -12,6 +12,7 @@
 
 mod analysis;
 mod cache;
+mod catalog;
 #[rustfmt::skip] // generated: see codegen/gen_children.py
 mod children;
 mod functions;
@@ -32,8 +33,13 @@ use belay_core::Class;
 use pg_query::protobuf::RawStmt;
 use pg_query::{NodeEnum, ParserOptions};
 
-pub use analysis::{Access, Analysis, Flag, ObjectKind, PreparedEffect, Relation, Statement};
+pub use analysis::{
+    Access, Analysis, Changes, Code, Flag, ObjectKind, PreparedEffect, Relation, Statement,
+};
 pub use belay_core::units::{measure, Unit};
+pub use catalog::{
+    Catalog, FunctionSource, ObjectSource, Resolution, Source, Stored, StoredCode, Unsettled,
+};
 pub use settings::{capped, SettingChange, SettingValue};
 
 /// Bounds on what the classifier accepts.
@@ -209,6 +215,11 @@ fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
             walk.flag(Flag::MultipleStatements);
         }
         let mut statement = walk.finish(statements::statement_kind(node.to_ref()), span);
+        if let Some(Changes::Named(names)) = &mut statement.code.changes {
+            if !walk::identifiers(node.to_ref(), names, limits.max_depth * 2) {
+                statement.code.changes = Some(Changes::Anything);
+            }
+        }
         match node {
             NodeEnum::PrepareStmt(p) => {
                 prepared.insert(p.name.clone(), statement.clone());
@@ -238,6 +249,76 @@ fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
         .max()
         .unwrap_or(Class::Read);
     (Analysis { class, statements }, inert)
+}
+
+/// What running one piece of stored code does, for a catalog of a database's code: a
+/// function's definition (`pg_get_functiondef`, SQL or PL/pgSQL), a rule (`pg_get_ruledef`),
+/// a trigger (`pg_get_triggerdef`: its function and its WHEN condition), or a query (a view's
+/// definition, an expression as `SELECT expr`). The statement that stores the code is not
+/// counted, only what the code does when it runs. Anything else, or anything that does not
+/// parse, is `unknown`.
+pub fn analyze_code(text: &str, limits: &Limits) -> Statement {
+    let unknown = |why: String| {
+        Analysis::unknown(text.len(), Flag::ParseError, why)
+            .statements
+            .remove(0)
+    };
+    if text.len() > limits.max_input_bytes {
+        return unknown(format!(
+            "stored code of {} bytes is more than the limit of {} bytes",
+            text.len(),
+            limits.max_input_bytes
+        ));
+    }
+    let parsed = match parse(text, ParserOptions::DEFAULT) {
+        Ok(parsed) => parsed,
+        Err(failure) => return unknown(failure.message()),
+    };
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return unknown("stored code is not one statement".to_owned());
+    };
+    let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+        return unknown("stored code is empty".to_owned());
+    };
+    let prepared = HashMap::new();
+    let body = statement_text(text, raw);
+    let mut walk = walk::Walk::new(limits, &prepared, body);
+    walk.body_only = true;
+    let kind = match node {
+        NodeEnum::CreateFunctionStmt(_) => {
+            walk.visit(node.to_ref());
+            "FUNCTION"
+        }
+        NodeEnum::RuleStmt(rule) => {
+            for part in rule.where_clause.iter().map(|w| &**w).chain(&rule.actions) {
+                if let Some(n) = part.node.as_ref() {
+                    walk.visit(n.to_ref());
+                }
+            }
+            "RULE"
+        }
+        NodeEnum::CreateTrigStmt(trigger) => {
+            let (schema, name) = walk::qualified_name(&trigger.funcname);
+            walk.code.calls.insert((schema, name, false));
+            if let Some(n) = trigger.when_clause.as_ref().and_then(|w| w.node.as_ref()) {
+                walk.visit(n.to_ref());
+            }
+            "TRIGGER"
+        }
+        NodeEnum::SelectStmt(_) => {
+            walk.visit(node.to_ref());
+            "QUERY"
+        }
+        _ => {
+            return unknown(format!(
+                "stored code of kind `{}` is not known",
+                statements::statement_kind(node.to_ref())
+            ))
+        }
+    };
+    let mut statement = walk.finish(kind.to_owned(), 0..text.len());
+    statement.code.changes = None;
+    statement
 }
 
 /// `sql` with every constant replaced by `$n`, for records that must not hold the values a

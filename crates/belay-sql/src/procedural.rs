@@ -58,10 +58,12 @@ pub(crate) fn create_function(w: &mut Walk<'_>, s: &pb::CreateFunctionStmt) {
         "function"
     };
     w.flag(Flag::Procedural);
-    w.raise(
-        Class::Ddl,
-        format!("CREATE {} defines code", what.to_uppercase()),
-    );
+    if !w.body_only {
+        w.raise(
+            Class::Ddl,
+            format!("CREATE {} defines code", what.to_uppercase()),
+        );
+    }
     let mut body: Vec<String> = Vec::new();
     let mut language = "sql".to_owned();
     for option in &s.options {
@@ -85,7 +87,7 @@ pub(crate) fn create_function(w: &mut Walk<'_>, s: &pb::CreateFunctionStmt) {
             }
         }
     }
-    if s.options.iter().any(|o| security_definer(o.node.as_ref())) {
+    if !w.body_only && s.options.iter().any(|o| security_definer(o.node.as_ref())) {
         w.raise(
             Class::Privilege,
             format!("a SECURITY DEFINER {what} runs with its owner's rights for every caller"),

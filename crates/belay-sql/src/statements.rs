@@ -14,6 +14,77 @@ use crate::children::node_name;
 use crate::settings::SettingValue;
 use crate::walk::{const_text, dotted, is_cascade, range_var_name, Walk};
 
+/// Whether `node` is a statement that may change what the catalog says code does (functions,
+/// views, triggers, rules, policies, constraints, defaults, types, operators, casts, or
+/// anything belay does not know): every statement but those listed, which change data,
+/// settings, sessions, privileges or the server, never code.
+pub(crate) fn changes_catalog(node: NodeRef<'_>) -> bool {
+    if let NodeRef::IndexStmt(s) = node {
+        // An index on plain columns runs no code; one on expressions or with a predicate
+        // runs them on every write.
+        let expressions = s.index_params.iter().any(|p| match &p.node {
+            Some(NodeEnum::IndexElem(e)) => e.expr.is_some(),
+            _ => true,
+        });
+        return expressions || s.where_clause.is_some();
+    }
+    let name = node_name(node);
+    name.ends_with("Stmt")
+        && !matches!(
+            node,
+            NodeRef::TruncateStmt(_)
+                | NodeRef::DropdbStmt(_)
+                | NodeRef::CreatedbStmt(_)
+                | NodeRef::CreateSchemaStmt(_)
+                | NodeRef::CreateSeqStmt(_)
+                | NodeRef::AlterSeqStmt(_)
+                | NodeRef::CommentStmt(_)
+                | NodeRef::SecLabelStmt(_)
+                | NodeRef::VacuumStmt(_)
+                | NodeRef::ClusterStmt(_)
+                | NodeRef::ReindexStmt(_)
+                | NodeRef::RefreshMatViewStmt(_)
+                | NodeRef::GrantStmt(_)
+                | NodeRef::GrantRoleStmt(_)
+                | NodeRef::AlterDefaultPrivilegesStmt(_)
+                | NodeRef::CreateRoleStmt(_)
+                | NodeRef::AlterRoleStmt(_)
+                | NodeRef::AlterRoleSetStmt(_)
+                | NodeRef::DropRoleStmt(_)
+                | NodeRef::CreateUserMappingStmt(_)
+                | NodeRef::AlterUserMappingStmt(_)
+                | NodeRef::DropUserMappingStmt(_)
+                | NodeRef::AlterSystemStmt(_)
+                | NodeRef::AlterDatabaseStmt(_)
+                | NodeRef::AlterDatabaseSetStmt(_)
+                | NodeRef::CreateTableSpaceStmt(_)
+                | NodeRef::DropTableSpaceStmt(_)
+                | NodeRef::AlterTableSpaceOptionsStmt(_)
+                | NodeRef::CheckPointStmt(_)
+                | NodeRef::CopyStmt(_)
+                | NodeRef::VariableSetStmt(_)
+                | NodeRef::TransactionStmt(_)
+                | NodeRef::LockStmt(_)
+                | NodeRef::NotifyStmt(_)
+                | NodeRef::CallStmt(_)
+                | NodeRef::PrepareStmt(_)
+                | NodeRef::DeclareCursorStmt(_)
+                | NodeRef::ReturnStmt(_)
+                | NodeRef::PlassignStmt(_)
+                | NodeRef::SetOperationStmt(_)
+                | NodeRef::VariableShowStmt(_)
+                | NodeRef::DeallocateStmt(_)
+                | NodeRef::FetchStmt(_)
+                | NodeRef::ClosePortalStmt(_)
+                | NodeRef::ListenStmt(_)
+                | NodeRef::UnlistenStmt(_)
+                | NodeRef::DiscardStmt(_)
+                | NodeRef::ConstraintsSetStmt(_)
+                | NodeRef::ExplainStmt(_)
+                | NodeRef::ExecuteStmt(_)
+        )
+}
+
 impl Walk<'_> {
     /// Rules for statements other than queries and data changes; returns whether to walk the
     /// node's children. Nodes that are not statements pass through.
@@ -117,6 +188,8 @@ impl Walk<'_> {
                 self.target(s.relation.as_ref(), Access::Alter);
                 self.flag(Flag::StoredCode);
                 self.flag(Flag::UnknownFunction);
+                let (schema, name) = crate::walk::qualified_name(&s.funcname);
+                self.code.calls.insert((schema, name, false));
                 self.ddl("CREATE TRIGGER adds a function that runs whenever the table changes");
             }
             NodeRef::CreateStatsStmt(_)

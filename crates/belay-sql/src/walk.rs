@@ -10,7 +10,7 @@ use belay_core::Class;
 use pg_query::protobuf::{self as pb, a_const, AExprKind, CmdType, DropBehavior};
 use pg_query::{NodeEnum, NodeRef, ParserOptions};
 
-use crate::analysis::{Access, Flag, ObjectKind, Relation, Statement};
+use crate::analysis::{Access, Changes, Code, Flag, ObjectKind, Relation, Statement};
 use crate::children::for_each_child;
 use crate::functions::{self, Effect};
 use crate::settings::{SettingChange, SettingValue};
@@ -28,6 +28,18 @@ pub(crate) struct Walk<'a> {
     class: Class,
     /// Why `class` is what it is; `None` until something raised it (a plain read).
     reason: Option<String>,
+    /// The class and reason without the rule for functions and operators that are not known
+    /// built-ins (`Code::base`).
+    base_class: Class,
+    base_reason: Option<String>,
+    /// The names only the catalog can resolve.
+    pub(crate) code: Code,
+    /// The statement may change the catalog; `nested_changes` when code inside a string does.
+    pub(crate) changes: bool,
+    nested_changes: bool,
+    /// Walking stored code for what it does when it runs (`analyze_code`): creating it is
+    /// not counted.
+    pub(crate) body_only: bool,
     pub(crate) flags: BTreeSet<Flag>,
     relations: BTreeMap<(String, ObjectKind), Access>,
     /// Names of the common table expressions in scope: a reference to one is not a relation.
@@ -56,6 +68,12 @@ impl<'a> Walk<'a> {
             prepared,
             class: Class::Read,
             reason: None,
+            base_class: Class::Read,
+            base_reason: None,
+            code: Code::default(),
+            changes: false,
+            nested_changes: false,
+            body_only: false,
             flags: BTreeSet::new(),
             relations: BTreeMap::new(),
             ctes: Vec::new(),
@@ -71,6 +89,17 @@ impl<'a> Walk<'a> {
     /// Finishes the walk: the statement's class, flags, relations and reason.
     pub(crate) fn finish(self, kind: String, span: std::ops::Range<usize>) -> Statement {
         let reason = self.reason.unwrap_or_else(|| format!("{kind} only reads"));
+        let mut code = self.code;
+        code.base = Some((
+            self.base_class,
+            self.base_reason
+                .unwrap_or_else(|| format!("{kind} only reads")),
+        ));
+        if self.nested_changes || kind.contains("EXTENSION") {
+            code.changes = Some(Changes::Anything);
+        } else if self.changes {
+            code.changes = Some(Changes::Named(BTreeSet::new()));
+        }
         Statement {
             class: self.class,
             kind,
@@ -89,14 +118,34 @@ impl<'a> Walk<'a> {
             unresolved_prepared: self.unresolved_prepared,
             prepared_effect: None,
             settings: self.settings,
+            code,
         }
     }
 
     /// Raises the class to `class` if that is more dangerous, with the reason why.
     pub(crate) fn raise(&mut self, class: Class, reason: impl Into<String>) {
+        let reason = reason.into();
+        if class > self.base_class || (self.base_reason.is_none() && class == self.base_class) {
+            self.base_class = class;
+            self.base_reason = Some(reason.clone());
+        }
+        self.raise_code(class, reason);
+    }
+
+    /// Raises the class for code only the catalog can tell about (a function or operator
+    /// that is not a known built-in), leaving `Code::base` as it is.
+    pub(crate) fn raise_code(&mut self, class: Class, reason: impl Into<String>) {
         if class > self.class || (self.reason.is_none() && class == self.class) {
             self.class = class;
             self.reason = Some(reason.into());
+        }
+    }
+
+    /// The statement may change the catalog (see `Code::changes`).
+    pub(crate) fn changes_catalog(&mut self) {
+        self.changes = true;
+        if self.code_nesting > 0 {
+            self.nested_changes = true;
         }
     }
 
@@ -184,6 +233,13 @@ impl<'a> Walk<'a> {
                 self.call(call);
                 true
             }
+            NodeRef::TypeName(t) => {
+                let (schema, name) = qualified_name(&t.names);
+                if !name.is_empty() {
+                    self.code.types.insert((schema, name));
+                }
+                true
+            }
             NodeRef::RoleSpec(r) => {
                 // CURRENT_USER, SESSION_USER and CURRENT_ROLE are the session's own role;
                 // PUBLIC is every role, granted on objects the statement names itself.
@@ -257,10 +313,14 @@ impl<'a> Walk<'a> {
                 false
             }
             NodeRef::CreateFunctionStmt(s) => {
+                self.changes_catalog();
                 crate::procedural::create_function(self, s);
                 true
             }
             other => {
+                if crate::statements::changes_catalog(other) {
+                    self.changes_catalog();
+                }
                 self.cluster_targets(other);
                 self.utility(other)
             }
@@ -369,7 +429,11 @@ impl<'a> Walk<'a> {
 
     fn call(&mut self, call: &pb::FuncCall) {
         let (schema, name) = qualified_name(&call.funcname);
-        match functions::effect(schema.as_deref(), &name) {
+        let effect = functions::effect(schema.as_deref(), &name);
+        self.code
+            .calls
+            .insert((schema.clone(), name.clone(), effect != Effect::Unknown));
+        match effect {
             Effect::ReadOnly => {}
             Effect::Known(class, flag, why) => {
                 self.flag(flag);
@@ -394,7 +458,7 @@ impl<'a> Walk<'a> {
                     Some(s) => format!("{s}.{name}"),
                     None => name.clone(),
                 };
-                self.raise(
+                self.raise_code(
                     Class::Write,
                     format!(
                         "`{shown}` is not a known read-only built-in function; a user-defined \
@@ -471,9 +535,10 @@ impl<'a> Walk<'a> {
         let (schema, symbol) = qualified_name(name);
         let builtin = schema.as_deref().is_none_or(|s| s == "pg_catalog")
             && functions::is_builtin_operator(&symbol);
+        self.code.operators.insert((schema, symbol.clone()));
         if !builtin {
             self.flag(Flag::UnknownFunction);
-            self.raise(
+            self.raise_code(
                 Class::Write,
                 format!("operator `{symbol}` is not a built-in operator; its function can change anything"),
             );
@@ -536,7 +601,7 @@ impl<'a> Walk<'a> {
                 // Planning folds calls with constant arguments: a function declared
                 // IMMUTABLE or STABLE runs during a plain EXPLAIN, so it is what it calls.
                 self.flag(Flag::UnknownFunction);
-                self.raise(
+                self.raise_code(
                     Class::Write,
                     "EXPLAIN plans the statement, and planning runs the functions it calls \
                      with constant arguments; one that is not a known read-only built-in can \
@@ -546,6 +611,11 @@ impl<'a> Walk<'a> {
             for ((name, object), _) in inner.relations {
                 self.relation(name, object, Access::Read);
             }
+            // What planning may run: the calls, operators and types, and the views it
+            // expands (its relations, as read).
+            self.code.calls.extend(inner.code.calls);
+            self.code.operators.extend(inner.code.operators);
+            self.code.types.extend(inner.code.types);
         }
         false
     }
@@ -585,6 +655,33 @@ impl<'a> Walk<'a> {
         self.text = saved_text;
         self.code_nesting -= 1;
     }
+}
+
+/// Every identifier under `node` (names of relations, functions, types, operators; column
+/// names and strings too, which is harmless): the objects a catalog-changing statement may
+/// change. `false` when the tree is deeper than `depth` allows.
+pub(crate) fn identifiers(node: NodeRef<'_>, out: &mut BTreeSet<String>, depth: usize) -> bool {
+    if depth == 0 {
+        return false;
+    }
+    match node {
+        NodeRef::String(s) => {
+            out.insert(s.sval.clone());
+        }
+        NodeRef::RangeVar(rv) => {
+            out.insert(rv.relname.clone());
+        }
+        NodeRef::RenameStmt(r) => {
+            out.insert(r.newname.clone());
+            out.insert(r.subname.clone());
+        }
+        _ => {}
+    }
+    let mut complete = true;
+    for_each_child(node, &mut |child| {
+        complete &= identifiers(child, out, depth - 1);
+    });
+    complete
 }
 
 fn with_clause<'n>(node: NodeRef<'n>) -> Option<&'n pb::WithClause> {

@@ -292,7 +292,8 @@ impl AppSession {
             .join("; ");
         let class = analysis.class.as_str();
         let mut detail = format!(
-            "class: {class}; policy: {}; approval request {id}: {}, {} approved so far, needs {}",
+            "class: {class} ({}); policy: {}; approval request {id}: {}, {} approved so far, needs {}",
+            analysis.reason(),
             approval.request.policies.join(", "),
             approval.status,
             approval.approvals(),

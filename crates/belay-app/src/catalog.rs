@@ -1,0 +1,640 @@
+//! Each upstream database's code as belay knows it: read from the catalog (functions, views,
+//! triggers, rules, policies, constraints, defaults, index expressions, operators, types,
+//! casts), classified by `belay_sql::Catalog`, and kept current.
+//!
+//! A copy is read at a session's first statement, again `sql.catalog_refresh` after the last
+//! read (for changes made without belay), and before the next statement that depends on it
+//! whenever a statement through belay may have changed it. From the moment such a statement
+//! is decided until its transaction has ended and the catalog has been read again, the names
+//! it may change are *unsettled*: any statement of any session that reaches one of them is
+//! `unknown`, since neither the old definition nor the new one can be trusted (the new one
+//! is invisible to other connections until it commits). So there is no moment at which belay
+//! decides by a definition that is not the one the server will run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use belay_config::{Environment, Postgres};
+use belay_core::Class;
+use belay_pg::UpstreamSpec;
+use belay_sql::{
+    Analysis, Catalog, Changes, Flag, FunctionSource, Limits, ObjectSource, Source, Stored,
+    StoredCode, Unsettled,
+};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// How soon a failed read is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The catalogs of every upstream, by `environment.database`.
+#[derive(Debug, Default)]
+pub(crate) struct Catalogs {
+    upstreams: Mutex<HashMap<String, Arc<UpstreamCatalog>>>,
+}
+
+impl Catalogs {
+    /// The catalog of upstream `db` of `env`.
+    pub(crate) fn of(&self, env: &Environment, db: &str) -> Arc<UpstreamCatalog> {
+        let label = format!("{}.{db}", env.name);
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(label.clone())
+            .or_insert_with(|| {
+                Arc::new(UpstreamCatalog {
+                    label,
+                    pg: env.postgres.get(db).cloned(),
+                    view: RwLock::new(View::default()),
+                    changes: Mutex::new(Pending::default()),
+                    loading: Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+}
+
+/// One upstream database's catalog.
+#[derive(Debug)]
+pub(crate) struct UpstreamCatalog {
+    label: String,
+    pg: Option<Postgres>,
+    view: RwLock<View>,
+    changes: Mutex<Pending>,
+    /// Held while the catalog is read, so that one session reads it and the others wait.
+    loading: Mutex<()>,
+}
+
+/// What sessions decide by.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct View {
+    pub(crate) catalog: Option<Arc<Catalog>>,
+    /// When the copy was read (when the read began).
+    read_at: Option<Instant>,
+    /// Why the last read failed, if it did, and when it was tried.
+    pub(crate) failure: Option<String>,
+    tried_at: Option<Instant>,
+    /// What is being changed; shared until it changes.
+    pub(crate) unsettled: Arc<Unsettled>,
+    /// Changes ended but not yet read back: the next statement that depends on the catalog
+    /// reads it first.
+    dirty: bool,
+}
+
+/// Changes through belay that the copy does not show yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// By session: what its open transaction may change.
+    held: HashMap<u64, Unsettled>,
+    /// Ended (committed or rolled back), with the sequence number of their end.
+    ended: Vec<(u64, Unsettled)>,
+    seq: u64,
+}
+
+impl Pending {
+    fn unsettled(&self) -> Unsettled {
+        let mut all = Unsettled::default();
+        for u in self.held.values().chain(self.ended.iter().map(|(_, u)| u)) {
+            all.anything |= u.anything;
+            all.names.extend(u.names.iter().cloned());
+        }
+        all
+    }
+}
+
+impl UpstreamCatalog {
+    /// The copy to decide by, if it is current: read, not older than `refresh`, and no change
+    /// through belay ended since.
+    pub(crate) fn current(&self, refresh: Duration) -> Option<View> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        let fresh = view.catalog.is_some()
+            && !view.dirty
+            && view.read_at.is_some_and(|at| at.elapsed() < refresh);
+        fresh.then(|| view.clone())
+    }
+
+    /// Reads the catalog again unless another session just did; blocks. A failure keeps
+    /// the old copy (changes through belay stay unsettled, so nothing is decided by a stale
+    /// definition) and says why.
+    pub(crate) fn load(&self, refresh: Duration, limits: &Limits) -> View {
+        let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(view) = self.current(refresh) {
+            return view;
+        }
+        {
+            // A read that just failed is not tried again at once, statement after statement.
+            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+            if view.failure.is_some() && view.tried_at.is_some_and(|t| t.elapsed() < RETRY) {
+                return view.clone();
+            }
+        }
+        let begun = Instant::now();
+        let seq = self.changes.lock().unwrap_or_else(|e| e.into_inner()).seq;
+        let read = match &self.pg {
+            Some(pg) => block_on(read_source(pg, &self.label)),
+            None => Err(format!("`{}` names no database", self.label)),
+        };
+        let mut pending = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        match read {
+            Ok(source) => {
+                let catalog = Catalog::build(&source, limits);
+                tracing::debug!(upstream = %self.label, objects = catalog.len(), "read the catalog");
+                pending.ended.retain(|(s, _)| *s > seq);
+                view.catalog = Some(Arc::new(catalog));
+                view.read_at = Some(begun);
+                view.failure = None;
+                view.dirty = !pending.ended.is_empty();
+            }
+            Err(why) => {
+                tracing::warn!(upstream = %self.label, error = %why, "cannot read the catalog");
+                view.failure = Some(why);
+            }
+        }
+        view.tried_at = Some(begun);
+        view.unsettled = Arc::new(pending.unsettled());
+        view.clone()
+    }
+
+    /// Session `session` is about to run a statement that may change `changes`.
+    pub(crate) fn hold(&self, session: u64, changes: &Changes) {
+        let mut pending = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let held = pending.held.entry(session).or_default();
+        match changes {
+            Changes::Anything => held.anything = true,
+            Changes::Named(names) => held.names.extend(names.iter().cloned()),
+        }
+        let unsettled = Arc::new(pending.unsettled());
+        self.view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .unsettled = unsettled;
+    }
+
+    /// Session `session`'s transaction ended (or the session did): what it held waits for
+    /// the next read of the catalog. Cheap when it held nothing.
+    pub(crate) fn release(&self, session: u64) {
+        let mut pending = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(held) = pending.held.remove(&session) else {
+            return;
+        };
+        pending.seq += 1;
+        let seq = pending.seq;
+        pending.ended.push((seq, held));
+        let unsettled = Arc::new(pending.unsettled());
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        view.unsettled = unsettled;
+        view.dirty = true;
+    }
+}
+
+/// `analysis` with what `view`'s catalog says about the code its statements reach; the same
+/// `Arc` when that changes nothing.
+pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> Arc<Analysis> {
+    let mut changed: Option<Analysis> = None;
+    for (i, statement) in analysis.statements.iter().enumerate() {
+        let resolution = match &view.catalog {
+            Some(catalog) => catalog.resolve(statement, &view.unsettled),
+            None if needs_catalog(statement) => {
+                statement.code.base.as_ref().map(|_| belay_sql::Resolution {
+                    class: Class::Unknown,
+                    reason: format!(
+                        "belay cannot read this database's catalog ({}), so it cannot tell what the functions, views, triggers and other code this statement reaches do",
+                        view.failure.as_deref().unwrap_or("not read yet")
+                    ),
+                    catalog_code: false,
+                    unresolved: true,
+                })
+            }
+            None => None,
+        };
+        let Some(resolution) = resolution else {
+            continue;
+        };
+        let same = resolution.class == statement.class
+            && resolution.reason == statement.reason
+            && (!resolution.catalog_code || statement.flags.contains(&Flag::CatalogCode))
+            && (!resolution.unresolved || statement.flags.contains(&Flag::UnknownFunction));
+        if !same {
+            changed
+                .get_or_insert_with(|| (*analysis).clone())
+                .statements[i]
+                .apply(&resolution);
+        }
+    }
+    match changed {
+        Some(mut resolved) => {
+            resolved.reclassify();
+            Arc::new(resolved)
+        }
+        None => analysis,
+    }
+}
+
+/// Whether what `statement` does may depend on code in the catalog.
+fn needs_catalog(statement: &belay_sql::Statement) -> bool {
+    let code = &statement.code;
+    !code.calls.is_empty()
+        || !code.operators.is_empty()
+        || !code.types.is_empty()
+        || statement
+            .relations
+            .iter()
+            .any(|r| r.object == belay_sql::ObjectKind::Relation)
+}
+
+/// What running `analysis` may change in the catalog.
+pub(crate) fn changes(analysis: &Analysis) -> Option<Changes> {
+    let mut all: Option<Changes> = None;
+    for statement in &analysis.statements {
+        // Code that runs DDL inside (a function, a statement belay cannot analyse) changes
+        // what it cannot name.
+        let inside = statement.class == Class::Unknown
+            || (statement.class >= Class::Ddl
+                && statement.code.changes.is_none()
+                && statement.flags.contains(&Flag::CatalogCode));
+        let this = if inside {
+            Some(Changes::Anything)
+        } else {
+            statement.code.changes.clone()
+        };
+        all = match (all, this) {
+            (None, x) | (x, None) => x,
+            (Some(Changes::Anything), _) | (_, Some(Changes::Anything)) => Some(Changes::Anything),
+            (Some(Changes::Named(mut a)), Some(Changes::Named(b))) => {
+                a.extend(b);
+                Some(Changes::Named(a))
+            }
+        };
+    }
+    all
+}
+
+fn block_on<F: std::future::Future<Output = Result<Source, String>>>(
+    future: F,
+) -> Result<Source, String> {
+    match tokio::runtime::Handle::try_current() {
+        // Called where blocking is allowed (a blocking thread of the runtime).
+        Ok(handle) => handle.block_on(future),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime to read the catalog: {e}"))?
+            .block_on(future),
+    }
+}
+
+/// Schemas whose objects are the server's own.
+const SYSTEM: &str = "('pg_catalog', 'information_schema', 'pg_toast')";
+
+/// One text, so one connection and one round trip: every row begins with its kind.
+fn catalog_sql() -> String {
+    // Temporary objects of every session are included: another connection sees their
+    // definitions, and an unqualified name may resolve to one.
+    let user = |alias: &str| {
+        format!("{alias}.nspname NOT IN {SYSTEM} AND {alias}.nspname NOT LIKE 'pg_toast%'")
+    };
+    [
+        // Functions: language, volatility, extension, definition.
+        format!(
+            "SELECT 'f', n.nspname::text, p.proname::text, \
+               CASE WHEN p.prokind = 'a' THEN 'aggregate' ELSE l.lanname::text END, \
+               p.provolatile::text, \
+               (SELECT e.extname::text FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid \
+                 WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' \
+                   AND d.refclassid = 'pg_extension'::regclass LIMIT 1), \
+               CASE WHEN l.lanname IN ('sql', 'plpgsql') AND p.prokind IN ('f', 'p') \
+                 THEN pg_get_functiondef(p.oid) END \
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_language l ON l.oid = p.prolang WHERE {}",
+            user("n")
+        ),
+        // An aggregate's support functions.
+        format!(
+            "SELECT 'a', n.nspname::text, p.proname::text, fn.nspname::text, f.proname::text, NULL, NULL \
+             FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid \
+               JOIN pg_namespace n ON n.oid = p.pronamespace \
+               JOIN pg_proc f ON f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, \
+                 a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn) \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE {}",
+            user("n")
+        ),
+        "SELECT DISTINCT 'b', NULL, proname::text, NULL, NULL, NULL, NULL FROM pg_proc \
+         WHERE pronamespace = 'pg_catalog'::regnamespace"
+            .to_owned(),
+        // Views and materialized views: their queries, run when they are read.
+        format!(
+            "SELECT 'view', n.nspname::text, c.relname::text, pg_get_viewdef(c.oid), NULL, NULL, NULL \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('v', 'm') AND {}",
+            user("n")
+        ),
+        // Rules other than a view's own: ON SELECT runs on reads, the others on writes.
+        format!(
+            "SELECT 'rule', n.nspname::text, c.relname::text, pg_get_ruledef(r.oid), \
+               CASE WHEN r.ev_type = '1' THEN 'r' ELSE 'w' END, r.rulename::text, NULL \
+             FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE r.rulename <> '_RETURN' AND {}",
+            user("n")
+        ),
+        format!(
+            "SELECT 'trigger', n.nspname::text, c.relname::text, pg_get_triggerdef(t.oid), 'w', t.tgname::text, NULL \
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE NOT t.tgisinternal AND {}",
+            user("n")
+        ),
+        format!(
+            "SELECT 'check', n.nspname::text, c.relname::text, pg_get_expr(k.conbin, k.conrelid), 'w', k.conname::text, NULL \
+             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE k.contype = 'c' AND {}",
+            user("n")
+        ),
+        // A write to the referenced table may cascade to the referencing one.
+        format!(
+            "SELECT 'cascade', rn.nspname::text, r.relname::text, n.nspname::text, c.relname::text, k.conname::text, NULL \
+             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_class r ON r.oid = k.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+             WHERE k.contype = 'f' AND {}",
+            user("rn")
+        ),
+        format!(
+            "SELECT 'default', n.nspname::text, c.relname::text, pg_get_expr(d.adbin, d.adrelid), 'w', a.attname::text, NULL \
+             FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE {}",
+            user("n")
+        ),
+        format!(
+            "SELECT 'policy', n.nspname::text, c.relname::text, pg_get_expr(p.polqual, p.polrelid), \
+               p.polcmd::text, p.polname::text, pg_get_expr(p.polwithcheck, p.polrelid) \
+             FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {}",
+            user("n")
+        ),
+        format!(
+            "SELECT 'index', n.nspname::text, c.relname::text, pg_get_expr(i.indexprs, i.indrelid), 'w', \
+               ic.relname::text, pg_get_expr(i.indpred, i.indrelid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+               JOIN pg_class ic ON ic.oid = i.indexrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AND {}",
+            user("n")
+        ),
+        // Columns of user-defined types: their casts, checks and I/O run with the column.
+        format!(
+            "SELECT 'column', n.nspname::text, c.relname::text, tn.nspname::text, t.typname::text, a.attname::text, NULL \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+               AND {} AND {}",
+            user("n"),
+            user("tn")
+        ),
+        // Types: their functions (r: output, w: input), domain checks, bases and elements.
+        format!(
+            "SELECT 'typefn', tn.nspname::text, t.typname::text, fn.nspname::text, f.proname::text, \
+               CASE WHEN f.oid IN (t.typoutput, t.typsend, t.typmodout) THEN 'r' ELSE 'w' END, NULL \
+             FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_proc f ON f.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend, \
+                 t.typmodin, t.typmodout, t.typanalyze, t.typsubscript) \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace \
+             WHERE {} AND {}",
+            user("tn"),
+            user("fn")
+        ),
+        format!(
+            "SELECT 'typefn', tn.nspname::text, t.typname::text, fn.nspname::text, f.proname::text, 'w', NULL \
+             FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid \
+               JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_proc f ON f.oid IN (r.rngcanonical, r.rngsubdiff) \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE {}",
+            user("tn")
+        ),
+        format!(
+            "SELECT 'domain', tn.nspname::text, t.typname::text, pg_get_expr(k.conbin, 0), 'w', k.conname::text, NULL \
+             FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid \
+               JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+             WHERE k.contype = 'c' AND {}",
+            user("tn")
+        ),
+        format!(
+            "SELECT 'base', tn.nspname::text, t.typname::text, bn.nspname::text, b.typname::text, NULL, NULL \
+             FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_type b ON b.oid IN (t.typbasetype, t.typelem) \
+               JOIN pg_namespace bn ON bn.oid = b.typnamespace \
+             WHERE {} AND {}",
+            user("tn"),
+            user("bn")
+        ),
+        // Casts with a user-defined function, on each user-defined type they involve.
+        format!(
+            "SELECT 'cast', tn.nspname::text, t.typname::text, fn.nspname::text, f.proname::text, NULL, NULL \
+             FROM pg_cast k JOIN pg_proc f ON f.oid = k.castfunc \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace \
+               JOIN pg_type t ON t.oid IN (k.castsource, k.casttarget) \
+               JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+             WHERE {} AND {}",
+            user("tn"),
+            user("fn")
+        ),
+        // Operators: their function, and estimators that are not built-in.
+        format!(
+            "SELECT 'operator', n.nspname::text, o.oprname::text, fn.nspname::text, f.proname::text, NULL, NULL \
+             FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace \
+               JOIN pg_proc f ON f.oid = o.oprcode OR (f.oid IN (o.oprrest, o.oprjoin) \
+                 AND f.pronamespace <> 'pg_catalog'::regnamespace) \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE {}",
+            user("n")
+        ),
+    ]
+    .join(" UNION ALL ")
+}
+
+async fn read_source(pg: &Postgres, label: &str) -> Result<Source, String> {
+    let spec = UpstreamSpec {
+        host: pg.host.clone(),
+        port: pg.port,
+        database: pg.database.clone(),
+        user: pg.user.clone(),
+        password: pg.password.clone(),
+        elevated: None,
+        sslmode: pg.sslmode,
+        sslrootcert: pg.sslrootcert.clone(),
+        params: vec![("application_name".to_owned(), "belay:catalog".to_owned())],
+        connect_timeout: LOAD_TIMEOUT,
+        label: label.to_owned(),
+    };
+    let rows = belay_pg::simple_query(&spec, &catalog_sql()).await?;
+    Ok(source_from_rows(rows))
+}
+
+/// Builds the `Source` from the tagged rows of `catalog_sql`.
+fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
+    let mut source = Source::default();
+    let mut functions: HashMap<(String, String), usize> = HashMap::new();
+    let mut relations: HashMap<(String, String), usize> = HashMap::new();
+    let mut types: HashMap<(String, String), usize> = HashMap::new();
+    let mut operators: HashMap<(String, String), usize> = HashMap::new();
+    fn object<'a>(
+        list: &'a mut Vec<ObjectSource>,
+        index: &mut HashMap<(String, String), usize>,
+        schema: &str,
+        name: &str,
+    ) -> &'a mut ObjectSource {
+        let at = *index
+            .entry((schema.to_owned(), name.to_owned()))
+            .or_insert_with(|| {
+                list.push(ObjectSource {
+                    schema: schema.to_owned(),
+                    name: name.to_owned(),
+                    on_read: Vec::new(),
+                    on_write: Vec::new(),
+                });
+                list.len() - 1
+            });
+        &mut list[at]
+    }
+    let text = |sql: String| StoredCode::Text(sql);
+    for row in rows {
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let (kind, schema, name) = (col(0), col(1), col(2));
+        let qualified = format!("`{schema}.{name}`");
+        match kind.as_str() {
+            "f" => {
+                functions.insert((schema.clone(), name.clone()), source.functions.len());
+                source.functions.push(FunctionSource {
+                    schema,
+                    name,
+                    language: col(3),
+                    volatility: col(4).chars().next().unwrap_or('v'),
+                    extension: row.get(5).cloned().flatten(),
+                    definition: row.get(6).cloned().flatten(),
+                    runs: Vec::new(),
+                });
+            }
+            "a" => {
+                if let Some(&at) = functions.get(&(schema, name)) {
+                    source.functions[at].runs.push((col(3), col(4)));
+                }
+            }
+            "b" => source.builtins.push(name),
+            "view" => object(&mut source.relations, &mut relations, &schema, &name)
+                .on_read
+                .push(Stored {
+                    label: format!("view {qualified}"),
+                    what: text(col(3)),
+                }),
+            "rule" | "trigger" => {
+                let piece = Stored {
+                    label: format!("{kind} `{}` of {qualified}", col(5)),
+                    what: text(col(3)),
+                };
+                let o = object(&mut source.relations, &mut relations, &schema, &name);
+                if col(4) == "r" {
+                    o.on_read.push(piece);
+                } else {
+                    o.on_write.push(piece);
+                }
+            }
+            "check" | "default" => {
+                let what = if kind == "check" {
+                    "check constraint"
+                } else {
+                    "default of column"
+                };
+                object(&mut source.relations, &mut relations, &schema, &name)
+                    .on_write
+                    .push(Stored {
+                        label: format!("{what} `{}` of {qualified}", col(5)),
+                        what: text(format!("SELECT {}", col(3))),
+                    });
+            }
+            "cascade" => object(&mut source.relations, &mut relations, &schema, &name)
+                .on_write
+                .push(Stored {
+                    label: format!("foreign key `{}` to {qualified}", col(5)),
+                    what: StoredCode::Writes(col(3), col(4)),
+                }),
+            "policy" => {
+                let label = format!("policy `{}` of {qualified}", col(5));
+                let o = object(&mut source.relations, &mut relations, &schema, &name);
+                for expr in [row.get(3), row.get(6)].into_iter().flatten().flatten() {
+                    let piece = Stored {
+                        label: label.clone(),
+                        what: text(format!("SELECT {expr}")),
+                    };
+                    if matches!(col(4).as_str(), "r" | "*") {
+                        o.on_read.push(piece.clone());
+                    }
+                    o.on_write.push(piece);
+                }
+            }
+            "index" => {
+                let label = format!("index `{}` of {qualified}", col(5));
+                let o = object(&mut source.relations, &mut relations, &schema, &name);
+                for expr in [row.get(3), row.get(6)].into_iter().flatten().flatten() {
+                    o.on_write.push(Stored {
+                        label: label.clone(),
+                        what: text(format!("SELECT {expr}")),
+                    });
+                }
+            }
+            "column" => {
+                let piece = Stored {
+                    label: format!("column `{}` of {qualified}", col(5)),
+                    what: StoredCode::Type(col(3), col(4)),
+                };
+                let o = object(&mut source.relations, &mut relations, &schema, &name);
+                o.on_read.push(piece.clone());
+                o.on_write.push(piece);
+            }
+            "typefn" | "cast" => {
+                let piece = Stored {
+                    label: format!(
+                        "{} of type {qualified}",
+                        if kind == "cast" {
+                            "a cast"
+                        } else {
+                            "an I/O function"
+                        }
+                    ),
+                    what: StoredCode::Call(col(3), col(4)),
+                };
+                let o = object(&mut source.types, &mut types, &schema, &name);
+                if kind == "cast" || col(5) == "r" {
+                    o.on_read.push(piece.clone());
+                }
+                o.on_write.push(piece);
+            }
+            "domain" => object(&mut source.types, &mut types, &schema, &name)
+                .on_write
+                .push(Stored {
+                    label: format!("check `{}` of domain {qualified}", col(5)),
+                    what: text(format!("SELECT {}", col(3))),
+                }),
+            "base" => {
+                let piece = Stored {
+                    label: format!("type {qualified}"),
+                    what: StoredCode::Type(col(3), col(4)),
+                };
+                let o = object(&mut source.types, &mut types, &schema, &name);
+                o.on_read.push(piece.clone());
+                o.on_write.push(piece);
+            }
+            "operator" => object(&mut source.operators, &mut operators, &schema, &name)
+                .on_read
+                .push(Stored {
+                    label: format!("operator {qualified}"),
+                    what: StoredCode::Call(col(3), col(4)),
+                }),
+            _ => {}
+        }
+    }
+    source
+}

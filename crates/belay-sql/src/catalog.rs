@@ -1,0 +1,580 @@
+//! What a database's own code does: its user-defined functions, views, triggers, rules,
+//! policies, constraints, defaults, operators and types, each classified by the same
+//! classifier, and the resolution of a statement's names against them.
+//!
+//! The classifier alone cannot know what `SELECT f()` does, or that an INSERT fires a trigger
+//! that drops a table: only the catalog says. A `Catalog` is built from what the caller read
+//! from the catalog (`Source`, no IO here) and answers, for one classified statement, the
+//! class of everything it may run. A function is the class of its body; a view, of its
+//! query; a write to a table, of its triggers, rules, constraints, defaults, index
+//! expressions and policies; a use of a type, of its casts, domain checks and I/O
+//! functions; an operator, of its functions. Code that calls other code is at least as
+//! dangerous as what it calls, through any chain (a fixpoint over the whole catalog).
+//!
+//! Fail closed: a call to a name that is neither a built-in nor a function of the catalog
+//! is `unknown`, as is code in a language belay cannot read (except the declared-IMMUTABLE or
+//! STABLE native functions of an installed extension), and anything that the caller says is
+//! being changed (`Unsettled`) is `unknown` until the catalog is read again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use belay_core::Class;
+
+use crate::analysis::{Access, Flag, ObjectKind, Statement};
+use crate::functions::{self, Effect};
+use crate::{analyze_code, Limits};
+
+/// What the caller read from one database's catalog.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Functions, procedures and aggregates outside `pg_catalog` and `information_schema`
+    /// (and those of extensions wherever they are).
+    pub functions: Vec<FunctionSource>,
+    /// The names of the functions in `pg_catalog`.
+    pub builtins: Vec<String>,
+    /// Relations with stored code: views, and tables with triggers, rules, constraints or
+    /// defaults that call functions, policies, indexes on expressions, columns of user types.
+    pub relations: Vec<ObjectSource>,
+    /// User-defined operators.
+    pub operators: Vec<ObjectSource>,
+    /// User-defined types (domains, composite, enum, range, base types and their arrays).
+    pub types: Vec<ObjectSource>,
+}
+
+/// One function.
+#[derive(Debug, Clone)]
+pub struct FunctionSource {
+    pub schema: String,
+    pub name: String,
+    pub language: String,
+    /// `provolatile`: `i`, `s` or `v`.
+    pub volatility: char,
+    /// The extension it belongs to, if any.
+    pub extension: Option<String>,
+    /// `pg_get_functiondef` for SQL and PL/pgSQL functions.
+    pub definition: Option<String>,
+    /// Other functions it runs (an aggregate's support functions): `(schema, name)`.
+    pub runs: Vec<(String, String)>,
+}
+
+/// A relation, operator or type, with the code that runs when it is read and when it is
+/// written (for an operator or a type, when it is used at all: both).
+#[derive(Debug, Clone)]
+pub struct ObjectSource {
+    pub schema: String,
+    pub name: String,
+    pub on_read: Vec<Stored>,
+    pub on_write: Vec<Stored>,
+}
+
+/// One piece of stored code, with what a person would call it (`trigger audit of
+/// public.orders`).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub label: String,
+    pub what: StoredCode,
+}
+
+/// What a piece of stored code is.
+#[derive(Debug, Clone)]
+pub enum StoredCode {
+    /// SQL text for `analyze_code`: a rule, a trigger, a view's query, `SELECT expr`.
+    Text(String),
+    /// A call of the function `(schema, name)`.
+    Call(String, String),
+    /// A use of the type `(schema, name)` (a column's type, a domain's base).
+    Type(String, String),
+    /// A write to the relation `(schema, name)` (a foreign key's cascade).
+    Writes(String, String),
+}
+
+/// Names the caller knows are being changed, by unqualified name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsettled {
+    pub names: BTreeSet<String>,
+    /// Anything may be changing (an extension, code whose changes cannot be named).
+    pub anything: bool,
+}
+
+impl Unsettled {
+    pub fn is_empty(&self) -> bool {
+        !self.anything && self.names.is_empty()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.anything || self.names.contains(name)
+    }
+}
+
+type NodeId = usize;
+
+#[derive(Debug)]
+struct Node {
+    /// Unqualified name of the object, for `Unsettled`.
+    name: String,
+    class: Class,
+    reason: String,
+    /// What it runs, each with what the code that runs it is called (empty: the same).
+    deps: Vec<(NodeId, String)>,
+}
+
+/// One database's code, classified.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    nodes: Vec<Node>,
+    /// Function nodes by name: `(schema, node)`.
+    functions: HashMap<String, Vec<(String, NodeId)>>,
+    builtins: std::collections::HashSet<String>,
+    /// Relation nodes by name: `(schema, on read, on write)`.
+    relations: HashMap<String, Vec<(String, NodeId, NodeId)>>,
+    operators: HashMap<String, Vec<(String, NodeId)>>,
+    types: HashMap<String, Vec<(String, NodeId, NodeId)>>,
+}
+
+/// What resolving a statement against a catalog found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub class: Class,
+    pub reason: String,
+    /// Catalog code contributed (`Flag::CatalogCode`).
+    pub catalog_code: bool,
+    /// A name that is neither a built-in nor in the catalog (`Flag::UnknownFunction`).
+    pub unresolved: bool,
+}
+
+const MAX_REASON: usize = 600;
+
+impl Catalog {
+    /// Classifies everything in `source`.
+    pub fn build(source: &Source, limits: &Limits) -> Catalog {
+        let mut catalog = Catalog {
+            builtins: source.builtins.iter().cloned().collect(),
+            ..Catalog::default()
+        };
+        // Nodes first, so that code can refer to any of them by name.
+        for f in &source.functions {
+            let id = catalog.node(&f.name);
+            catalog
+                .functions
+                .entry(f.name.clone())
+                .or_default()
+                .push((f.schema.clone(), id));
+        }
+        for r in &source.relations {
+            let (read, write) = (catalog.node(&r.name), catalog.node(&r.name));
+            catalog.relations.entry(r.name.clone()).or_default().push((
+                r.schema.clone(),
+                read,
+                write,
+            ));
+        }
+        for o in &source.operators {
+            let id = catalog.node(&o.name);
+            catalog
+                .operators
+                .entry(o.name.clone())
+                .or_default()
+                .push((o.schema.clone(), id));
+        }
+        for t in &source.types {
+            let (read, write) = (catalog.node(&t.name), catalog.node(&t.name));
+            catalog
+                .types
+                .entry(t.name.clone())
+                .or_default()
+                .push((t.schema.clone(), read, write));
+        }
+        // Then what each one does directly, and what it depends on.
+        let mut id = 0;
+        for f in &source.functions {
+            let label = format!("function `{}.{}`", f.schema, f.name);
+            catalog.define_function(id, &label, f, limits);
+            id += 1;
+        }
+        for r in &source.relations {
+            catalog.define(id, &r.on_read, limits);
+            // A write reads too (WHERE, RETURNING, policies' USING).
+            catalog.define(id + 1, &r.on_write, limits);
+            catalog.nodes[id + 1].deps.push((id, String::new()));
+            id += 2;
+        }
+        for o in &source.operators {
+            let pieces: Vec<Stored> = o.on_read.iter().chain(&o.on_write).cloned().collect();
+            catalog.define(id, &pieces, limits);
+            id += 1;
+        }
+        for t in &source.types {
+            catalog.define(id, &t.on_read, limits);
+            catalog.define(id + 1, &t.on_write, limits);
+            id += 2;
+        }
+        catalog.settle();
+        catalog
+    }
+
+    /// How many objects with code the catalog holds.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn node(&mut self, name: &str) -> NodeId {
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            class: Class::Read,
+            reason: String::new(),
+            deps: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    fn raise(&mut self, id: NodeId, class: Class, reason: String) {
+        let node = &mut self.nodes[id];
+        if class > node.class || node.reason.is_empty() {
+            node.class = class.max(node.class);
+            node.reason = clip(reason);
+        }
+    }
+
+    fn define_function(&mut self, id: NodeId, label: &str, f: &FunctionSource, limits: &Limits) {
+        match (&f.definition, f.language.as_str()) {
+            (Some(text), "sql" | "plpgsql") => {
+                let piece = Stored {
+                    label: label.to_owned(),
+                    what: StoredCode::Text(text.clone()),
+                };
+                self.define(id, std::slice::from_ref(&piece), limits);
+            }
+            (_, "c" | "internal") if f.extension.is_some() && f.volatility != 'v' => {
+                // Native code of an installed extension, declared free of side effects; the
+                // extension was installed by someone trusted with the server.
+                self.raise(
+                    id,
+                    Class::Read,
+                    format!(
+                        "{label} is native code of extension `{}` declared {}",
+                        f.extension.as_deref().unwrap_or_default(),
+                        if f.volatility == 'i' { "IMMUTABLE" } else { "STABLE" }
+                    ),
+                );
+            }
+            (_, language) => self.raise(
+                id,
+                Class::Unknown,
+                format!("{label} is written in `{language}`, which belay cannot read, so it may do anything"),
+            ),
+        }
+        let runs: Vec<Stored> = f
+            .runs
+            .iter()
+            .map(|(schema, name)| Stored {
+                label: label.to_owned(),
+                what: StoredCode::Call(schema.clone(), name.clone()),
+            })
+            .collect();
+        self.define(id, &runs, limits);
+    }
+
+    /// Adds what `pieces` do to node `id`: their own class, and edges to what they name.
+    fn define(&mut self, id: NodeId, pieces: &[Stored], limits: &Limits) {
+        for piece in pieces {
+            match &piece.what {
+                StoredCode::Text(text) => {
+                    let statement = analyze_code(text, limits);
+                    let (class, reason) = statement
+                        .code
+                        .base
+                        .clone()
+                        .unwrap_or((statement.class, statement.reason.clone()));
+                    self.raise(id, class, format!("{}: {reason}", piece.label));
+                    let mut found = Found::default();
+                    self.names(&statement, &mut found);
+                    for (class, reason) in found.missing {
+                        self.raise(id, class, format!("{}: {reason}", piece.label));
+                    }
+                    let label = &piece.label;
+                    self.nodes[id]
+                        .deps
+                        .extend(found.nodes.into_iter().map(|(n, _)| (n, label.clone())));
+                }
+                StoredCode::Call(schema, name) => {
+                    match functions::effect(Some(schema), name) {
+                        Effect::ReadOnly => continue,
+                        Effect::Known(class, _, why) => {
+                            self.raise(id, class, format!("{}: `{name}` {why}", piece.label));
+                            continue;
+                        }
+                        Effect::SetConfig | Effect::RunsSql => {
+                            self.raise(
+                                id,
+                                Class::Unknown,
+                                format!("{}: `{name}` runs SQL or changes settings it is given at run time", piece.label),
+                            );
+                            continue;
+                        }
+                        Effect::Unknown => {}
+                    }
+                    let mut found = Found::default();
+                    self.call(Some(schema), name, false, &mut found);
+                    for (class, reason) in found.missing {
+                        self.raise(id, class, format!("{}: {reason}", piece.label));
+                    }
+                    let label = &piece.label;
+                    self.nodes[id]
+                        .deps
+                        .extend(found.nodes.into_iter().map(|(n, _)| (n, label.clone())));
+                }
+                StoredCode::Type(schema, name) => {
+                    for (s, read, write) in self.types.get(name).into_iter().flatten() {
+                        if s == schema {
+                            let label = piece.label.clone();
+                            self.nodes[id]
+                                .deps
+                                .extend([(*read, label.clone()), (*write, label)]);
+                        }
+                    }
+                }
+                StoredCode::Writes(schema, name) => {
+                    for (s, _, write) in self.relations.get(name).into_iter().flatten() {
+                        if s == schema {
+                            self.nodes[id].deps.push((*write, piece.label.clone()));
+                        }
+                    }
+                }
+            }
+            if self.nodes[id].reason.is_empty() {
+                self.nodes[id].reason = format!("{} only reads", piece.label);
+            }
+        }
+    }
+
+    /// Raises every node to the class of what it depends on, until nothing changes.
+    fn settle(&mut self) {
+        loop {
+            let mut changed = false;
+            for id in 0..self.nodes.len() {
+                let deps = std::mem::take(&mut self.nodes[id].deps);
+                for (dep, label) in &deps {
+                    if self.nodes[*dep].class > self.nodes[id].class {
+                        let (class, reason) = (self.nodes[*dep].class, &self.nodes[*dep].reason);
+                        let reason = if label.is_empty() || reason.starts_with(label.as_str()) {
+                            reason.clone()
+                        } else {
+                            format!("{label}: {reason}")
+                        };
+                        let node = &mut self.nodes[id];
+                        node.class = class;
+                        node.reason = clip(reason);
+                        changed = true;
+                    }
+                }
+                self.nodes[id].deps = deps;
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// The nodes `statement` reaches by name, and the names it cannot resolve.
+    fn names(&self, statement: &Statement, found: &mut Found) {
+        for (schema, name, known) in &statement.code.calls {
+            self.call(schema.as_deref(), name, *known, found);
+        }
+        for (schema, symbol) in &statement.code.operators {
+            for (s, id) in self.operators.get(symbol).into_iter().flatten() {
+                if schema.as_deref().is_none_or(|want| want == s) {
+                    found.nodes.push((*id, format!("operator `{s}.{symbol}`")));
+                }
+            }
+        }
+        for (schema, name) in &statement.code.types {
+            for (s, read, write) in self.types.get(name).into_iter().flatten() {
+                if schema.as_deref().is_none_or(|want| want == s) {
+                    found.nodes.push((*read, format!("type `{s}.{name}`")));
+                    found.nodes.push((*write, format!("type `{s}.{name}`")));
+                }
+            }
+        }
+        for relation in &statement.relations {
+            if relation.object != ObjectKind::Relation {
+                continue;
+            }
+            let (schema, name) = split(&relation.name);
+            for (s, read, write) in self.relations.get(name).into_iter().flatten() {
+                if schema.is_none_or(|want| want == s) {
+                    let id = match relation.access {
+                        Access::Read => *read,
+                        Access::Write | Access::Alter => *write,
+                        Access::Drop => continue,
+                    };
+                    found.nodes.push((id, format!("`{s}.{name}`")));
+                }
+            }
+        }
+    }
+
+    fn call(&self, schema: Option<&str>, name: &str, known: bool, found: &mut Found) {
+        let mut any = false;
+        if schema != Some("pg_catalog") {
+            for (s, id) in self.functions.get(name).into_iter().flatten() {
+                if schema.is_none_or(|want| want == s) {
+                    found.nodes.push((*id, format!("function `{s}.{name}`")));
+                    any = true;
+                }
+            }
+        }
+        if known {
+            return;
+        }
+        let builtin = schema.is_none_or(|s| s == "pg_catalog") && self.builtins.contains(name);
+        let shown = match schema {
+            Some(s) => format!("{s}.{name}"),
+            None => name.to_owned(),
+        };
+        if builtin {
+            found.missing.push((
+                Class::Write,
+                format!("`{shown}` is a built-in function belay does not know to be read-only, so it may change anything"),
+            ));
+        } else if !any {
+            found.unresolved = true;
+            found.missing.push((
+                Class::Unknown,
+                format!("`{shown}` is neither a built-in function nor one of this database's (as of belay's last look at its catalog), so belay cannot tell what it does"),
+            ));
+        }
+    }
+
+    /// The class of everything `statement` may run, given what is being changed. `None` for
+    /// a statement the classifier could not analyse (it is `unknown` already).
+    pub fn resolve(&self, statement: &Statement, unsettled: &Unsettled) -> Option<Resolution> {
+        let (class, reason) = statement.code.base.clone()?;
+        let mut out = Resolution {
+            class,
+            reason,
+            catalog_code: false,
+            unresolved: false,
+        };
+        let raise = |out: &mut Resolution, class: Class, reason: String| {
+            if class > out.class {
+                out.class = class;
+                out.reason = reason;
+            }
+        };
+        let mut found = Found::default();
+        self.names(statement, &mut found);
+        out.unresolved = found.unresolved;
+        for (class, reason) in found.missing {
+            raise(&mut out, class, reason);
+        }
+        for (id, what) in &found.nodes {
+            let node = &self.nodes[*id];
+            out.catalog_code = true;
+            raise(&mut out, node.class, format!("{what}: {}", node.reason));
+        }
+        if !unsettled.is_empty() {
+            let changing = statement
+                .code
+                .calls
+                .iter()
+                .map(|(_, name, _)| name)
+                .chain(statement.code.operators.iter().map(|(_, s)| s))
+                .chain(statement.code.types.iter().map(|(_, t)| t))
+                .map(String::as_str)
+                .chain(
+                    statement
+                        .relations
+                        .iter()
+                        .filter(|r| r.object == ObjectKind::Relation)
+                        .map(|r| split(&r.name).1),
+                )
+                .find(|name| unsettled.contains(name))
+                .map(str::to_owned)
+                .or_else(|| self.reaches(found.nodes.iter().map(|(id, _)| *id), unsettled));
+            if let Some(name) = changing {
+                out.unresolved = true;
+                raise(
+                    &mut out,
+                    Class::Unknown,
+                    format!("`{name}` is being changed by another statement whose change belay has not yet read from the catalog, so belay cannot tell what it does now; send this again once that change is committed"),
+                );
+            }
+        }
+        Some(out)
+    }
+
+    /// The first name in `unsettled` among the nodes reachable from `start`.
+    fn reaches(
+        &self,
+        start: impl Iterator<Item = NodeId>,
+        unsettled: &Unsettled,
+    ) -> Option<String> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack: Vec<NodeId> = start.collect();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            let node = &self.nodes[id];
+            if unsettled.contains(&node.name) {
+                return Some(node.name.clone());
+            }
+            stack.extend(node.deps.iter().map(|(d, _)| *d).filter(|d| !seen[*d]));
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    nodes: Vec<(NodeId, String)>,
+    missing: Vec<(Class, String)>,
+    unresolved: bool,
+}
+
+/// `schema.name` (or `db.schema.name`) into the schema, if any, and the name.
+fn split(name: &str) -> (Option<&str>, &str) {
+    let mut parts = name.rsplitn(3, '.');
+    let last = parts.next().unwrap_or(name);
+    (parts.next(), last)
+}
+
+fn clip(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
+impl Flag {
+    /// The flags a resolution adds.
+    pub(crate) fn from_resolution(r: &Resolution) -> Vec<Flag> {
+        let mut flags = Vec::new();
+        if r.catalog_code {
+            flags.push(Flag::CatalogCode);
+        }
+        if r.unresolved {
+            flags.push(Flag::UnknownFunction);
+        }
+        flags
+    }
+}
+
+impl Statement {
+    /// This statement with `resolution` applied: its class and reason become those of
+    /// everything it runs, and its flags say so.
+    pub fn apply(&mut self, resolution: &Resolution) {
+        self.class = resolution.class;
+        self.reason = resolution.reason.clone();
+        self.flags.extend(Flag::from_resolution(resolution));
+    }
+}
