@@ -443,6 +443,20 @@ fn catalog_sql() -> String {
             user("tn"),
             user("fn")
         ),
+        // Operators on user-defined types run wherever values of the type are compared,
+        // sorted, grouped or hashed, named or not.
+        format!(
+            "SELECT 'typeop', tn.nspname::text, t.typname::text, fn.nspname::text, f.proname::text, NULL, NULL \
+             FROM pg_operator o JOIN pg_type t ON t.oid IN (o.oprleft, o.oprright) \
+               JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_proc f ON f.oid = o.oprcode JOIN pg_namespace fn ON fn.oid = f.pronamespace \
+             WHERE {}",
+            user("tn")
+        ),
+            "SELECT 'event', NULL, e.evtname::text, fn.nspname::text, f.proname::text, NULL, NULL \
+             FROM pg_event_trigger e JOIN pg_proc f ON f.oid = e.evtfoid \
+               JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE e.evtenabled <> 'D'"
+            .to_owned(),
         // Operators: their function, and estimators that are not built-in.
         format!(
             "SELECT 'operator', n.nspname::text, o.oprname::text, fn.nspname::text, f.proname::text, NULL, NULL \
@@ -524,12 +538,18 @@ fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
                 }
             }
             "b" => source.builtins.push(name),
-            "view" => object(&mut source.relations, &mut relations, &schema, &name)
-                .on_read
-                .push(Stored {
-                    label: format!("view {qualified}"),
+            "view" => {
+                let o = object(&mut source.relations, &mut relations, &schema, &name);
+                let label = format!("view {qualified}");
+                o.on_read.push(Stored {
+                    label: label.clone(),
                     what: text(col(3)),
-                }),
+                });
+                o.on_write.push(Stored {
+                    label,
+                    what: StoredCode::WritesThrough(col(3)),
+                });
+            }
             "rule" | "trigger" => {
                 let piece = Stored {
                     label: format!("{kind} `{}` of {qualified}", col(5)),
@@ -594,6 +614,16 @@ fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
                 o.on_read.push(piece.clone());
                 o.on_write.push(piece);
             }
+            "event" => source.event_triggers.push(Stored {
+                label: format!("event trigger `{name}`"),
+                what: StoredCode::Call(col(3), col(4)),
+            }),
+            "typeop" => object(&mut source.types, &mut types, &schema, &name)
+                .on_read
+                .push(Stored {
+                    label: format!("an operator on type {qualified}"),
+                    what: StoredCode::Call(col(3), col(4)),
+                }),
             "typefn" | "cast" => {
                 let piece = Stored {
                     label: format!(

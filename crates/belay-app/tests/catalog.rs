@@ -73,6 +73,12 @@ CREATE FUNCTION eq_wipe(int, text) RETURNS bool LANGUAGE plpgsql
   AS $$ BEGIN DELETE FROM victims; RETURN true; END $$;
 CREATE OPERATOR === (LEFTARG = int, RIGHTARG = text, FUNCTION = eq_wipe);
 CREATE TABLE defaulted (id int, x int DEFAULT lookup(1));
+CREATE VIEW log_view AS SELECT id, note FROM log;
+CREATE TYPE mood AS ENUM ('calm', 'cross');
+CREATE FUNCTION mood_lt(mood, mood) RETURNS bool LANGUAGE plpgsql
+  AS $$ BEGIN DELETE FROM victims; RETURN false; END $$;
+CREATE OPERATOR < (LEFTARG = mood, RIGHTARG = mood, FUNCTION = mood_lt);
+CREATE TABLE moods (m mood);
 CREATE FUNCTION fresh() RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION settled() RETURNS int LANGUAGE sql AS 'SELECT 2';
 CREATE FUNCTION drifting() RETURNS int LANGUAGE sql AS 'SELECT 3';
@@ -87,12 +93,21 @@ fn harness() -> &'static Harness {
         cluster
             .psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'")
             .unwrap();
-        for db in ["staging", "production"] {
+        for db in ["staging", "production", "events"] {
             cluster
                 .psql("postgres", &format!("CREATE DATABASE {db} OWNER belay"))
                 .unwrap();
             cluster.psql(db, &format!("SET ROLE belay; {CODE}")).unwrap();
         }
+        // An event trigger (a superuser's) that destroys data on every schema change.
+        cluster
+            .psql(
+                "events",
+                "CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN DELETE FROM victims; END $$; \
+                 CREATE EVENT TRIGGER guard ON ddl_command_end EXECUTE FUNCTION on_ddl();",
+            )
+            .unwrap();
         std::fs::write(dir.path().join("upstream-password"), "upstream-secret\n").unwrap();
         std::fs::write(dir.path().join("policy.cedar"), belay_policy::DEFAULT_POLICY).unwrap();
         let env = |name: &str, tier: &str| {
@@ -108,7 +123,7 @@ fn harness() -> &'static Harness {
             "state_dir = \"state\"\npolicy = \"policy.cedar\"\n[sql]\ncatalog_refresh = \"1s\"\n{}{}",
             env("staging", "non-production"),
             env("production", "production"),
-        );
+        ) + &env("events", "non-production");
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
         let app = Arc::new(App::open(Config::load(&path, &NoEnv).unwrap()).unwrap());
@@ -116,7 +131,7 @@ fn harness() -> &'static Harness {
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
             ("reader", &[("staging", Class::Read), ("production", Class::Read)][..]),
-            ("writer", &[("staging", Class::Write)][..]),
+            ("writer", &[("staging", Class::Write), ("events", Class::Ddl)][..]),
             ("builder", &[("staging", Class::Destructive)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
@@ -248,6 +263,8 @@ fn writes_are_what_the_triggers_rules_domains_and_defaults_they_fire_do() {
             "INSERT INTO typed VALUES (1)",
             "INSERT INTO defaulted (id) VALUES (1)",
             "UPDATE secrets SET v = 'b' WHERE id = 1",
+            "INSERT INTO log_view (note) VALUES ('through the view')",
+            "SELECT count(*) FROM moods WHERE m < 'cross'",
         ] {
             refused.push((sql, refusal(&writer, sql).await));
         }
@@ -278,6 +295,23 @@ fn writes_are_what_the_triggers_rules_domains_and_defaults_they_fire_do() {
     assert_eq!(
         upstream("staging", "SELECT balance FROM accounts WHERE id = 1"),
         "101"
+    );
+}
+
+#[test]
+fn a_schema_change_is_what_the_event_triggers_it_fires_do() {
+    let refused = block(async {
+        let writer = client("writer", "events").await;
+        refusal(&writer, "CREATE TABLE fresh_table (id int)").await
+    });
+    assert_eq!(refused.0, "YB001", "{}", refused.1);
+    assert!(refused.1.contains("event trigger"), "{}", refused.1);
+    assert_eq!(
+        upstream(
+            "events",
+            "SELECT count(*) FROM victims WHERE to_regclass('fresh_table') IS NULL"
+        ),
+        "2"
     );
 }
 

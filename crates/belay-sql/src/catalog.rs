@@ -39,6 +39,8 @@ pub struct Source {
     pub operators: Vec<ObjectSource>,
     /// User-defined types (domains, composite, enum, range, base types and their arrays).
     pub types: Vec<ObjectSource>,
+    /// Event triggers: code that runs on every schema change.
+    pub event_triggers: Vec<Stored>,
 }
 
 /// One function.
@@ -86,6 +88,8 @@ pub enum StoredCode {
     Type(String, String),
     /// A write to the relation `(schema, name)` (a foreign key's cascade).
     Writes(String, String),
+    /// A view's query, written through: a write to the view writes what it reads.
+    WritesThrough(String),
 }
 
 /// Names the caller knows are being changed, by unqualified name.
@@ -129,6 +133,8 @@ pub struct Catalog {
     relations: HashMap<String, Vec<(String, NodeId, NodeId)>>,
     operators: HashMap<String, Vec<(String, NodeId)>>,
     types: HashMap<String, Vec<(String, NodeId, NodeId)>>,
+    /// The event triggers, as one node.
+    event_triggers: Option<NodeId>,
 }
 
 /// What resolving a statement against a catalog found.
@@ -184,6 +190,9 @@ impl Catalog {
                 .or_default()
                 .push((t.schema.clone(), read, write));
         }
+        if !source.event_triggers.is_empty() {
+            catalog.event_triggers = Some(catalog.node(""));
+        }
         // Then what each one does directly, and what it depends on.
         let mut id = 0;
         for f in &source.functions {
@@ -207,6 +216,9 @@ impl Catalog {
             catalog.define(id, &t.on_read, limits);
             catalog.define(id + 1, &t.on_write, limits);
             id += 2;
+        }
+        if let Some(events) = catalog.event_triggers {
+            catalog.define(events, &source.event_triggers, limits);
         }
         catalog.settle();
         catalog
@@ -327,6 +339,19 @@ impl Catalog {
                         .deps
                         .extend(found.nodes.into_iter().map(|(n, _)| (n, label.clone())));
                 }
+                StoredCode::WritesThrough(text) => {
+                    let statement = analyze_code(text, limits);
+                    let mut written = Vec::new();
+                    for relation in &statement.relations {
+                        let (schema, name) = split(&relation.name);
+                        for (s, _, write) in self.relations.get(name).into_iter().flatten() {
+                            if schema.is_none_or(|want| same_schema(want, s)) {
+                                written.push((*write, piece.label.clone()));
+                            }
+                        }
+                    }
+                    self.nodes[id].deps.extend(written);
+                }
                 StoredCode::Type(schema, name) => {
                     for (s, read, write) in self.types.get(name).into_iter().flatten() {
                         if s == schema {
@@ -381,19 +406,31 @@ impl Catalog {
 
     /// The nodes `statement` reaches by name, and the names it cannot resolve.
     fn names(&self, statement: &Statement, found: &mut Found) {
+        if let Some(events) = self.event_triggers {
+            let ddl = statement
+                .code
+                .base
+                .as_ref()
+                .is_some_and(|(class, _)| *class >= Class::Ddl);
+            if ddl || statement.code.changes.is_some() {
+                found
+                    .nodes
+                    .push((events, "the database's event triggers".to_owned()));
+            }
+        }
         for (schema, name, known) in &statement.code.calls {
             self.call(schema.as_deref(), name, *known, found);
         }
         for (schema, symbol) in &statement.code.operators {
             for (s, id) in self.operators.get(symbol).into_iter().flatten() {
-                if schema.as_deref().is_none_or(|want| want == s) {
+                if schema.as_deref().is_none_or(|want| same_schema(want, s)) {
                     found.nodes.push((*id, format!("operator `{s}.{symbol}`")));
                 }
             }
         }
         for (schema, name) in &statement.code.types {
             for (s, read, write) in self.types.get(name).into_iter().flatten() {
-                if schema.as_deref().is_none_or(|want| want == s) {
+                if schema.as_deref().is_none_or(|want| same_schema(want, s)) {
                     found.nodes.push((*read, format!("type `{s}.{name}`")));
                     found.nodes.push((*write, format!("type `{s}.{name}`")));
                 }
@@ -405,7 +442,7 @@ impl Catalog {
             }
             let (schema, name) = split(&relation.name);
             for (s, read, write) in self.relations.get(name).into_iter().flatten() {
-                if schema.is_none_or(|want| want == s) {
+                if schema.is_none_or(|want| same_schema(want, s)) {
                     let id = match relation.access {
                         Access::Read => *read,
                         Access::Write | Access::Alter => *write,
@@ -421,7 +458,7 @@ impl Catalog {
         let mut any = false;
         if schema != Some("pg_catalog") {
             for (s, id) in self.functions.get(name).into_iter().flatten() {
-                if schema.is_none_or(|want| want == s) {
+                if schema.is_none_or(|want| same_schema(want, s)) {
                     found.nodes.push((*id, format!("function `{s}.{name}`")));
                     any = true;
                 }
@@ -534,6 +571,12 @@ struct Found {
     nodes: Vec<(NodeId, String)>,
     missing: Vec<(Class, String)>,
     unresolved: bool,
+}
+
+/// Whether a name qualified with `want` may be an object of schema `have`: `pg_temp` is the
+/// session's own temporary schema, `pg_temp_N` in the catalog.
+fn same_schema(want: &str, have: &str) -> bool {
+    want == have || (want == "pg_temp" && have.starts_with("pg_temp_"))
 }
 
 /// `schema.name` (or `db.schema.name`) into the schema, if any, and the name.

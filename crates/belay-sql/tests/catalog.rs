@@ -58,6 +58,27 @@ fn catalog() -> Catalog {
             },
             ObjectSource {
                 schema: "public".to_owned(),
+                name: "through".to_owned(),
+                on_read: vec![Stored {
+                    label: "view `public.through`".to_owned(),
+                    what: StoredCode::Text("SELECT id FROM public.audited".to_owned()),
+                }],
+                on_write: vec![Stored {
+                    label: "view `public.through`".to_owned(),
+                    what: StoredCode::WritesThrough("SELECT id FROM public.audited".to_owned()),
+                }],
+            },
+            ObjectSource {
+                schema: "pg_temp_3".to_owned(),
+                name: "scratch".to_owned(),
+                on_read: vec![Stored {
+                    label: "view `pg_temp_3.scratch`".to_owned(),
+                    what: StoredCode::Text("SELECT wipes()".to_owned()),
+                }],
+                on_write: Vec::new(),
+            },
+            ObjectSource {
+                schema: "public".to_owned(),
                 name: "v".to_owned(),
                 on_read: vec![Stored {
                     label: "view `public.v`".to_owned(),
@@ -76,6 +97,7 @@ fn catalog() -> Catalog {
             on_write: Vec::new(),
         }],
         types: Vec::new(),
+        event_triggers: Vec::new(),
     };
     Catalog::build(&source, &Limits::default())
 }
@@ -114,6 +136,12 @@ fn functions_are_the_class_of_their_bodies_through_every_chain() {
         ("EXPLAIN SELECT wipes()", Class::Destructive),
         ("CALL wipes()", Class::Destructive),
         ("DO $$ BEGIN PERFORM wipes(); END $$", Class::Destructive),
+        // A write to a view writes the table it reads, and fires that table's triggers.
+        ("UPDATE through SET id = 2 WHERE id = 1", Class::Destructive),
+        ("SELECT * FROM through", Class::Read),
+        // A temporary view is the session's `pg_temp`, `pg_temp_N` in the catalog.
+        ("SELECT * FROM pg_temp.scratch", Class::Destructive),
+        ("SELECT * FROM scratch", Class::Destructive),
     ];
     for (sql, want) in cases {
         let (class, reason, _) = resolved(&c, sql, &none);
@@ -128,6 +156,33 @@ fn functions_are_the_class_of_their_bodies_through_every_chain() {
     let (_, reason, flags) = resolved(&c, "SELECT not_there()", &none);
     assert!(reason.contains("neither a built-in"), "{reason}");
     assert!(flags.contains(&Flag::UnknownFunction), "{flags:?}");
+}
+
+#[test]
+fn schema_changes_are_what_the_event_triggers_they_fire_do() {
+    let source = Source {
+        functions: vec![function(
+            "on_ddl",
+            "plpgsql",
+            'v',
+            Some("BEGIN DROP TABLE IF EXISTS important; END"),
+        )],
+        event_triggers: vec![Stored {
+            label: "event trigger `guard`".to_owned(),
+            what: StoredCode::Call("public".to_owned(), "on_ddl".to_owned()),
+        }],
+        ..Source::default()
+    };
+    let c = Catalog::build(&source, &Limits::default());
+    let none = Unsettled::default();
+    let (class, reason, _) = resolved(&c, "CREATE TABLE x (id int)", &none);
+    assert_eq!(class, Class::Destructive, "{reason}");
+    assert!(reason.contains("event trigger"), "{reason}");
+    assert_eq!(resolved(&c, "SELECT 1", &none).0, Class::Read);
+    assert_eq!(
+        resolved(&c, "INSERT INTO x VALUES (1)", &none).0,
+        Class::Write
+    );
 }
 
 #[test]
