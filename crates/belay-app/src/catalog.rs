@@ -76,9 +76,9 @@ pub(crate) struct View {
     tried_at: Option<Instant>,
     /// What is being changed; shared until it changes.
     pub(crate) unsettled: Arc<Unsettled>,
-    /// Changes ended but not yet read back: the next statement that depends on the catalog
-    /// reads it first.
-    dirty: bool,
+    /// Changes ended but not yet read back: a statement that reaches one of them has the
+    /// catalog read first.
+    pub(crate) dirty: bool,
 }
 
 /// Changes through belay that the copy does not show yet.
@@ -103,22 +103,21 @@ impl Pending {
 }
 
 impl UpstreamCatalog {
-    /// The copy to decide by, if it is current: read, not older than `refresh`, and no change
-    /// through belay ended since.
+    /// The copy to decide by, if it is current: read, and not older than `refresh`. (What
+    /// changed through belay since is unsettled in it.)
     pub(crate) fn current(&self, refresh: Duration) -> Option<View> {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = view.catalog.is_some()
-            && !view.dirty
-            && view.read_at.is_some_and(|at| at.elapsed() < refresh);
+        let fresh = view.catalog.is_some() && view.read_at.is_some_and(|at| at.elapsed() < refresh);
         fresh.then(|| view.clone())
     }
 
-    /// Reads the catalog again unless another session just did; blocks. A failure keeps
-    /// the old copy (changes through belay stay unsettled, so nothing is decided by a stale
-    /// definition) and says why.
-    pub(crate) fn load(&self, refresh: Duration, limits: &Limits) -> View {
+    /// Reads the catalog again unless another session just did (and, with `settle`, no
+    /// change through belay has ended since); blocks. A failure keeps the old copy (changes
+    /// through belay stay unsettled, so nothing is decided by a stale definition) and says
+    /// why.
+    pub(crate) fn load(&self, refresh: Duration, limits: &Limits, settle: bool) -> View {
         let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(view) = self.current(refresh) {
+        if let Some(view) = self.current(refresh).filter(|v| !settle || !v.dirty) {
             return view;
         }
         {
@@ -138,7 +137,7 @@ impl UpstreamCatalog {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         match read {
             Ok(source) => {
-                let catalog = Catalog::build(&source, limits);
+                let catalog = Catalog::rebuild(&source, limits, view.catalog.as_deref());
                 tracing::debug!(upstream = %self.label, objects = catalog.len(), "read the catalog");
                 pending.ended.retain(|(s, _)| *s > seq);
                 view.catalog = Some(Arc::new(catalog));
@@ -188,10 +187,11 @@ impl UpstreamCatalog {
     }
 }
 
-/// `analysis` with what `view`'s catalog says about the code its statements reach; the same
-/// `Arc` when that changes nothing.
-pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> Arc<Analysis> {
+/// `analysis` with what `view`'s catalog says about the code its statements reach (the same
+/// `Arc` when that changes nothing), and whether a statement reached something being changed.
+pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> (Arc<Analysis>, bool) {
     let mut changed: Option<Analysis> = None;
+    let mut unsettled = false;
     for (i, statement) in analysis.statements.iter().enumerate() {
         let resolution = match &view.catalog {
             Some(catalog) => catalog.resolve(statement, &view.unsettled),
@@ -204,6 +204,7 @@ pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> Arc<Analysis> {
                     ),
                     catalog_code: false,
                     unresolved: true,
+                    unsettled: false,
                 })
             }
             None => None,
@@ -211,6 +212,7 @@ pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> Arc<Analysis> {
         let Some(resolution) = resolution else {
             continue;
         };
+        unsettled |= resolution.unsettled;
         let same = resolution.class == statement.class
             && resolution.reason == statement.reason
             && (!resolution.catalog_code || statement.flags.contains(&Flag::CatalogCode))
@@ -222,13 +224,14 @@ pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> Arc<Analysis> {
                 .apply(&resolution);
         }
     }
-    match changed {
+    let resolved = match changed {
         Some(mut resolved) => {
             resolved.reclassify();
             Arc::new(resolved)
         }
         None => analysis,
-    }
+    };
+    (resolved, unsettled)
 }
 
 /// Whether what `statement` does may depend on code in the catalog.

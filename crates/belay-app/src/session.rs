@@ -436,6 +436,7 @@ impl AppSession {
                 message: parser,
                 detail: Some(detail),
                 hint: None,
+                position: analysis.and_then(|a| a.statements.first()?.error_position),
             };
         }
         let (code, message, hint) = match decision.verdict {
@@ -462,6 +463,7 @@ impl AppSession {
             message,
             detail: Some(detail),
             hint: Some(hint),
+            position: None,
         }
     }
 
@@ -556,15 +558,24 @@ impl AppSession {
         let by_text = repeated.is_some();
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
         let refresh = self.app.config.sql.catalog_refresh;
+        let limits = self.app.classifier.limits();
         let view = match self.catalog.current(refresh) {
             Some(view) => view,
             None if !may_block => return None,
-            None => self.catalog.load(refresh, self.app.classifier.limits()),
+            None => self.catalog.load(refresh, limits, false),
         };
-        let analysis = self.capped(catalog::resolve(
-            &view,
-            self.resolve(sql, classified.clone()),
-        ));
+        let prepared = self.resolve(sql, classified.clone());
+        let (mut resolved, unsettled) = catalog::resolve(&view, prepared.clone());
+        // It reaches what a change through belay that has ended since touched: the catalog
+        // is read again first, and only what is still being changed stays unknown.
+        if unsettled && view.dirty {
+            if !may_block {
+                return None;
+            }
+            let view = self.catalog.load(refresh, limits, true);
+            resolved = catalog::resolve(&view, prepared).0;
+        }
+        let analysis = self.capped(resolved);
         if let Some(check) = self.repeat_read(sql, &analysis, phase) {
             // Found by its text, the text is remembered already.
             if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {

@@ -1580,6 +1580,54 @@ fn a_syntax_error_is_the_parser_s_own_answer_without_a_hint_about_grants() {
 }
 
 #[test]
+fn a_syntax_error_points_where_the_server_would() {
+    let texts = [
+        "SELEC 1",
+        "SELECT 1 FROM FROM items",
+        "SELECT (1",
+        "SELECT a FROM items WHERE a = 1 AND AND b",
+        "SELECT 'é', 'ü' FROM FROM items",
+        "SELECT 1;\nSELECT 2 FROM WHERE",
+        "SELECT 'unterminated",
+    ];
+    let (through, direct) = block(async {
+        let c = client("worker", "staging").await;
+        let (d, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=belay password=upstream-secret dbname=staging",
+                harness().cluster.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let answer = |e: tokio_postgres::Error| {
+            let db = e.as_db_error().unwrap().clone();
+            let position = match db.position() {
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+                _ => None,
+            };
+            (
+                db.code().code().to_owned(),
+                db.message().to_owned(),
+                position,
+            )
+        };
+        let (mut through, mut direct) = (Vec::new(), Vec::new());
+        for text in texts {
+            through.push(answer(c.simple_query(text).await.unwrap_err()));
+            direct.push(answer(d.simple_query(text).await.unwrap_err()));
+        }
+        (through, direct)
+    });
+    for ((text, through), direct) in texts.iter().zip(&through).zip(&direct) {
+        assert_eq!(through, direct, "{text}");
+        assert!(through.2.is_some(), "{text}: {through:?}");
+    }
+}
+
+#[test]
 fn refused_startups_are_recorded_and_failed_logins_cannot_flood_the_log() {
     // A gateway of its own: its count of refusals per source starts at zero.
     let h = harness();

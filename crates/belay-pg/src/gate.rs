@@ -27,6 +27,9 @@ pub struct Refusal {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where in the statement's text the error is (1-based, in characters), as the server
+    /// reports a syntax error's place.
+    pub position: Option<usize>,
 }
 
 impl Refusal {
@@ -36,6 +39,7 @@ impl Refusal {
             message: message.into(),
             detail: None,
             hint: None,
+            position: None,
         }
     }
 
@@ -49,6 +53,9 @@ impl Refusal {
         let mut fields = ErrorFields::new(severity, &self.code, self.message);
         fields.detail = self.detail;
         fields.hint = self.hint;
+        if let Some(position) = self.position {
+            fields.other.push((b'P', position.to_string()));
+        }
         fields
     }
 }

@@ -52,6 +52,10 @@ pub struct Statement {
     /// see, for a caller that knows the catalog (`Catalog::resolve`).
     #[serde(skip)]
     pub code: Code,
+    /// For a text that does not parse: where the parser's error is, as PostgreSQL reports
+    /// it (1-based, in characters).
+    #[serde(skip)]
+    pub error_position: Option<usize>,
 }
 
 /// The names in a statement whose meaning lives in the database's catalog.
@@ -284,6 +288,7 @@ impl Analysis {
                     changes: Some(Changes::Anything),
                     ..Code::default()
                 },
+                error_position: None,
             }],
         }
     }

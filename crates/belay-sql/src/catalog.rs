@@ -135,6 +135,8 @@ pub struct Catalog {
     types: HashMap<String, Vec<(String, NodeId, NodeId)>>,
     /// The event triggers, as one node.
     event_triggers: Option<NodeId>,
+    /// The analysis of each piece of code by its text, for the next build.
+    analyses: HashMap<String, Statement>,
 }
 
 /// What resolving a statement against a catalog found.
@@ -146,6 +148,8 @@ pub struct Resolution {
     pub catalog_code: bool,
     /// A name that is neither a built-in nor in the catalog (`Flag::UnknownFunction`).
     pub unresolved: bool,
+    /// The statement reaches something `Unsettled` names (and is `unknown` for it).
+    pub unsettled: bool,
 }
 
 const MAX_REASON: usize = 600;
@@ -153,6 +157,12 @@ const MAX_REASON: usize = 600;
 impl Catalog {
     /// Classifies everything in `source`.
     pub fn build(source: &Source, limits: &Limits) -> Catalog {
+        Catalog::rebuild(source, limits, None)
+    }
+
+    /// Classifies everything in `source`, reusing the analyses of `previous` for code whose
+    /// text has not changed (reading a catalog again after one change parses only that).
+    pub fn rebuild(source: &Source, limits: &Limits, previous: Option<&Catalog>) -> Catalog {
         let mut catalog = Catalog {
             builtins: source.builtins.iter().cloned().collect(),
             ..Catalog::default()
@@ -194,6 +204,9 @@ impl Catalog {
             catalog.event_triggers = Some(catalog.node(""));
         }
         // Then what each one does directly, and what it depends on.
+        if let Some(previous) = previous {
+            catalog.analyses = previous.analyses.clone();
+        }
         let mut id = 0;
         for f in &source.functions {
             let label = format!("function `{}.{}`", f.schema, f.name);
@@ -221,7 +234,38 @@ impl Catalog {
             catalog.define(events, &source.event_triggers, limits);
         }
         catalog.settle();
+        // Keep only what this catalog still holds.
+        let mut texts = std::collections::HashSet::new();
+        for piece in source
+            .relations
+            .iter()
+            .chain(&source.operators)
+            .chain(&source.types)
+            .flat_map(|o| o.on_read.iter().chain(&o.on_write))
+            .chain(&source.event_triggers)
+        {
+            if let StoredCode::Text(t) | StoredCode::WritesThrough(t) = &piece.what {
+                texts.insert(t.as_str());
+            }
+        }
+        texts.extend(
+            source
+                .functions
+                .iter()
+                .filter_map(|f| f.definition.as_deref()),
+        );
+        catalog.analyses.retain(|t, _| texts.contains(t.as_str()));
         catalog
+    }
+
+    /// The analysis of stored code `text`, from the memo when the text was seen before.
+    fn analysis(&mut self, text: &str, limits: &Limits) -> Statement {
+        if let Some(known) = self.analyses.get(text) {
+            return known.clone();
+        }
+        let statement = analyze_code(text, limits);
+        self.analyses.insert(text.to_owned(), statement.clone());
+        statement
     }
 
     /// How many objects with code the catalog holds.
@@ -295,7 +339,7 @@ impl Catalog {
         for piece in pieces {
             match &piece.what {
                 StoredCode::Text(text) => {
-                    let statement = analyze_code(text, limits);
+                    let statement = self.analysis(text, limits);
                     let (class, reason) = statement
                         .code
                         .base
@@ -340,7 +384,7 @@ impl Catalog {
                         .extend(found.nodes.into_iter().map(|(n, _)| (n, label.clone())));
                 }
                 StoredCode::WritesThrough(text) => {
-                    let statement = analyze_code(text, limits);
+                    let statement = self.analysis(text, limits);
                     let mut written = Vec::new();
                     for relation in &statement.relations {
                         let (schema, name) = split(&relation.name);
@@ -495,6 +539,7 @@ impl Catalog {
             reason,
             catalog_code: false,
             unresolved: false,
+            unsettled: false,
         };
         let raise = |out: &mut Resolution, class: Class, reason: String| {
             if class > out.class {
@@ -534,6 +579,7 @@ impl Catalog {
                 .or_else(|| self.reaches(found.nodes.iter().map(|(id, _)| *id), unsettled));
             if let Some(name) = changing {
                 out.unresolved = true;
+                out.unsettled = true;
                 raise(
                     &mut out,
                     Class::Unknown,

@@ -185,10 +185,11 @@ fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
     let parsed = match parse(sql, ParserOptions::DEFAULT) {
         Ok(parsed) => parsed,
         Err(failure) => {
-            return (
-                Analysis::unknown(sql.len(), failure.flag(), failure.message()),
-                false,
-            )
+            let mut analysis = Analysis::unknown(sql.len(), failure.flag(), failure.message());
+            if let ParseFailure::Syntax(message) = &failure {
+                analysis.statements[0].error_position = error_position(sql, message);
+            }
+            return (analysis, false);
         }
     };
 
@@ -319,6 +320,45 @@ pub fn analyze_code(text: &str, limits: &Limits) -> Statement {
     let mut statement = walk.finish(kind.to_owned(), 0..text.len());
     statement.code.changes = None;
     statement
+}
+
+/// Where in `sql` the parser's error `message` points, as PostgreSQL reports it: the
+/// 1-based character position of the token the error is at or near (one past the end for an
+/// error at the end of the input). The parser says which token but not where; each place
+/// that token occurs is tried, in order, by parsing the text up to its end: the first whose
+/// prefix fails with the same message is the one.
+fn error_position(sql: &str, message: &str) -> Option<usize> {
+    const MAX_TRIES: usize = 32;
+    let chars = |bytes: usize| sql.get(..bytes).map(|p| p.chars().count() + 1);
+    if message.ends_with("at end of input") {
+        return chars(sql.len());
+    }
+    let near = message.split_once("at or near \"")?.1.strip_suffix('"')?;
+    let tokens = catch_unwind(|| pg_query::scan(sql)).ok()?.ok();
+    let starts: Vec<(usize, usize)> = match tokens {
+        Some(scanned) => scanned
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let (start, end) = (usize::try_from(t.start).ok()?, usize::try_from(t.end).ok()?);
+                (sql.get(start..end)? == near).then_some((start, end))
+            })
+            .collect(),
+        // The scanner itself failed (an unterminated literal): the text it names starts
+        // where it first occurs.
+        None => return sql.find(near).and_then(chars),
+    };
+    if let [(start, _)] = starts.as_slice() {
+        return chars(*start);
+    }
+    for (start, end) in starts.into_iter().take(MAX_TRIES) {
+        if let Err(ParseFailure::Syntax(m)) = parse(&sql[..end], ParserOptions::DEFAULT) {
+            if m == message {
+                return chars(start);
+            }
+        }
+    }
+    None
 }
 
 /// `sql` with every constant replaced by `$n`, for records that must not hold the values a

@@ -119,6 +119,7 @@ impl<'a> Walk<'a> {
             prepared_effect: None,
             settings: self.settings,
             code,
+            error_position: None,
         }
     }
 
@@ -657,9 +658,10 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Every identifier under `node` (names of relations, functions, types, operators; column
-/// names and strings too, which is harmless): the objects a catalog-changing statement may
-/// change. `false` when the tree is deeper than `depth` allows.
+/// The names of what a catalog-changing statement may change: every identifier under `node`
+/// (relations, functions, types, operators; column names and strings too, which is
+/// harmless) outside what it only computes or reads. `false` when the tree is deeper than
+/// `depth` allows.
 pub(crate) fn identifiers(node: NodeRef<'_>, out: &mut BTreeSet<String>, depth: usize) -> bool {
     if depth == 0 {
         return false;
@@ -675,6 +677,26 @@ pub(crate) fn identifiers(node: NodeRef<'_>, out: &mut BTreeSet<String>, depth: 
             out.insert(r.newname.clone());
             out.insert(r.subname.clone());
         }
+        // A cast's types are what it changes.
+        NodeRef::CreateCastStmt(c) => {
+            for t in [&c.sourcetype, &c.targettype].into_iter().flatten() {
+                out.insert(qualified_name(&t.names).1);
+            }
+        }
+        // What the statement computes or reads, not what it changes: the functions an
+        // expression calls, the types it names, the operators it uses, the relations a view's
+        // query or a rule's action reads. (A rule or view is named by its own relation.)
+        NodeRef::AExpr(_)
+        | NodeRef::FuncCall(_)
+        | NodeRef::TypeCast(_)
+        | NodeRef::TypeName(_)
+        | NodeRef::ColumnRef(_)
+        | NodeRef::AConst(_)
+        | NodeRef::SelectStmt(_)
+        | NodeRef::InsertStmt(_)
+        | NodeRef::UpdateStmt(_)
+        | NodeRef::DeleteStmt(_)
+        | NodeRef::MergeStmt(_) => return true,
         _ => {}
     }
     let mut complete = true;

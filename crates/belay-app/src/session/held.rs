@@ -350,6 +350,7 @@ impl AppSession {
             message,
             detail: Some(detail),
             hint: Some(hint),
+            position: None,
         }
     }
 }
