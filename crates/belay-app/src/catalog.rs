@@ -27,16 +27,21 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How soon a failed read is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// The catalogs of every upstream, by `environment.database`.
+/// The catalogs of every upstream database, by `host:port/database`.
 #[derive(Debug, Default)]
 pub(crate) struct Catalogs {
     upstreams: Mutex<HashMap<String, Arc<UpstreamCatalog>>>,
 }
 
 impl Catalogs {
-    /// The catalog of upstream `db` of `env`.
+    /// The catalog of upstream `db` of `env`: one per database, whichever environments
+    /// reach it, so that a change through one is unsettled for all.
     pub(crate) fn of(&self, env: &Environment, db: &str) -> Arc<UpstreamCatalog> {
-        let label = format!("{}.{db}", env.name);
+        let pg = env.postgres.get(db).cloned();
+        let label = match &pg {
+            Some(pg) => format!("{}:{}/{}", pg.host, pg.port, pg.database),
+            None => format!("{}.{db}", env.name),
+        };
         self.upstreams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -44,7 +49,7 @@ impl Catalogs {
             .or_insert_with(|| {
                 Arc::new(UpstreamCatalog {
                     label,
-                    pg: env.postgres.get(db).cloned(),
+                    pg,
                     view: RwLock::new(View::default()),
                     changes: Mutex::new(Pending::default()),
                     loading: Mutex::new(()),

@@ -234,6 +234,12 @@ fn a_function_that_only_reads_is_a_read_and_one_that_destroys_is_destructive_wha
             "SELECT 1 OPERATOR(public.===) 'a'",
             "EXPLAIN SELECT lookup(1)",
             "SELECT x FROM (SELECT lookup(2) AS x) s",
+            "SELECT 1::checked",
+            "SELECT CAST(2 AS public.checked)",
+            "SELECT LOOKUP(1)",
+            "SELECT staging.public.lookup(1)",
+            "COPY secrets TO STDOUT",
+            "WITH w AS (SELECT lookup(1)) SELECT 1",
         ] {
             refused.push((sql, refusal(&reader, sql).await));
         }

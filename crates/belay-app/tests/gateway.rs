@@ -59,7 +59,7 @@ fn harness() -> &'static Harness {
         std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
         std::fs::write(dir.path().join("other-ca.pem"), certificate_chain().0).unwrap();
         cluster.psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'").unwrap();
-        for db in ["staging", "production"] {
+        for db in ["staging", "production", "watched"] {
             cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER belay")).unwrap();
             cluster.psql(db, &format!("SET ROLE belay; {SCHEMA}")).unwrap();
         }
@@ -77,7 +77,7 @@ fn harness() -> &'static Harness {
                  [environments.{name}.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
                  database = \"{}\"\nuser = \"belay\"\npassword = {{ file = \"upstream-password\" }}\n\
                  {tls}\nfailure_domain = \"db\"\n",
-                if name == "production" { "production" } else { "staging" }
+                match name { "production" | "watched" => name, _ => "staging" }
             )
         };
         let text = format!(
@@ -1337,9 +1337,9 @@ fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
     // encoding when called: belay still takes it for the read it was, and the server's
     // report of the new encoding must end the session before anything else is read under
     // it. (Its own environment, so that no other test's statement reads the catalog again
-    // in between.)
+    // in between, nor into its database.)
     upstream(
-        "staging",
+        "watched",
         "SET ROLE belay; CREATE OR REPLACE FUNCTION switch_encoding() RETURNS text \
          LANGUAGE sql AS $$ SELECT 'none'::text $$",
     );
@@ -1348,7 +1348,7 @@ fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
         c.simple_query("SELECT switch_encoding()").await.unwrap();
     });
     upstream(
-        "staging",
+        "watched",
         "SET ROLE belay; CREATE OR REPLACE FUNCTION switch_encoding() RETURNS text \
          LANGUAGE sql AS $$ SELECT set_config('client_encoding', 'SJIS', false) $$",
     );
