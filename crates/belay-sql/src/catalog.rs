@@ -422,28 +422,31 @@ impl Catalog {
 
     /// Raises every node to the class of what it depends on, until nothing changes.
     fn settle(&mut self) {
-        loop {
-            let mut changed = false;
-            for id in 0..self.nodes.len() {
-                let deps = std::mem::take(&mut self.nodes[id].deps);
-                for (dep, label) in &deps {
-                    if self.nodes[*dep].class > self.nodes[id].class {
-                        let (class, reason) = (self.nodes[*dep].class, &self.nodes[*dep].reason);
-                        let reason = if label.is_empty() || reason.starts_with(label.as_str()) {
-                            reason.clone()
-                        } else {
-                            format!("{label}: {reason}")
-                        };
-                        let node = &mut self.nodes[id];
-                        node.class = class;
-                        node.reason = clip(reason);
-                        changed = true;
-                    }
-                }
-                self.nodes[id].deps = deps;
+        // A worklist over the reversed edges: each node is raised at most once per class, so
+        // the work is bounded by the edges times the classes, whatever the order.
+        let mut dependents: Vec<Vec<(NodeId, usize)>> = vec![Vec::new(); self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            for (edge, (dep, _)) in node.deps.iter().enumerate() {
+                dependents[*dep].push((id, edge));
             }
-            if !changed {
-                break;
+        }
+        let mut work: Vec<NodeId> = (0..self.nodes.len()).collect();
+        while let Some(dep) = work.pop() {
+            let (class, reason) = (self.nodes[dep].class, self.nodes[dep].reason.clone());
+            for &(id, edge) in &dependents[dep] {
+                if class <= self.nodes[id].class {
+                    continue;
+                }
+                let label = &self.nodes[id].deps[edge].1;
+                let reason = if label.is_empty() || reason.starts_with(label.as_str()) {
+                    reason.clone()
+                } else {
+                    format!("{label}: {reason}")
+                };
+                let node = &mut self.nodes[id];
+                node.class = class;
+                node.reason = clip(reason);
+                work.push(id);
             }
         }
     }
