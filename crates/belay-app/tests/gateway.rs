@@ -46,7 +46,13 @@ const SCHEMA: &str = "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        // Under the witness (`tests/witness.rs`), the run's directory stays where it is told,
+        // and the server logs every statement it runs.
+        let witness = std::env::var_os("BELAY_WITNESS_DIR");
+        let dir = match &witness {
+            Some(root) => tempfile::tempdir_in(root).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -58,6 +64,15 @@ fn harness() -> &'static Harness {
         cluster.enable_ssl(&cert_pem, &key_pem).unwrap();
         std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
         std::fs::write(dir.path().join("other-ca.pem"), certificate_chain().0).unwrap();
+        if witness.is_some() {
+            for sql in [
+                "ALTER SYSTEM SET log_statement = 'all'",
+                "ALTER SYSTEM SET log_line_prefix = '@@@%a@@@ '",
+                "SELECT pg_reload_conf()",
+            ] {
+                cluster.psql("postgres", sql).unwrap();
+            }
+        }
         cluster.psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'").unwrap();
         for db in ["staging", "production", "watched"] {
             cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER belay")).unwrap();

@@ -264,17 +264,13 @@ fn server_statements(log: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_statement_the_server_ran_is_one_belay_allowed() {
-    let (run, runtime, addr, tokens) = setup();
-    runtime.block_on(drive(addr, &tokens["worker"]));
-    // Read summaries are written at least every second, and recorded events within 10 ms.
-    std::thread::sleep(Duration::from_millis(2500));
-    let events = run.app.store().events(1, 1_000_000).unwrap();
+/// The statements in the server's log `log` that no allowed decision in `events` explains,
+/// and how many read texts the audit log only counted (without them no check is whole).
+fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u64) {
     let mut allowed: BTreeSet<String> = BTreeSet::new();
     let mut hashes: BTreeSet<String> = BTreeSet::new();
     let mut uncounted = 0;
-    for e in &events {
+    for e in events {
         match e.draft.kind.as_str() {
             "statement" if e.draft.verdict.as_deref() == Some("allow") => {
                 if let Some(sql) = e.draft.detail["sql"].as_str() {
@@ -293,14 +289,8 @@ fn every_statement_the_server_ran_is_one_belay_allowed() {
             _ => {}
         }
     }
-    let ran = server_statements(&run.cluster.log());
-    assert!(
-        ran.len() > 100,
-        "the corpus ran: {} statements logged",
-        ran.len()
-    );
     let mut unexplained = Vec::new();
-    for sql in &ran {
+    for sql in ran {
         // An approved statement in a session pinned read-only runs behind belay's own prefix.
         let sql = sql
             .strip_prefix("SET transaction_read_only = off; ")
@@ -311,6 +301,23 @@ fn every_statement_the_server_ran_is_one_belay_allowed() {
             unexplained.push(sql.to_owned());
         }
     }
+    (unexplained, uncounted)
+}
+
+#[test]
+fn every_statement_the_server_ran_is_one_belay_allowed() {
+    let (run, runtime, addr, tokens) = setup();
+    runtime.block_on(drive(addr, &tokens["worker"]));
+    // Read summaries are written at least every second, and recorded events within 10 ms.
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = run.app.store().events(1, 1_000_000).unwrap();
+    let ran = server_statements(&run.cluster.log());
+    assert!(
+        ran.len() > 100,
+        "the corpus ran: {} statements logged",
+        ran.len()
+    );
+    let (unexplained, uncounted) = unexplained(&events, &ran);
     assert_eq!(uncounted, 0, "every read text was kept one by one");
     assert!(
         unexplained.is_empty(),
@@ -339,5 +346,65 @@ fn every_statement_the_server_ran_is_one_belay_allowed() {
             )
             .unwrap(),
         "0"
+    );
+}
+
+/// The gateway's own test suite (`tests/gateway.rs`: every bypass, every protocol path, TLS,
+/// approvals, limits) run once more with its server logging every statement: every statement
+/// the server ran for an agent must be one belay allowed there too. The suite's binary is the
+/// one cargo built beside this one.
+#[test]
+fn every_statement_the_gateway_suite_ran_is_one_belay_allowed() {
+    let me = std::env::current_exe().unwrap();
+    let deps = me.parent().unwrap();
+    let suite = std::fs::read_dir(deps)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("gateway-") && !n.contains('.'))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no gateway test binary beside {}: build it with `cargo test -p belay-app --no-run`",
+                me.display()
+            )
+        });
+    let witness = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&suite)
+        .env("BELAY_WITNESS_DIR", witness.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the gateway suite failed under the witness:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_dir(witness.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("belay.toml").exists())
+        .expect("the suite's directory");
+    let app = App::open(Config::load(&run.join("belay.toml"), &FilesOnly).unwrap()).unwrap();
+    let events = app.store().events(1, 10_000_000).unwrap();
+    let log = std::fs::read_to_string(run.join("pg").join("server.log")).unwrap();
+    let ran = server_statements(&log);
+    assert!(
+        ran.len() > 200,
+        "the suite ran: {} statements logged",
+        ran.len()
+    );
+    // The check can fail: without belay's decisions nothing would be explained.
+    assert_eq!(unexplained(&[], &ran).0.len(), ran.len());
+    let (unexplained, uncounted) = unexplained(&events, &ran);
+    assert!(
+        unexplained.is_empty(),
+        "the server ran statements belay did not allow ({uncounted} read texts only counted):\n{}",
+        unexplained.join("\n---\n")
     );
 }
