@@ -79,8 +79,11 @@ pub(crate) struct View {
     /// Why the last read failed, if it did, and when it was tried.
     pub(crate) failure: Option<String>,
     tried_at: Option<Instant>,
-    /// What is being changed; shared until it changes.
+    /// What is being changed, by anyone; shared until it changes.
     pub(crate) unsettled: Arc<Unsettled>,
+    /// The same by session, and what has ended but not been read back.
+    held: Arc<HashMap<u64, Unsettled>>,
+    ended: Arc<Unsettled>,
     /// Changes ended but not yet read back: a statement that reaches one of them has the
     /// catalog read first.
     pub(crate) dirty: bool,
@@ -97,15 +100,53 @@ struct Pending {
 }
 
 impl Pending {
-    fn unsettled(&self) -> Unsettled {
+    /// Publishes what is being changed in `view`.
+    fn publish(&self, view: &mut View) {
         let mut all = Unsettled::default();
-        for u in self.held.values().chain(self.ended.iter().map(|(_, u)| u)) {
+        let mut ended = Unsettled::default();
+        for (_, u) in &self.ended {
+            ended.anything |= u.anything;
+            ended.names.extend(u.names.iter().cloned());
+        }
+        for u in self.held.values().chain([&ended]) {
             all.anything |= u.anything;
             all.names.extend(u.names.iter().cloned());
         }
-        all
+        view.unsettled = Arc::new(all);
+        view.held = Arc::new(self.held.clone());
+        view.ended = Arc::new(ended);
     }
 }
+
+impl View {
+    /// What is being changed as session `session` sees it: what others change (and what
+    /// has ended unread) is unknown; what its own open transaction changes has the class
+    /// of the code it gave it, in `own`.
+    fn unsettled_for(&self, session: u64, own: &Own) -> std::borrow::Cow<'_, Unsettled> {
+        use std::borrow::Cow;
+        let mine = self.held.get(&session);
+        if own.is_empty() && (mine.is_none() || self.unsettled.is_empty()) {
+            return Cow::Borrowed(&self.unsettled);
+        }
+        let mut others = (*self.ended).clone();
+        for (id, u) in self.held.iter() {
+            others.anything |= u.anything;
+            if *id != session {
+                others.names.extend(u.names.iter().cloned());
+            } else {
+                // Its own changes whose code it did not classify are unknown to it too.
+                others
+                    .names
+                    .extend(u.names.iter().filter(|n| !own.contains_key(*n)).cloned());
+            }
+        }
+        others.own = own.clone();
+        Cow::Owned(others)
+    }
+}
+
+/// What a session's open transaction gave the names it changes: the class of their code.
+pub(crate) type Own = std::collections::BTreeMap<String, (Class, String)>;
 
 impl UpstreamCatalog {
     /// The copy to decide by, if it is current: read, and not older than `refresh`. (What
@@ -156,7 +197,7 @@ impl UpstreamCatalog {
             }
         }
         view.tried_at = Some(begun);
-        view.unsettled = Arc::new(pending.unsettled());
+        pending.publish(&mut view);
         view.clone()
     }
 
@@ -168,11 +209,7 @@ impl UpstreamCatalog {
             Changes::Anything => held.anything = true,
             Changes::Named(names) => held.names.extend(names.iter().cloned()),
         }
-        let unsettled = Arc::new(pending.unsettled());
-        self.view
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .unsettled = unsettled;
+        pending.publish(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Session `session`'s transaction ended (or the session did): what it held waits for
@@ -185,21 +222,27 @@ impl UpstreamCatalog {
         pending.seq += 1;
         let seq = pending.seq;
         pending.ended.push((seq, held));
-        let unsettled = Arc::new(pending.unsettled());
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-        view.unsettled = unsettled;
+        pending.publish(&mut view);
         view.dirty = true;
     }
 }
 
 /// `analysis` with what `view`'s catalog says about the code its statements reach (the same
-/// `Arc` when that changes nothing), and whether a statement reached something being changed.
-pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> (Arc<Analysis>, bool) {
+/// `Arc` when that changes nothing), as session `session` with `own` sees it, and whether a
+/// statement reached something being changed.
+pub(crate) fn resolve(
+    view: &View,
+    analysis: Arc<Analysis>,
+    session: u64,
+    own: &Own,
+) -> (Arc<Analysis>, bool) {
     let mut changed: Option<Analysis> = None;
     let mut unsettled = false;
+    let pending = view.unsettled_for(session, own);
     for (i, statement) in analysis.statements.iter().enumerate() {
         let resolution = match &view.catalog {
-            Some(catalog) => catalog.resolve(statement, &view.unsettled),
+            Some(catalog) => catalog.resolve(statement, &pending),
             None if needs_catalog(statement) => {
                 statement.code.base.as_ref().map(|_| belay_sql::Resolution {
                     class: Class::Unknown,
@@ -237,6 +280,40 @@ pub(crate) fn resolve(view: &View, analysis: Arc<Analysis>) -> (Arc<Analysis>, b
         None => analysis,
     };
     (resolved, unsettled)
+}
+
+/// What `statement` (of text `text`), about to run in session `session`, gives the names it
+/// changes: the class of the code it defines or attaches, resolved as the session sees the
+/// catalog. A function's, trigger's or rule's code is analysed as stored code; anything
+/// else is the class of what its expressions call (a view's query, a default, a policy).
+pub(crate) fn code_class(
+    view: &View,
+    statement: &belay_sql::Statement,
+    text: &str,
+    limits: &Limits,
+    session: u64,
+    own: &Own,
+) -> (Class, String) {
+    let stored = matches!(
+        statement.kind.as_str(),
+        "CREATE FUNCTION" | "CREATE PROCEDURE" | "CREATE TRIGGER" | "CREATE RULE"
+    );
+    let mut code = if stored {
+        belay_sql::analyze_code(text, limits)
+    } else {
+        statement.clone()
+    };
+    if !stored {
+        code.code.base = Some((Class::Read, format!("{} only reads", statement.kind)));
+    }
+    let Some(catalog) = &view.catalog else {
+        return (Class::Unknown, "the catalog could not be read".to_owned());
+    };
+    let pending = view.unsettled_for(session, own);
+    match catalog.resolve(&code, &pending) {
+        Some(r) => (r.class, r.reason),
+        None => (code.class, code.reason),
+    }
 }
 
 /// Whether what `statement` does may depend on code in the catalog.

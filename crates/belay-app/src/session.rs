@@ -89,6 +89,8 @@ pub struct AppSession {
     id: u64,
     /// A statement that may change the catalog was forwarded in the open transaction.
     changing: bool,
+    /// What the open transaction's statements gave the names they change.
+    own: catalog::Own,
 }
 
 /// Numbers sessions for the catalog's record of who is changing what.
@@ -245,6 +247,7 @@ impl AppSession {
             catalog,
             id: SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             changing: false,
+            own: catalog::Own::new(),
         }
     }
 
@@ -365,6 +368,29 @@ impl AppSession {
         match self.app.config.environment(&self.environment) {
             Some(env) => boundary::apply_caps(env, analysis),
             None => analysis,
+        }
+    }
+
+    /// Remembers what `analysis` (about to run) gives the names it changes, so that the
+    /// rest of the transaction, which alone sees those changes, is decided by them.
+    fn remember_code(&mut self, view: &catalog::View, sql: &str, analysis: &Analysis) {
+        let limits = self.app.classifier.limits();
+        for statement in &analysis.statements {
+            let Some(belay_sql::Changes::Named(names)) = &statement.code.changes else {
+                continue;
+            };
+            let text = sql.get(statement.span.clone()).unwrap_or(sql);
+            let (class, reason) =
+                catalog::code_class(view, statement, text, limits, self.id, &self.own);
+            for name in names {
+                let entry = self
+                    .own
+                    .entry(name.clone())
+                    .or_insert((class, reason.clone()));
+                if class > entry.0 {
+                    *entry = (class, reason.clone());
+                }
+            }
         }
     }
 
@@ -565,7 +591,8 @@ impl AppSession {
             None => self.catalog.load(refresh, limits, false),
         };
         let prepared = self.resolve(sql, classified.clone());
-        let (mut resolved, unsettled) = catalog::resolve(&view, prepared.clone());
+        let (mut resolved, unsettled) =
+            catalog::resolve(&view, prepared.clone(), self.id, &self.own);
         // It reaches what a change through belay that has ended since touched: the catalog
         // is read again first, and only what is still being changed stays unknown.
         if unsettled && view.dirty {
@@ -573,7 +600,7 @@ impl AppSession {
                 return None;
             }
             let view = self.catalog.load(refresh, limits, true);
-            resolved = catalog::resolve(&view, prepared).0;
+            resolved = catalog::resolve(&view, prepared, self.id, &self.own).0;
         }
         let analysis = self.capped(resolved);
         if let Some(check) = self.repeat_read(sql, &analysis, phase) {
@@ -713,6 +740,7 @@ impl AppSession {
         // From here it runs: what it may change in the catalog is unsettled for every
         // session until its transaction ends and the catalog is read again.
         if let Some(changes) = catalog::changes(&analysis) {
+            self.remember_code(&view, sql, &analysis);
             self.catalog.hold(self.id, &changes);
             self.changing = true;
         }
@@ -836,6 +864,7 @@ impl Session for AppSession {
 
     fn idle(&mut self) {
         if std::mem::take(&mut self.changing) {
+            self.own.clear();
             self.catalog.release(self.id);
         }
     }

@@ -413,3 +413,50 @@ fn a_read_grant_in_production_reads_through_user_functions_that_only_read() {
     assert_eq!(upstream("production", "SELECT count(*) FROM victims"), "2");
     let _ = &harness().app;
 }
+
+#[test]
+fn a_migration_uses_in_its_own_transaction_what_it_just_defined() {
+    let (seen, stamped) = block(async {
+        let builder = client("builder", "staging").await;
+        for sql in [
+            "BEGIN",
+            "CREATE TABLE stamped (id int, at timestamptz)",
+            "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN NEW.at := now(); RETURN NEW; END $$",
+            "CREATE TRIGGER stamp_it BEFORE INSERT ON stamped FOR EACH ROW EXECUTE FUNCTION stamp()",
+            "INSERT INTO stamped (id) VALUES (1)",
+            "CREATE FUNCTION wiper() RETURNS int LANGUAGE plpgsql \
+             AS $$ BEGIN DELETE FROM victims WHERE id < 0; DROP TABLE IF EXISTS nothing_here; RETURN 0; END $$",
+            "SELECT wiper()",
+        ] {
+            builder
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {:?}", e.as_db_error()));
+        }
+        let seen = builder
+            .query_one("SELECT count(*) FROM stamped WHERE at IS NOT NULL", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0));
+        builder.simple_query("COMMIT").await.unwrap();
+        (seen, upstream("staging", "SELECT count(*) FROM stamped"))
+    });
+    assert_eq!(seen.unwrap(), 1);
+    assert_eq!(stamped, "1");
+    // The call was decided by the body its own transaction gave the function.
+    let events = harness().app.store().events(1, 1_000_000).unwrap();
+    let call = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e.draft.kind == "statement" && e.draft.detail["sql"].as_str() == Some("SELECT wiper()")
+        })
+        .expect("the call's decision");
+    assert_eq!(
+        call.draft.class.as_deref(),
+        Some("destructive"),
+        "{:?}",
+        call.draft
+    );
+    victims_intact();
+}

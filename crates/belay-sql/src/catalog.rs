@@ -95,14 +95,18 @@ pub enum StoredCode {
 /// Names the caller knows are being changed, by unqualified name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unsettled {
+    /// Changed by others (or by changes not yet read back): `unknown`.
     pub names: BTreeSet<String>,
     /// Anything may be changing (an extension, code whose changes cannot be named).
     pub anything: bool,
+    /// Changed by the caller's own open transaction, with the class of the code it gave
+    /// them (which only it can see yet).
+    pub own: std::collections::BTreeMap<String, (Class, String)>,
 }
 
 impl Unsettled {
     pub fn is_empty(&self) -> bool {
-        !self.anything && self.names.is_empty()
+        !self.anything && self.names.is_empty() && self.own.is_empty()
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -526,6 +530,7 @@ impl Catalog {
             ));
         } else if !any {
             found.unresolved = true;
+            found.unresolved_names.push(name.to_owned());
             found.missing.push((
                 Class::Unknown,
                 format!("`{shown}` is neither a built-in function nor one of this database's (as of belay's last look at its catalog), so belay cannot tell what it does"),
@@ -552,8 +557,18 @@ impl Catalog {
         };
         let mut found = Found::default();
         self.names(statement, &mut found);
-        out.unresolved = found.unresolved;
+        // A function the caller's own open transaction defines is not in the catalog yet;
+        // what that transaction gave it counts instead (below).
+        let own_only = !found.unresolved_names.is_empty()
+            && found
+                .unresolved_names
+                .iter()
+                .all(|n| unsettled.own.contains_key(n));
+        out.unresolved = found.unresolved && !own_only;
         for (class, reason) in found.missing {
+            if own_only && class == Class::Unknown {
+                continue;
+            }
             raise(&mut out, class, reason);
         }
         for (id, what) in &found.nodes {
@@ -562,7 +577,7 @@ impl Catalog {
             raise(&mut out, node.class, format!("{what}: {}", node.reason));
         }
         if !unsettled.is_empty() {
-            let changing = statement
+            let mut reached: Vec<String> = statement
                 .code
                 .calls
                 .iter()
@@ -577,10 +592,10 @@ impl Catalog {
                         .filter(|r| r.object == ObjectKind::Relation)
                         .map(|r| split(&r.name).1),
                 )
-                .find(|name| unsettled.contains(name))
                 .map(str::to_owned)
-                .or_else(|| self.reaches(found.nodes.iter().map(|(id, _)| *id), unsettled));
-            if let Some(name) = changing {
+                .collect();
+            reached.extend(self.reachable(found.nodes.iter().map(|(id, _)| *id)));
+            if let Some(name) = reached.iter().find(|n| unsettled.contains(n)) {
                 out.unresolved = true;
                 out.unsettled = true;
                 raise(
@@ -589,29 +604,33 @@ impl Catalog {
                     format!("`{name}` is being changed by another statement whose change belay has not yet read from the catalog, so belay cannot tell what it does now; send this again once that change is committed"),
                 );
             }
+            for name in &reached {
+                if let Some((class, reason)) = unsettled.own.get(name) {
+                    raise(
+                        &mut out,
+                        *class,
+                        format!("`{name}`, as this transaction defines it: {reason}"),
+                    );
+                }
+            }
         }
         Some(out)
     }
 
-    /// The first name in `unsettled` among the nodes reachable from `start`.
-    fn reaches(
-        &self,
-        start: impl Iterator<Item = NodeId>,
-        unsettled: &Unsettled,
-    ) -> Option<String> {
+    /// The names of the nodes reachable from `start`.
+    fn reachable(&self, start: impl Iterator<Item = NodeId>) -> Vec<String> {
         let mut seen = vec![false; self.nodes.len()];
         let mut stack: Vec<NodeId> = start.collect();
+        let mut names = Vec::new();
         while let Some(id) = stack.pop() {
             if std::mem::replace(&mut seen[id], true) {
                 continue;
             }
             let node = &self.nodes[id];
-            if unsettled.contains(&node.name) {
-                return Some(node.name.clone());
-            }
+            names.push(node.name.clone());
             stack.extend(node.deps.iter().map(|(d, _)| *d).filter(|d| !seen[*d]));
         }
-        None
+        names
     }
 }
 
@@ -619,6 +638,8 @@ impl Catalog {
 struct Found {
     nodes: Vec<(NodeId, String)>,
     missing: Vec<(Class, String)>,
+    /// The names behind `missing`'s `unknown` entries, in order.
+    unresolved_names: Vec<String>,
     unresolved: bool,
 }
 

@@ -40,6 +40,8 @@ pub(crate) struct Walk<'a> {
     /// Walking stored code for what it does when it runs (`analyze_code`): creating it is
     /// not counted.
     pub(crate) body_only: bool,
+    /// Depth of function bodies being walked as they are defined (not run).
+    pub(crate) defining: usize,
     pub(crate) flags: BTreeSet<Flag>,
     relations: BTreeMap<(String, ObjectKind), Access>,
     /// Names of the common table expressions in scope: a reference to one is not a relation.
@@ -74,6 +76,7 @@ impl<'a> Walk<'a> {
             changes: false,
             nested_changes: false,
             body_only: false,
+            defining: 0,
             flags: BTreeSet::new(),
             relations: BTreeMap::new(),
             ctes: Vec::new(),
@@ -142,8 +145,13 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// The statement may change the catalog (see `Code::changes`).
+    /// The statement may change the catalog (see `Code::changes`). DDL inside a function
+    /// body being defined changes nothing until the function is called (and a call that
+    /// does is classified by its body then).
     pub(crate) fn changes_catalog(&mut self) {
+        if self.defining > 0 {
+            return;
+        }
         self.changes = true;
         if self.code_nesting > 0 {
             self.nested_changes = true;
@@ -315,8 +323,13 @@ impl<'a> Walk<'a> {
             }
             NodeRef::CreateFunctionStmt(s) => {
                 self.changes_catalog();
+                // Its body (a string, or BEGIN ATOMIC among its children) runs only when
+                // it is called.
+                self.defining += 1;
                 crate::procedural::create_function(self, s);
-                true
+                for_each_child(node, &mut |child| self.visit(child));
+                self.defining -= 1;
+                false
             }
             other => {
                 if crate::statements::changes_catalog(other) {

@@ -191,22 +191,26 @@ fn what_is_being_changed_is_unknown_through_every_chain() {
     let pong = Unsettled {
         names: ["pong".to_owned()].into(),
         anything: false,
+        ..Unsettled::default()
     };
     assert_eq!(resolved(&c, "SELECT ping()", &pong).0, Class::Unknown);
     assert_eq!(resolved(&c, "SELECT reads()", &pong).0, Class::Read);
     let reads = Unsettled {
         names: ["reads".to_owned()].into(),
         anything: false,
+        ..Unsettled::default()
     };
     assert_eq!(resolved(&c, "SELECT * FROM v", &reads).0, Class::Unknown);
     let table = Unsettled {
         names: ["t".to_owned()].into(),
         anything: false,
+        ..Unsettled::default()
     };
     assert_eq!(resolved(&c, "SELECT * FROM t", &table).0, Class::Unknown);
     let anything = Unsettled {
         names: Default::default(),
         anything: true,
+        ..Unsettled::default()
     };
     assert_eq!(resolved(&c, "SELECT * FROM t", &anything).0, Class::Unknown);
     assert_eq!(resolved(&c, "SELECT 1", &anything).0, Class::Read);
@@ -240,6 +244,11 @@ fn statements_say_what_they_may_change_in_the_catalog() {
         "===",
     );
     named("CREATE INDEX ON t (lower(x))", "t");
+    // DDL in a body being defined changes nothing until the function is called.
+    named(
+        "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DROP TABLE x; END $$",
+        "g",
+    );
     assert_eq!(changes("CREATE INDEX ON t (x)"), None);
     assert_eq!(changes("SELECT 1"), None);
     assert_eq!(changes("GRANT SELECT ON t TO r"), None);
