@@ -35,6 +35,7 @@ struct Harness {
     _runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
     tokens: BTreeMap<&'static str, Secret>,
+    human: belay_store::Human,
 }
 
 /// The code an application's database may hold, made by its owner without belay.
@@ -82,6 +83,8 @@ CREATE TABLE moods (m mood);
 CREATE FUNCTION fresh() RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION settled() RETURNS int LANGUAGE sql AS 'SELECT 2';
 CREATE FUNCTION drifting() RETURNS int LANGUAGE sql AS 'SELECT 3';
+CREATE FUNCTION grows() RETURNS int LANGUAGE plpgsql
+  AS $$ BEGIN UPDATE accounts SET balance = balance WHERE id = 1; RETURN 1; END $$;
 "#;
 
 fn harness() -> &'static Harness {
@@ -127,12 +130,13 @@ fn harness() -> &'static Harness {
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
         let app = Arc::new(App::open(Config::load(&path, &NoEnv).unwrap()).unwrap());
-        app.add_human("test", "owner").unwrap();
+        let (human, _) = app.add_human("test", "owner").unwrap();
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
             ("reader", &[("staging", Class::Read), ("production", Class::Read)][..]),
             ("writer", &[("staging", Class::Write), ("events", Class::Ddl)][..]),
             ("builder", &[("staging", Class::Destructive)][..]),
+            ("asker", &[("staging", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -162,6 +166,7 @@ fn harness() -> &'static Harness {
             _runtime: runtime,
             addr,
             tokens,
+            human,
         }
     })
 }
@@ -458,5 +463,39 @@ fn a_migration_uses_in_its_own_transaction_what_it_just_defined() {
         "{:?}",
         call.draft
     );
+    victims_intact();
+}
+
+#[test]
+fn an_approval_does_not_cover_code_that_grew_since_it_was_given() {
+    let h = harness();
+    let held = block(async {
+        let reader = client("asker", "staging").await;
+        refusal(&reader, "SELECT grows()").await
+    });
+    assert_eq!(held.0, "YB001", "{}", held.1);
+    let id: u64 = held
+        .1
+        .split("approval request ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request id in {}", held.1));
+    h.app
+        .approve(&h.human, id, None, belay_app::CHANNEL_CLI)
+        .unwrap();
+    upstream(
+        "staging",
+        "SET ROLE belay; CREATE OR REPLACE FUNCTION grows() RETURNS int LANGUAGE plpgsql \
+         AS $$ BEGIN DELETE FROM victims; RETURN 1; END $$",
+    );
+    let after = block(async {
+        // `sql.catalog_refresh` is one second here.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let reader = client("asker", "staging").await;
+        refusal(&reader, "SELECT grows()").await
+    });
+    assert_eq!(after.0, "42501", "{}", after.1);
+    assert!(after.1.contains("ask for a new approval"), "{}", after.1);
     victims_intact();
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use belay_audit::fingerprint;
-use belay_core::{Decision, Verdict};
+use belay_core::{Class, Decision, Verdict};
 use belay_pg::{Parameters, Refusal, SQLSTATE_APPROVAL, SQLSTATE_DENIED};
 use belay_sql::Analysis;
 use belay_store::{Approval, ApprovalStatus, NewApproval};
@@ -117,17 +117,35 @@ impl AppSession {
         request.approvals = approval.approvals();
         let decision = self.app.policy.evaluate(&request);
         let actor = format!("agent:{}", self.agent.name);
-        if decision.verdict != Verdict::Allow {
+        // The same text may now do more than what the humans saw: the database's code it
+        // calls changed since (a function replaced, a trigger added).
+        let approved_class = approval
+            .request
+            .class
+            .parse::<Class>()
+            .unwrap_or(Class::Unknown);
+        let grown = (analysis.class > approved_class).then(|| {
+            format!(
+                "approval request {} was given for a {approved_class} statement, and the same text is now {}: {}; ask for a new approval",
+                approval.id,
+                analysis.class,
+                analysis.reason()
+            )
+        });
+        if decision.verdict != Verdict::Allow || grown.is_some() {
             // Something other than the hold forbids it now (a grant revoked, a policy
-            // changed): the approval can never be used.
+            // changed, the code it runs): the approval can never be used.
+            let why = grown.unwrap_or_else(|| {
+                format!(
+                    "approval request {} was approved, but policy no longer allows the action: {}",
+                    approval.id, decision.reason
+                )
+            });
             let _ = self.app.store().abandon_approval(approval.id);
             let mut event = approval_event("approval.abandoned", &actor, &approval, "abandoned");
-            event.reasons = vec![decision.reason.clone()];
+            event.reasons = vec![why.clone()];
             let _ = self.app.store().append(event);
-            let mut denied = Decision::deny(format!(
-                "approval request {} was approved, but policy no longer allows the action: {}",
-                approval.id, decision.reason
-            ));
+            let mut denied = Decision::deny(why);
             denied.policies = decision.policies;
             return Err(denied);
         }
