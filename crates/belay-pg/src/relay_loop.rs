@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::codec::{self, Backend, Severity};
 use crate::gate::{Refusal, UpstreamSpec};
-use crate::relay::{Next, Violation, WATCH_ENDED};
+use crate::relay::{Next, Relay, Violation, WATCH_ENDED};
 use crate::server::{fatal, off_thread, Admitted, Shared};
 use crate::upstream::{self, Stream};
 
@@ -305,28 +305,48 @@ pub(crate) async fn run(
                     }
                     let tls = elevated.as_ref().map(|spec| shared.upstream_tls.get(spec));
                     let answer = match (elevated.as_ref(), tls) {
-                        (Some(spec), Some(Ok(tls))) => detour(spec, tls, &body).await,
-                        _ => Err("no writing role is configured for this session".to_owned()),
-                    };
-                    let frames = answer.unwrap_or_else(|e| {
-                        let mut out = BytesMut::new();
-                        Backend::ErrorResponse(
-                            Refusal::new(
-                                "08006",
-                                format!("belay could not run the approved statement as the environment's writing role: {e}"),
+                        (Some(spec), Some(Ok(tls))) => {
+                            detour(
+                                spec,
+                                tls,
+                                &body,
+                                &mut relay,
+                                &mut to_client,
+                                &mut client,
+                                high_water,
                             )
-                            .fields(Severity::Error),
-                        )
-                        .encode(&mut out);
-                        Backend::ReadyForQuery(codec::TransactionStatus::Idle).encode(&mut out);
-                        let mut frames = Vec::new();
-                        while let Ok(Some(f)) = codec::read_frame(&mut out, usize::MAX) {
-                            frames.push(f);
+                            .await
                         }
-                        frames
-                    });
-                    for frame in frames {
-                        if let Err(Violation(m)) = relay.upstream_message(frame, &mut to_client) {
+                        _ => Err(Detour::NotRun(
+                            "no writing role is configured for this session".to_owned(),
+                        )),
+                    };
+                    match answer {
+                        Ok(()) => {}
+                        Err(Detour::NotRun(e)) => {
+                            // Nothing of an answer was relayed: the client hears why, as the
+                            // answer to its Query.
+                            let mut out = BytesMut::new();
+                            Backend::ErrorResponse(
+                                Refusal::new(
+                                    "08006",
+                                    format!("belay could not run the approved statement as the environment's writing role: {e}"),
+                                )
+                                .fields(Severity::Error),
+                            )
+                            .encode(&mut out);
+                            Backend::ReadyForQuery(codec::TransactionStatus::Idle).encode(&mut out);
+                            while let Ok(Some(frame)) = codec::read_frame(&mut out, usize::MAX) {
+                                if let Err(Violation(m)) =
+                                    relay.upstream_message(frame, &mut to_client)
+                                {
+                                    to_client.extend_from_slice(&fatal("08P01", m.clone()));
+                                    let _ = client.write_all(&to_client).await;
+                                    break 'session m;
+                                }
+                            }
+                        }
+                        Err(Detour::Lost(m)) => {
                             to_client.extend_from_slice(&fatal("08P01", m.clone()));
                             let _ = client.write_all(&to_client).await;
                             break 'session m;
@@ -527,28 +547,98 @@ async fn read_upstream_frame(
     }
 }
 
+/// Why an approved statement's own connection gave no whole answer.
+enum Detour {
+    /// Before any of an answer reached the client (it could not log in, say).
+    NotRun(String),
+    /// Part of an answer was relayed: the session cannot go on.
+    Lost(String),
+}
+
 /// Runs one approved simple Query (`body`, as the client sent it) on a connection of its
-/// own as `spec` says: every message of its answer up to and including ReadyForQuery.
+/// own as `spec` says, and relays its answer, up to and including ReadyForQuery, as it
+/// arrives: large rows stream through as on the session's own connection, and the client is
+/// written to whenever `high_water` bytes wait for it, so no answer is held whole.
 async fn detour(
     spec: &UpstreamSpec,
     tls: Option<Arc<rustls::ClientConfig>>,
     body: &[u8],
-) -> Result<Vec<codec::Frame>, String> {
+    relay: &mut Relay,
+    to_client: &mut BytesMut,
+    client: &mut Box<dyn Stream>,
+    high_water: usize,
+) -> Result<(), Detour> {
     let mut up = upstream::connect(spec, tls)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Detour::NotRun(e.to_string()))?;
     let mut out = BytesMut::new();
     codec::put_message(&mut out, b'Q', |b| b.extend_from_slice(body));
-    up.stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut frames = Vec::new();
+    up.stream
+        .write_all(&out)
+        .await
+        .map_err(|e| Detour::NotRun(e.to_string()))?;
+    let mut buf = std::mem::take(&mut up.buf);
+    let (mut passthrough, mut relayed) = (0usize, false);
+    let lost = |relayed: bool, m: String| {
+        if relayed {
+            Detour::Lost(m)
+        } else {
+            Detour::NotRun(m)
+        }
+    };
     loop {
-        let frame = read_upstream_frame(&mut up.stream, &mut up.buf).await?;
-        let done = frame.tag == b'Z';
-        frames.push(frame);
-        if done {
-            break;
+        loop {
+            if passthrough > 0 {
+                let n = passthrough.min(buf.len());
+                if n == 0 {
+                    break;
+                }
+                to_client.extend_from_slice(&buf.split_to(n));
+                passthrough -= n;
+                continue;
+            }
+            if let Some(body) = streamable(&buf) {
+                to_client.extend_from_slice(&buf.split_to(5));
+                passthrough = body;
+                relayed = true;
+                continue;
+            }
+            match codec::read_frame(&mut buf, codec::DEFAULT_MAX_MESSAGE) {
+                Ok(Some(frame)) => {
+                    let done = frame.tag == b'Z';
+                    relay
+                        .upstream_message(frame, to_client)
+                        .map_err(|Violation(m)| Detour::Lost(m))?;
+                    relayed = true;
+                    if done {
+                        let _ = up.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(lost(
+                        relayed,
+                        format!("the writing role's connection sent an invalid message: {e}"),
+                    ))
+                }
+            }
+        }
+        if to_client.len() >= high_water {
+            client
+                .write_all(to_client)
+                .await
+                .map_err(|e| Detour::Lost(format!("the client went away: {e}")))?;
+            to_client.clear();
+        }
+        match up.stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                return Err(lost(
+                    relayed,
+                    "the writing role's connection closed before its answer ended".to_owned(),
+                ))
+            }
+            Ok(_) => {}
         }
     }
-    let _ = up.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
-    Ok(frames)
 }

@@ -423,6 +423,40 @@ fn a_production_drop_waits_for_a_named_human_and_runs_exactly_once() {
         "an executed request was approved again"
     );
 
+    // An approved statement's answer streams through the writing role's connection, a row
+    // larger than belay frames whole among thousands of others.
+    let big = "UPDATE rentals SET id = id WHERE id <= 3000 \
+               RETURNING id, repeat('x', 2000) AS pad, \
+               CASE WHEN id = 1 THEN repeat('y', 400000) END AS wide";
+    let out = qs.psql("production", big);
+    assert!(text(&out).contains("YB001"), "{}", text(&out));
+    let big_id = request_id(&out);
+    let out = qs.belay_as(&human, &["approve", &big_id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = qs.psql("production", big);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = String::from_utf8_lossy(&out.stdout);
+    // The rows, then psql's line for the command tag.
+    let mut lines: Vec<&str> = rows.lines().filter(|l| !l.is_empty()).collect();
+    let tag = lines.pop().unwrap_or_default();
+    let wanted: usize = String::from_utf8_lossy(
+        &qs.psql(
+            "production",
+            "SELECT count(*) FROM rentals WHERE id <= 3000",
+        )
+        .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(wanted > 100, "the demo has rentals: {wanted}");
+    assert_eq!(lines.len(), wanted, "every row of the answer came through");
+    assert_eq!(tag, format!("UPDATE {wanted}"));
+    assert!(
+        lines.iter().any(|l| l.contains(&"y".repeat(400000))),
+        "the wide row came through whole"
+    );
+
     // Every step is in the audit log, which verifies.
     let out = qs.belay_as(&human, &["audit", "export", "--format", "jsonl"]);
     assert!(out.status.success(), "{}", text(&out));
