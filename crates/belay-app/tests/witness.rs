@@ -349,7 +349,7 @@ fn every_statement_the_server_ran_is_one_belay_allowed() {
     );
 }
 
-/// The gateway's own test suite (`tests/gateway.rs`: every bypass, every protocol path, TLS,
+/// The gateway's own test suite (`tests/gateway/`: every bypass, every protocol path, TLS,
 /// approvals, limits) run once more with its server logging every statement: every statement
 /// the server ran for an agent must be one belay allowed there too. The suite's binary is the
 /// one cargo built beside this one.

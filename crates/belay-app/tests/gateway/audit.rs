@@ -1,0 +1,220 @@
+//! The audit trail: outcomes, read summaries, refused startups and failed logins.
+
+use super::*;
+
+#[test]
+fn the_audit_log_records_outcomes_and_verifies() {
+    let before = harness().app.store().head_seq().unwrap();
+    block(async {
+        let c = client("worker", "staging").await;
+        c.simple_query("INSERT INTO scratch VALUES (800, 'secret-value-123')")
+            .await
+            .unwrap();
+        c.simple_query("DELETE FROM scratch WHERE id = 800")
+            .await
+            .unwrap();
+        // A failure records its SQLSTATE, not a row count.
+        let e = c
+            .simple_query("INSERT INTO items VALUES (1, 'duplicate')")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "23505");
+    });
+    // Outcomes are written without waiting; give the group commit a moment.
+    let outcome_tags = |events: &[belay_audit::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.draft.kind == "statement.outcome")
+            .map(|e| e.draft.detail["tag"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = harness().app.store().events(before + 1, 10_000).unwrap();
+        let tags = outcome_tags(&events);
+        let failed = events
+            .iter()
+            .any(|e| e.draft.outcome.as_deref() == Some("failed"));
+        if tags.iter().any(|t| t == "DELETE 1") && tags.iter().any(|t| t == "INSERT 0 1") && failed
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed = events
+        .iter()
+        .find(|e| {
+            e.draft.kind == "statement.outcome" && e.draft.outcome.as_deref() == Some("failed")
+        })
+        .expect("the failed INSERT's outcome");
+    assert_eq!(failed.draft.detail["sqlstate"], "23505");
+    assert!(
+        failed.draft.detail["rows"].is_null(),
+        "{:?}",
+        failed.draft.detail
+    );
+    let outcomes = outcome_tags(&events);
+    assert!(
+        outcomes.contains(&"INSERT 0 1".to_owned()) && outcomes.contains(&"DELETE 1".to_owned()),
+        "{outcomes:?}"
+    );
+    let text =
+        serde_json::to_string(&events.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !text.contains("secret-value-123"),
+        "constants are redacted: {text}"
+    );
+    assert!(!text.contains(harness().tokens["worker"].expose()));
+    let report = belay_app::verify_audit(&harness().app).unwrap();
+    assert_eq!(report.broken, None);
+}
+
+#[test]
+fn allowed_reads_are_summarised_with_their_count_even_while_the_session_idles() {
+    let before = harness().app.store().head_seq().unwrap();
+    let sql = "SELECT name FROM items WHERE id = 42";
+    let counted = block(async {
+        // Its own agent: other tests read the same table as `reader` at the same time.
+        let c = client("counted", "staging").await;
+        for _ in 0..5 {
+            c.query(sql, &[]).await.unwrap();
+        }
+        c.simple_query("SELECT count(*) FROM items").await.unwrap();
+        // The session stays open and idle: the summary must not wait for it to end.
+        let mut counted = 0;
+        for _ in 0..200 {
+            let events = harness().app.store().events(before + 1, 10_000).unwrap();
+            counted = events
+                .iter()
+                .filter(|e| {
+                    e.draft.kind == "statement.reads"
+                        && e.draft.actor == "agent:counted"
+                        && e.draft.detail["phase"] == "execute"
+                        && e.draft.detail["statements"][0]["relations"][0]["name"] == "items"
+                })
+                .map(|e| e.draft.detail["count"].as_u64().unwrap())
+                .sum::<u64>();
+            if counted >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(c);
+        counted
+    });
+    assert_eq!(counted, 5, "five executions of one read, counted");
+}
+
+#[test]
+fn refused_startups_are_recorded_and_failed_logins_cannot_flood_the_log() {
+    // A gateway of its own: its count of refusals per source starts at zero.
+    let h = harness();
+    let (addr, _stop) = start_gateway(&h.runtime, h.app.clone(), belay_pg::Options::default());
+    let before = harness().app.store().head_seq().unwrap();
+    let err = block(async {
+        let token = harness().tokens["worker"].expose().to_owned();
+        Raw::connect(
+            addr,
+            &[
+                ("user", "worker"),
+                ("database", "staging"),
+                ("options", "-c work_mem=1TB"),
+            ],
+            &token,
+        )
+        .await
+        .err()
+        .unwrap()
+    });
+    assert_eq!(err.code, "08P01");
+    let events = harness().app.store().events(before + 1, 10_000).unwrap();
+    assert!(
+        events.iter().any(|e| e.draft.kind == "connection"
+            && e.draft.outcome.as_deref() == Some("refused")
+            && e.draft.reasons.iter().any(|r| r.contains("options"))),
+        "the refused startup is recorded"
+    );
+    let before = harness().app.store().head_seq().unwrap();
+    for _ in 0..40 {
+        let err = block(async {
+            Raw::connect(
+                addr,
+                &[("user", "worker"), ("database", "staging")],
+                "belay_agent_wrong",
+            )
+            .await
+            .err()
+            .unwrap()
+        });
+        assert_eq!(err.code, "28P01");
+    }
+    let written = harness()
+        .app
+        .store()
+        .events(before + 1, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.draft.kind == "connection" && e.draft.outcome.as_deref() == Some("refused"))
+        .count();
+    // At most ten per source and minute (twice that if a minute turns during the test).
+    assert!(written <= 20, "{written} refusals recorded one by one");
+}
+
+#[test]
+fn read_summaries_keep_each_distinct_statement_redacted_with_its_count() {
+    let before = harness().app.store().head_seq().unwrap();
+    let texts = block(async {
+        let c = client("summarised", "staging").await;
+        for id in [7, 8, 9] {
+            c.simple_query(&format!(
+                "SELECT name FROM items WHERE id = {id} AND name <> 'secret-{id}'"
+            ))
+            .await
+            .unwrap();
+        }
+        c.simple_query("SELECT id FROM items WHERE id = 1")
+            .await
+            .unwrap();
+        let mut texts = Vec::new();
+        for _ in 0..200 {
+            let events = harness().app.store().events(before + 1, 10_000).unwrap();
+            texts = events
+                .iter()
+                .filter(|e| {
+                    e.draft.kind == "statement.reads" && e.draft.actor == "agent:summarised"
+                })
+                .flat_map(|e| {
+                    e.draft.detail["texts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|t| {
+                    (
+                        t["sql"].as_str().unwrap().to_owned(),
+                        t["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            if texts.iter().map(|(_, n)| n).sum::<u64>() >= 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        texts
+    });
+    let all = format!("{texts:?}");
+    assert!(!all.contains("secret-"), "constants are redacted: {all}");
+    assert!(
+        texts
+            .iter()
+            .any(|(sql, n)| sql.starts_with("SELECT name FROM items WHERE id = $1") && *n == 3),
+        "{all}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|(sql, n)| sql == "SELECT id FROM items WHERE id = $1" && *n == 1),
+        "{all}"
+    );
+}
