@@ -2,7 +2,7 @@
 //! agent), listing requests, approving and denying, expiring what ran out of time. Every
 //! step is an audit event, durable before the state changes.
 //!
-//! The agents' side (asking, waiting, running an approved action once) is in `gateway.rs`.
+//! The agents' side (asking, waiting, running an approved action once) is in `session/held.rs`.
 
 use belay_audit::Draft;
 use belay_core::Secret;
