@@ -8,7 +8,7 @@ use std::sync::Arc;
 use belay_config::{Config, Environment};
 use belay_core::units::measure;
 use belay_core::{Class, Decision, Verdict};
-use belay_sql::{capped, Analysis, Flag, ObjectKind, SettingValue};
+use belay_sql::{capped, Analysis, Flag, ObjectKind, SettingChange, SettingValue};
 
 /// A cluster-level object outside the acting environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,17 +96,30 @@ pub fn foreign_targets(
 
 /// `analysis` with every statement that raises a capped setting past the environment's limit
 /// raised to `admin`, saying so; the same `Arc` when nothing is over.
-pub fn apply_caps(env: &Environment, analysis: Arc<Analysis>) -> Arc<Analysis> {
-    let over = |name: &str, value: &SettingValue| -> Option<String> {
+pub fn apply_caps(env: &Environment, read_only: bool, analysis: Arc<Analysis>) -> Arc<Analysis> {
+    let over = |change: &SettingChange| -> Option<(Class, String)> {
+        if read_only && belay_sql::lifts_read_only(change) {
+            return Some((
+                Class::Privilege,
+                format!(
+                    "this session is read-only because the agent's grant in environment `{}` is below `write`, and `{}` would lift that; writing here takes a `write` grant, which only the agent's owner can give",
+                    env.name, change.name
+                ),
+            ));
+        }
+        let name = change.name.as_str();
         let unit = capped(name)?;
         let cap = env.limits.cap(name)?;
-        match value {
+        match &change.value {
             SettingValue::Const(v) => match measure(unit, v) {
                 Some(m) if m <= cap => None,
-                _ => Some(format!(
-                    "`{name}` = `{v}` is over the limit environment `{}` sets for agents ({})",
-                    env.name,
-                    shown(unit, cap)
+                _ => Some((
+                    Class::Admin,
+                    format!(
+                        "`{name}` = `{v}` is over the limit environment `{}` sets for agents ({})",
+                        env.name,
+                        shown(unit, cap)
+                    ),
                 )),
             },
             // Checked by the classifier (a computed value is already `admin`), and a reset
@@ -117,19 +130,15 @@ pub fn apply_caps(env: &Environment, analysis: Arc<Analysis>) -> Arc<Analysis> {
     if !analysis
         .statements
         .iter()
-        .any(|s| s.settings.iter().any(|c| over(&c.name, &c.value).is_some()))
+        .any(|s| s.settings.iter().any(|c| over(c).is_some()))
     {
         return analysis;
     }
     let mut capped_analysis = (*analysis).clone();
     for statement in &mut capped_analysis.statements {
-        let why: Vec<String> = statement
-            .settings
-            .iter()
-            .filter_map(|c| over(&c.name, &c.value))
-            .collect();
-        if let Some(first) = why.first() {
-            statement.class = statement.class.max(Class::Admin);
+        let why: Vec<(Class, String)> = statement.settings.iter().filter_map(over).collect();
+        if let Some((class, first)) = why.iter().max_by_key(|(c, _)| *c) {
+            statement.class = statement.class.max(*class);
             statement.flags.insert(Flag::SafetySetting);
             statement.reason = first.clone();
         }

@@ -253,6 +253,7 @@ pub(crate) fn resolve(
                     catalog_code: false,
                     unresolved: true,
                     unsettled: false,
+                    settings: Vec::new(),
                 })
             }
             None => None,
@@ -261,7 +262,8 @@ pub(crate) fn resolve(
             continue;
         };
         unsettled |= resolution.unsettled;
-        let same = resolution.class == statement.class
+        let same = resolution.settings.is_empty()
+            && resolution.class == statement.class
             && resolution.reason == statement.reason
             && (!resolution.catalog_code || statement.flags.contains(&Flag::CatalogCode))
             && (!resolution.unresolved || statement.flags.contains(&Flag::UnknownFunction));
@@ -404,8 +406,9 @@ fn catalog_sql() -> String {
                JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE {}",
             user("n")
         ),
-        "SELECT DISTINCT 'b', NULL, proname::text, NULL, NULL, NULL, NULL FROM pg_proc \
-         WHERE pronamespace = 'pg_catalog'::regnamespace"
+        // Built-ins, and whether every overload of the name is declared IMMUTABLE or STABLE.
+        "SELECT 'b', NULL, proname::text, bool_and(provolatile <> 'v')::text, NULL, NULL, NULL \
+         FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace GROUP BY proname"
             .to_owned(),
         // Views and materialized views: their queries, run when they are read.
         format!(
@@ -622,7 +625,12 @@ fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
                     source.functions[at].runs.push((col(3), col(4)));
                 }
             }
-            "b" => source.builtins.push(name),
+            "b" => {
+                if col(3) == "true" {
+                    source.stable_builtins.push(name.clone());
+                }
+                source.builtins.push(name);
+            }
             "view" => {
                 let o = object(&mut source.relations, &mut relations, &schema, &name);
                 let label = format!("view {qualified}");

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use belay_audit::{fingerprint, Draft};
-use belay_core::{Decision, Secret};
+use belay_core::{Class, Decision, Secret};
 use belay_policy::ActionRequest;
 use belay_sql::Analysis;
 use belay_store::{Agent, AuthError};
@@ -47,6 +47,16 @@ pub(crate) fn with_analysis(mut request: ActionRequest, analysis: &Analysis) -> 
     request
 }
 
+/// Whether `agent`'s sessions in `env` are pinned read-only, as the gateway pins them: a
+/// production environment where its grant is below `write`.
+fn read_only(env: &belay_config::Environment, agent: &Agent, environment: &str) -> bool {
+    env.production
+        && agent
+            .grants
+            .get(environment)
+            .is_none_or(|g| *g < Class::Write)
+}
+
 impl App {
     /// What would happen if agent `agent` ran `sql` in `environment`, and why.
     pub fn explain(&self, agent: &str, environment: &str, sql: &str) -> Result<Explanation, Error> {
@@ -59,7 +69,11 @@ impl App {
                 self.config.path.display()
             ))
         })?;
-        let analysis = boundary::apply_caps(env, self.classifier.classify(sql));
+        let analysis = boundary::apply_caps(
+            env,
+            read_only(env, &agent, environment),
+            self.classifier.classify(sql),
+        );
         let decision = self.evaluate(&agent, environment, env.production, &analysis);
         Ok(Explanation { analysis, decision })
     }
@@ -120,7 +134,11 @@ impl App {
             let d = Decision::deny(format!("there is no environment named `{environment}`"));
             return self.denied(Some(&agent.name), environment, None, d, now);
         };
-        let analysis = boundary::apply_caps(env, self.classifier.classify(sql));
+        let analysis = boundary::apply_caps(
+            env,
+            read_only(env, &agent, environment),
+            self.classifier.classify(sql),
+        );
         let decision = self.evaluate(&agent, environment, env.production, &analysis);
         let draft = Draft {
             time_us: now,

@@ -366,7 +366,7 @@ impl AppSession {
             return analysis;
         }
         match self.app.config.environment(&self.environment) {
-            Some(env) => boundary::apply_caps(env, analysis),
+            Some(env) => boundary::apply_caps(env, self.read_only, analysis),
             None => analysis,
         }
     }

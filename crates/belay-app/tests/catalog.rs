@@ -83,6 +83,10 @@ CREATE TABLE moods (m mood);
 CREATE FUNCTION fresh() RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION settled() RETURNS int LANGUAGE sql AS 'SELECT 2';
 CREATE FUNCTION drifting() RETURNS int LANGUAGE sql AS 'SELECT 3';
+CREATE FUNCTION tune() RETURNS text LANGUAGE plpgsql
+  AS $$ BEGIN RETURN set_config('work_mem', '4GB', false); END $$;
+CREATE FUNCTION tuned() RETURNS int LANGUAGE sql SET work_mem = '4GB' AS 'SELECT 1';
+CREATE FUNCTION calls_tune() RETURNS text LANGUAGE sql AS 'SELECT tune()';
 CREATE FUNCTION grows() RETURNS int LANGUAGE plpgsql
   AS $$ BEGIN UPDATE accounts SET balance = balance WHERE id = 1; RETURN 1; END $$;
 "#;
@@ -137,6 +141,12 @@ fn harness() -> &'static Harness {
             ("writer", &[("staging", Class::Write), ("events", Class::Ddl)][..]),
             ("builder", &[("staging", Class::Destructive)][..]),
             ("asker", &[("staging", Class::Read)][..]),
+            ("lister", &[("staging", Class::Read)][..]),
+            ("tuner", &[("staging", Class::Read)][..]),
+            ("prober", &[("staging", Class::Read)][..]),
+            ("changer", &[("staging", Class::Read)][..]),
+            ("waiter", &[("staging", Class::Read)][..]),
+            ("drifter", &[("staging", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -327,9 +337,47 @@ fn a_schema_change_is_what_the_event_triggers_it_fires_do() {
 }
 
 #[test]
+fn built_ins_the_server_declares_immutable_or_stable_are_reads() {
+    let (read, volatile) = block(async {
+        let reader = client("lister", "staging").await;
+        let read = reader
+            .simple_query(
+                "SELECT getdatabaseencoding(), pg_char_to_encoding('UTF8'), \
+                 shobj_description(1, 'pg_database'), pg_current_snapshot(), \
+                 pg_get_function_sqlbody('balance_of(int)'::regprocedure)",
+            )
+            .await
+            .map(|_| ());
+        // Declared VOLATILE and not known to belay: it may change anything.
+        let volatile = refusal(&reader, "SELECT * FROM pg_partition_ancestors('accounts')").await;
+        (read, volatile)
+    });
+    read.unwrap();
+    assert_eq!(volatile.0, "YB001", "{}", volatile.1);
+}
+
+#[test]
+fn a_setting_the_environment_caps_is_capped_inside_the_code_that_changes_it() {
+    let (refused, work_mem) = block(async {
+        let reader = client("tuner", "staging").await;
+        let mut refused = Vec::new();
+        for sql in ["SELECT tune()", "SELECT tuned()", "SELECT calls_tune()"] {
+            refused.push((sql, refusal(&reader, sql).await));
+        }
+        let row = reader.query_one("SHOW work_mem", &[]).await.unwrap();
+        (refused, row.get::<_, String>(0))
+    });
+    for (sql, (code, message)) in &refused {
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(message.contains("work_mem"), "{sql}: {message}");
+    }
+    assert_ne!(work_mem, "4GB");
+}
+
+#[test]
 fn a_name_that_is_neither_built_in_nor_in_the_catalog_is_unknown() {
     let (code, message) = block(async {
-        let reader = client("reader", "staging").await;
+        let reader = client("prober", "staging").await;
         refusal(&reader, "SELECT no_such_function(1)").await
     });
     assert_eq!(code, "42501");
@@ -339,7 +387,7 @@ fn a_name_that_is_neither_built_in_nor_in_the_catalog_is_unknown() {
 #[test]
 fn a_function_changed_through_belay_is_read_again_before_it_is_next_called() {
     let (before, refused) = block(async {
-        let reader = client("reader", "staging").await;
+        let reader = client("changer", "staging").await;
         let builder = client("builder", "staging").await;
         let before = reader.simple_query("SELECT fresh()").await.map(|_| ());
         builder
@@ -360,7 +408,7 @@ fn a_function_changed_through_belay_is_read_again_before_it_is_next_called() {
 #[test]
 fn a_function_being_changed_in_an_open_transaction_is_unknown_to_everyone_until_it_commits() {
     let (during, after) = block(async {
-        let reader = client("reader", "staging").await;
+        let reader = client("waiter", "staging").await;
         let builder = client("builder", "staging").await;
         reader.simple_query("SELECT settled()").await.unwrap();
         builder.simple_query("BEGIN").await.unwrap();
@@ -386,7 +434,7 @@ fn a_function_being_changed_in_an_open_transaction_is_unknown_to_everyone_until_
 #[test]
 fn a_change_made_without_belay_is_seen_once_the_catalog_is_read_again() {
     let (before, after) = block(async {
-        let reader = client("reader", "staging").await;
+        let reader = client("drifter", "staging").await;
         let before = reader.simple_query("SELECT drifting()").await.map(|_| ());
         upstream(
             "staging",

@@ -22,6 +22,7 @@ use belay_core::Class;
 
 use crate::analysis::{Access, Flag, ObjectKind, Statement};
 use crate::functions::{self, Effect};
+use crate::settings::SettingChange;
 use crate::{analyze_code, Limits};
 
 /// What the caller read from one database's catalog.
@@ -32,6 +33,9 @@ pub struct Source {
     pub functions: Vec<FunctionSource>,
     /// The names of the functions in `pg_catalog`.
     pub builtins: Vec<String>,
+    /// Those of them whose every overload is declared IMMUTABLE or STABLE: built-ins so
+    /// declared change nothing in the database.
+    pub stable_builtins: Vec<String>,
     /// Relations with stored code: views, and tables with triggers, rules, constraints or
     /// defaults that call functions, policies, indexes on expressions, columns of user types.
     pub relations: Vec<ObjectSource>,
@@ -124,6 +128,10 @@ struct Node {
     reason: String,
     /// What it runs, each with what the code that runs it is called (empty: the same).
     deps: Vec<(NodeId, String)>,
+    /// Capped or pinned settings its own code changes (`SET work_mem`, `set_config`).
+    settings: Vec<SettingChange>,
+    /// It, or code it runs, changes such a setting.
+    reaches_settings: bool,
 }
 
 /// One database's code, classified.
@@ -133,6 +141,7 @@ pub struct Catalog {
     /// Function nodes by name: `(schema, node)`.
     functions: HashMap<String, Vec<(String, NodeId)>>,
     builtins: std::collections::HashSet<String>,
+    stable_builtins: std::collections::HashSet<String>,
     /// Relation nodes by name: `(schema, on read, on write)`.
     relations: HashMap<String, Vec<(String, NodeId, NodeId)>>,
     operators: HashMap<String, Vec<(String, NodeId)>>,
@@ -154,6 +163,9 @@ pub struct Resolution {
     pub unresolved: bool,
     /// The statement reaches something `Unsettled` names (and is `unknown` for it).
     pub unsettled: bool,
+    /// Capped or pinned settings the code it runs changes, for the caller to check as it
+    /// checks the statement's own (`Statement::settings`).
+    pub settings: Vec<SettingChange>,
 }
 
 const MAX_REASON: usize = 600;
@@ -169,6 +181,7 @@ impl Catalog {
     pub fn rebuild(source: &Source, limits: &Limits, previous: Option<&Catalog>) -> Catalog {
         let mut catalog = Catalog {
             builtins: source.builtins.iter().cloned().collect(),
+            stable_builtins: source.stable_builtins.iter().cloned().collect(),
             ..Catalog::default()
         };
         // Nodes first, so that code can refer to any of them by name.
@@ -287,6 +300,8 @@ impl Catalog {
             class: Class::Read,
             reason: String::new(),
             deps: Vec::new(),
+            settings: Vec::new(),
+            reaches_settings: false,
         });
         self.nodes.len() - 1
     }
@@ -344,6 +359,9 @@ impl Catalog {
             match &piece.what {
                 StoredCode::Text(text) => {
                     let statement = self.analysis(text, limits);
+                    self.nodes[id]
+                        .settings
+                        .extend(statement.settings.iter().cloned());
                     let (class, reason) = statement
                         .code
                         .base
@@ -367,7 +385,7 @@ impl Catalog {
                             self.raise(id, class, format!("{}: `{name}` {why}", piece.label));
                             continue;
                         }
-                        Effect::SetConfig | Effect::RunsSql => {
+                        Effect::SetConfig | Effect::RunsSql(_) => {
                             self.raise(
                                 id,
                                 Class::Unknown,
@@ -453,6 +471,21 @@ impl Catalog {
                 work.push(id);
             }
         }
+        // Which nodes reach a setting change, the same way.
+        let mut work: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|id| !self.nodes[*id].settings.is_empty())
+            .collect();
+        for id in &work {
+            self.nodes[*id].reaches_settings = true;
+        }
+        while let Some(dep) = work.pop() {
+            for &(id, _) in &dependents[dep] {
+                if !self.nodes[id].reaches_settings {
+                    self.nodes[id].reaches_settings = true;
+                    work.push(id);
+                }
+            }
+        }
     }
 
     /// The nodes `statement` reaches by name, and the names it cannot resolve.
@@ -523,7 +556,9 @@ impl Catalog {
             Some(s) => format!("{s}.{name}"),
             None => name.to_owned(),
         };
-        if builtin {
+        if builtin && self.stable_builtins.contains(name) {
+            // Declared IMMUTABLE or STABLE in every overload: a built-in so declared reads.
+        } else if builtin {
             found.missing.push((
                 Class::Write,
                 format!("`{shown}` is a built-in function belay does not know to be read-only, so it may change anything"),
@@ -548,6 +583,7 @@ impl Catalog {
             catalog_code: false,
             unresolved: false,
             unsettled: false,
+            settings: Vec::new(),
         };
         let raise = |out: &mut Resolution, class: Class, reason: String| {
             if class > out.class {
@@ -575,6 +611,13 @@ impl Catalog {
             let node = &self.nodes[*id];
             out.catalog_code = true;
             raise(&mut out, node.class, format!("{what}: {}", node.reason));
+        }
+        if found
+            .nodes
+            .iter()
+            .any(|(id, _)| self.nodes[*id].reaches_settings)
+        {
+            out.settings = self.settings_reached(found.nodes.iter().map(|(id, _)| *id));
         }
         if !unsettled.is_empty() {
             let mut reached: Vec<String> = statement
@@ -615,6 +658,26 @@ impl Catalog {
             }
         }
         Some(out)
+    }
+
+    /// The setting changes of the nodes reachable from `start` (at most 64).
+    fn settings_reached(&self, start: impl Iterator<Item = NodeId>) -> Vec<SettingChange> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack: Vec<NodeId> = start.collect();
+        let mut settings: Vec<SettingChange> = Vec::new();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id], true) || !self.nodes[id].reaches_settings {
+                continue;
+            }
+            let node = &self.nodes[id];
+            for change in &node.settings {
+                if settings.len() < 64 && !settings.contains(change) {
+                    settings.push(change.clone());
+                }
+            }
+            stack.extend(node.deps.iter().map(|(d, _)| *d).filter(|d| !seen[*d]));
+        }
+        settings
     }
 
     /// The names of the nodes reachable from `start`.
@@ -689,5 +752,6 @@ impl Statement {
         self.class = resolution.class;
         self.reason = resolution.reason.clone();
         self.flags.extend(Flag::from_resolution(resolution));
+        self.settings.extend(resolution.settings.iter().cloned());
     }
 }

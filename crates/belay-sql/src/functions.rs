@@ -15,8 +15,8 @@ pub(crate) enum Effect {
     Known(Class, Flag, &'static str),
     /// `set_config`: the class depends on the setting it names.
     SetConfig,
-    /// A built-in that runs the SQL text given as its first argument.
-    RunsSql,
+    /// A built-in that runs the SQL text given as its argument at this index.
+    RunsSql(usize),
     /// Not a known built-in.
     Unknown,
 }
@@ -47,8 +47,11 @@ fn dangerous(name: &str) -> Option<Effect> {
     match name {
         "set_config" => Some(Effect::SetConfig),
         "query_to_xml" | "query_to_xml_and_xmlschema" | "query_to_xmlschema" | "ts_stat" => {
-            Some(Effect::RunsSql)
+            Some(Effect::RunsSql(0))
         }
+        // `ts_rewrite(query, select)` runs the SELECT it is given (its three-argument form
+        // takes only tsqueries: the walk tells them apart by their count).
+        "ts_rewrite" => Some(Effect::RunsSql(1)),
         "pg_cancel_backend" | "pg_terminate_backend" => known(
             Admin,
             SideEffectFunction,

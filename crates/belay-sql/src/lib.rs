@@ -40,7 +40,7 @@ pub use belay_core::units::{measure, Unit};
 pub use catalog::{
     Catalog, FunctionSource, ObjectSource, Resolution, Source, Stored, StoredCode, Unsettled,
 };
-pub use settings::{capped, SettingChange, SettingValue};
+pub use settings::{capped, lifts_read_only, SettingChange, SettingValue};
 
 /// Bounds on what the classifier accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,6 +53,31 @@ pub const CAPPED: &[(&str, Unit)] = &[
     ("transaction_timeout", Unit::Millis),
 ];
 
+/// Whether `change` may lift a session's read-only mode (`transaction_read_only` or its
+/// default turned off, or given a value belay cannot read; `READ WRITE` is recorded so too).
+/// Harmless where the session is not pinned read-only; the gateway refuses it where it is.
+pub fn lifts_read_only(change: &SettingChange) -> bool {
+    matches!(
+        change.name.as_str(),
+        "default_transaction_read_only" | "transaction_read_only"
+    ) && match &change.value {
+        SettingValue::Const(v) => !is_true(&v.trim().to_ascii_lowercase()),
+        SettingValue::Computed => true,
+        // RESET returns to the value at login, which is the pin where there is one.
+        SettingValue::Default => false,
+    }
+}
+
+/// Whether the gateway checks changes of setting `name` (lower case) itself: capped
+/// settings and read-only mode.
+pub(crate) fn recorded(name: &str) -> bool {
+    capped(name).is_some()
+        || matches!(
+            name,
+            "default_transaction_read_only" | "transaction_read_only"
+        )
+}
+
 /// The unit of capped setting `name` (lower case), if it is one.
 pub fn capped(name: &str) -> Option<Unit> {
     CAPPED.iter().find(|(n, _)| *n == name).map(|(_, u)| *u)
@@ -101,16 +126,9 @@ pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, Strin
             Class::Privilege,
             changes("changes the identity the session acts as"),
         )),
-        "default_transaction_read_only" | "transaction_read_only" => {
-            if v.is_some_and(is_true) {
-                None
-            } else {
-                Some((
-                    Class::Privilege,
-                    changes("can lift the read-only mode belay sets"),
-                ))
-            }
-        }
+        // Lifting read-only mode matters only where belay pins it: the walk records it in
+        // `Statement::settings` and makes it `privilege` outside `Code::base`.
+        "default_transaction_read_only" | "transaction_read_only" => None,
         "row_security" => Some((
             Class::Privilege,
             changes("changes which rows row-level security shows"),
@@ -258,8 +276,13 @@ mod tests {
         );
         assert_eq!(
             class("default_transaction_read_only", &c("off")),
-            Some(Class::Privilege)
+            None,
+            "recorded, and privilege where the walk records it (`Walk::read_only_lift`)"
         );
+        assert!(lifts_read_only(&SettingChange {
+            name: "default_transaction_read_only".to_owned(),
+            value: c("off"),
+        }));
         assert_eq!(
             class("session_replication_role", &c("replica")),
             Some(Class::Admin)
@@ -297,7 +320,6 @@ mod tests {
         for name in [
             "client_encoding",
             "standard_conforming_strings",
-            "transaction_read_only",
             "search_path",
             "work_mem",
             "statement_timeout",

@@ -11,7 +11,7 @@ use pg_query::{NodeEnum, NodeRef};
 
 use crate::analysis::{Access, Flag, ObjectKind};
 use crate::children::node_name;
-use crate::settings::SettingValue;
+use crate::settings::{SettingChange, SettingValue};
 use crate::walk::{const_text, dotted, is_cascade, range_var_name, Walk};
 
 /// Whether `node` is a statement that may change what the catalog says code does (functions,
@@ -523,10 +523,18 @@ impl Walk<'_> {
         let kind = VariableSetKind::try_from(s.kind).unwrap_or(VariableSetKind::Undefined);
         match kind {
             VariableSetKind::VarSetMulti => {
-                // SET TRANSACTION / SET SESSION CHARACTERISTICS AS TRANSACTION.
+                // SET TRANSACTION / SET SESSION CHARACTERISTICS AS TRANSACTION: READ WRITE
+                // matters only where belay pins read-only mode, which the gateway knows.
                 if s.args.iter().any(|a| read_write_option(a.node.as_ref())) {
-                    self.flag(Flag::SafetySetting);
-                    self.raise(Privilege, "READ WRITE lifts the read-only mode belay sets");
+                    let name = if s.name == "SESSION CHARACTERISTICS" {
+                        "default_transaction_read_only"
+                    } else {
+                        "transaction_read_only"
+                    };
+                    self.read_only_lift(SettingChange {
+                        name: name.to_owned(),
+                        value: SettingValue::Const("off".to_owned()),
+                    });
                 }
             }
             VariableSetKind::VarResetAll => {}
@@ -558,8 +566,10 @@ impl Walk<'_> {
         match TransactionStmtKind::try_from(s.kind) {
             Ok(TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart) => {
                 if s.options.iter().any(|a| read_write_option(a.node.as_ref())) {
-                    self.flag(Flag::SafetySetting);
-                    self.raise(Privilege, "READ WRITE lifts the read-only mode belay sets");
+                    self.read_only_lift(SettingChange {
+                        name: "transaction_read_only".to_owned(),
+                        value: SettingValue::Const("off".to_owned()),
+                    });
                 }
             }
             Ok(

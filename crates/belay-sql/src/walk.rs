@@ -454,8 +454,10 @@ impl<'a> Walk<'a> {
                 self.raise(class, format!("`{name}` {why}"));
             }
             Effect::SetConfig => self.set_config(call),
-            Effect::RunsSql => {
-                match call.args.first().and_then(|a| const_text(a.node.as_ref())) {
+            // The three-argument `ts_rewrite` rewrites with tsqueries only.
+            Effect::RunsSql(_) if name == "ts_rewrite" && call.args.len() == 3 => {}
+            Effect::RunsSql(at) => {
+                match call.args.get(at).and_then(|a| const_text(a.node.as_ref())) {
                     Some(sql) => self.nested_sql(&sql, ParserOptions::DEFAULT, &name),
                     None => {
                         self.flag(Flag::DynamicSql);
@@ -529,9 +531,23 @@ impl<'a> Walk<'a> {
             self.flag(Flag::SafetySetting);
             self.raise(class, format!("{prefix}{why}"));
         }
-        if settings::capped(&lower).is_some() {
-            self.settings.push(SettingChange { name: lower, value });
+        if settings::recorded(&lower) {
+            self.read_only_lift(SettingChange { name: lower, value });
         }
+    }
+
+    /// Records a change of a setting the gateway checks; one that may lift read-only mode is
+    /// `privilege` here, and only where the session is pinned read-only to the gateway (which
+    /// decides by `Code::base`, where it does not count, and raises it again where it pins).
+    pub(crate) fn read_only_lift(&mut self, change: SettingChange) {
+        if settings::lifts_read_only(&change) {
+            self.flag(Flag::SafetySetting);
+            self.raise_code(
+                Class::Privilege,
+                format!("`{}` off lifts the read-only mode belay sets", change.name),
+            );
+        }
+        self.settings.push(change);
     }
 
     fn operator(&mut self, e: &pb::AExpr) {

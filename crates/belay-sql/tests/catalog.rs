@@ -42,7 +42,12 @@ fn catalog() -> Catalog {
             native,
             function("digest_v", "c", 'v', None),
         ],
-        builtins: vec!["lower".to_owned(), "pg_partition_root".to_owned()],
+        builtins: vec![
+            "lower".to_owned(),
+            "pg_partition_root".to_owned(),
+            "getdatabaseencoding".to_owned(),
+        ],
+        stable_builtins: vec!["getdatabaseencoding".to_owned()],
         relations: vec![
             ObjectSource {
                 schema: "public".to_owned(),
@@ -133,6 +138,8 @@ fn functions_are_the_class_of_their_bodies_through_every_chain() {
         ("SELECT digest_v()", Class::Unknown),
         ("SELECT not_there()", Class::Unknown),
         ("SELECT pg_partition_root('t')", Class::Write),
+        // A built-in declared IMMUTABLE or STABLE in every overload reads.
+        ("SELECT getdatabaseencoding()", Class::Read),
         ("EXPLAIN SELECT wipes()", Class::Destructive),
         ("CALL wipes()", Class::Destructive),
         ("DO $$ BEGIN PERFORM wipes(); END $$", Class::Destructive),

@@ -72,7 +72,57 @@ fn production_session_is_pinned_read_only_and_settings_cannot_be_changed() {
     assert_eq!(ro, "on");
     assert_eq!(code(&set_err), belay_pg::SQLSTATE_DENIED);
     assert_eq!(code(&rw_err), belay_pg::SQLSTATE_DENIED);
+    let detail = rw_err
+        .as_db_error()
+        .and_then(|d| d.detail())
+        .unwrap_or_default();
+    assert!(
+        detail.contains("grant"),
+        "the refusal says what governs it: {detail}"
+    );
     assert_eq!(after_reset, "belay:worker");
+}
+
+#[test]
+fn read_write_modes_are_refused_only_where_the_session_is_pinned_read_only() {
+    // What pgJDBC and HikariCP send for `setReadOnly(false)`, and the forms around it.
+    let texts = [
+        "BEGIN READ WRITE",
+        "COMMIT",
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+        "ROLLBACK",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        "SET default_transaction_read_only = off",
+        "BEGIN",
+        "SET TRANSACTION READ WRITE",
+        "INSERT INTO scratch VALUES (7, 'read write')",
+        "COMMIT",
+    ];
+    let production = block(async {
+        let staging = client("worker", "staging").await;
+        for sql in texts {
+            staging
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("staging refused `{sql}`: {e}"));
+        }
+        let production = client("worker", "production").await;
+        let mut refused = Vec::new();
+        for sql in [
+            "BEGIN READ WRITE",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            "SET default_transaction_read_only = off",
+            "SELECT set_config('default_transaction_read_only', 'off', false)",
+        ] {
+            refused.push(code(&production.simple_query(sql).await.unwrap_err()));
+        }
+        refused
+    });
+    assert_eq!(production, vec![belay_pg::SQLSTATE_DENIED; 4]);
+    assert_eq!(
+        upstream("staging", "SELECT count(*) FROM scratch WHERE id = 7"),
+        "1"
+    );
 }
 
 #[test]
