@@ -146,14 +146,16 @@ fn dangerous(name: &str) -> Option<Effect> {
         | "pg_try_advisory_lock"
         | "pg_try_advisory_lock_shared"
         | "pg_try_advisory_xact_lock"
-        | "pg_try_advisory_xact_lock_shared"
-        | "pg_advisory_unlock"
-        | "pg_advisory_unlock_shared"
-        | "pg_advisory_unlock_all" => known(
+        | "pg_try_advisory_xact_lock_shared" => known(
             Write,
             SideEffectFunction,
-            "takes or releases an advisory lock that other sessions wait on",
+            "takes an advisory lock that other sessions wait on",
         ),
+        // Releasing the session's own advisory locks changes only the session (a pool's
+        // reset runs `pg_advisory_unlock_all()`): read.
+        "pg_advisory_unlock" | "pg_advisory_unlock_shared" | "pg_advisory_unlock_all" => {
+            Some(Effect::ReadOnly)
+        }
         "pg_notify" => known(
             Write,
             SideEffectFunction,

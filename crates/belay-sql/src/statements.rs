@@ -460,6 +460,16 @@ impl Walk<'_> {
                     format!("DROP COLUMN removes the column `{}` and its data", cmd.name),
                 );
             }
+            // Every value is rewritten by a cast or a USING expression, which can lose
+            // data as surely as DROP COLUMN (numeric to integer rounds, timestamp to date
+            // drops the time, USING NULL empties the column).
+            Ok(AlterTableType::AtAlterColumnType) => self.raise(
+                Destructive,
+                format!(
+                    "ALTER COLUMN `{}` TYPE rewrites every value of the column, which can lose its data",
+                    cmd.name
+                ),
+            ),
             Ok(AlterTableType::AtDisableRowSecurity | AlterTableType::AtNoForceRowSecurity) => self
                 .raise(
                     Privilege,

@@ -21,6 +21,13 @@ DROP TABLE IF EXISTS public.payments, billing.invoices
 -- expect: destructive
 ALTER TABLE customers DROP COLUMN phone
 
+-- A type change rewrites every value: a cast or USING expression can lose the data.
+-- expect: destructive
+ALTER TABLE payments ALTER COLUMN amount TYPE integer
+
+-- expect: destructive
+ALTER TABLE payments ALTER COLUMN amount TYPE numeric(10,2) USING NULL
+
 -- expect: destructive
 DROP SCHEMA billing CASCADE
 

@@ -54,6 +54,10 @@ SELECT set_config(name, 'x', false) FROM settings_to_apply
 -- expect: write
 SELECT pg_advisory_lock(42)
 
+-- A pool's reset releases only the session's own locks and state.
+-- expect: read
+SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL
+
 -- expect: write
 SELECT setval('rentals_id_seq', 1000)
 
