@@ -308,6 +308,14 @@ pub(crate) fn code_class(
     if !stored {
         code.code.base = Some((Class::Read, format!("{} only reads", statement.kind)));
     }
+    // What it defines may take on the code of every relation it names (`LIKE ...
+    // INCLUDING ALL`, `PARTITION OF`, a view over a table with triggers): counted as a write
+    // to each, the stricter reading.
+    for relation in &mut code.relations {
+        if relation.access == belay_sql::Access::Read {
+            relation.access = belay_sql::Access::Write;
+        }
+    }
     let Some(catalog) = &view.catalog else {
         return (Class::Unknown, "the catalog could not be read".to_owned());
     };
@@ -448,6 +456,16 @@ fn catalog_sql() -> String {
                JOIN pg_class r ON r.oid = k.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE k.contype = 'f' AND {}",
             user("rn")
+        ),
+        // A write to a parent table or a partitioned one reaches its children's rows, and
+        // their own triggers fire.
+        format!(
+            "SELECT 'cascade', pn.nspname::text, p.relname::text, n.nspname::text, c.relname::text, 'inheritance', NULL \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+             WHERE {}",
+            user("pn")
         ),
         format!(
             "SELECT 'default', n.nspname::text, c.relname::text, pg_get_expr(d.adbin, d.adrelid), 'w', a.attname::text, NULL \
@@ -671,7 +689,11 @@ fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
             "cascade" => object(&mut source.relations, &mut relations, &schema, &name)
                 .on_write
                 .push(Stored {
-                    label: format!("foreign key `{}` to {qualified}", col(5)),
+                    label: if col(5) == "inheritance" {
+                        format!("`{}.{}`, a child of {qualified}", col(3), col(4))
+                    } else {
+                        format!("foreign key `{}` to {qualified}", col(5))
+                    },
                     what: StoredCode::Writes(col(3), col(4)),
                 }),
             "policy" => {

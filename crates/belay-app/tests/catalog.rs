@@ -61,6 +61,10 @@ CREATE TABLE log (id serial, note text);
 CREATE FUNCTION wipe() RETURNS trigger LANGUAGE plpgsql
   AS $$ BEGIN TRUNCATE victims; RETURN NEW; END $$;
 CREATE TRIGGER wipe_on_log AFTER INSERT ON log FOR EACH ROW EXECUTE FUNCTION wipe();
+CREATE TABLE parent_log (id int);
+CREATE TABLE child_log () INHERITS (parent_log);
+INSERT INTO child_log VALUES (1);
+CREATE TRIGGER wipe_child AFTER UPDATE ON child_log FOR EACH ROW EXECUTE FUNCTION wipe();
 CREATE TABLE requests (id int);
 CREATE RULE requests_delete AS ON INSERT TO requests DO INSTEAD DELETE FROM victims;
 CREATE TABLE secrets (id int, v text);
@@ -141,6 +145,7 @@ fn harness() -> &'static Harness {
             ("writer", &[("staging", Class::Write), ("events", Class::Ddl)][..]),
             ("builder", &[("staging", Class::Destructive)][..]),
             ("asker", &[("staging", Class::Read)][..]),
+            ("architect", &[("staging", Class::Ddl)][..]),
             ("lister", &[("staging", Class::Read)][..]),
             ("tuner", &[("staging", Class::Read)][..]),
             ("prober", &[("staging", Class::Read)][..]),
@@ -286,6 +291,7 @@ fn writes_are_what_the_triggers_rules_domains_and_defaults_they_fire_do() {
             "UPDATE secrets SET v = 'b' WHERE id = 1",
             "INSERT INTO log_view (note) VALUES ('through the view')",
             "SELECT count(*) FROM moods WHERE m < 'cross'",
+            "UPDATE parent_log SET id = 2 WHERE id = 1",
         ] {
             refused.push((sql, refusal(&writer, sql).await));
         }
@@ -545,5 +551,24 @@ fn an_approval_does_not_cover_code_that_grew_since_it_was_given() {
     });
     assert_eq!(after.0, "42501", "{}", after.1);
     assert!(after.1.contains("ask for a new approval"), "{}", after.1);
+    victims_intact();
+}
+
+#[test]
+fn a_table_made_in_a_transaction_carries_the_code_it_copied() {
+    let refused = block(async {
+        let architect = client("architect", "staging").await;
+        architect.simple_query("BEGIN").await.unwrap();
+        architect
+            .simple_query("CREATE TABLE liked (LIKE defaulted INCLUDING DEFAULTS)")
+            .await
+            .unwrap();
+        let refused = refusal(&architect, "INSERT INTO liked (id) VALUES (1)").await;
+        let _ = architect.simple_query("ROLLBACK").await;
+        refused
+    });
+    // The copied default calls a function that deletes every row: beyond a `ddl` grant.
+    assert_eq!(refused.0, "YB001", "{}", refused.1);
+    assert!(refused.1.contains("class: destructive"), "{}", refused.1);
     victims_intact();
 }
