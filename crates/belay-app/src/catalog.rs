@@ -538,6 +538,25 @@ fn catalog_sql() -> String {
             user("tn"),
             user("bn")
         ),
+        // A composite type is what its attributes' types are; a range, what its subtype is.
+        format!(
+            "SELECT 'base', tn.nspname::text, t.typname::text, an.nspname::text, at.typname::text, NULL, NULL \
+             FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_attribute a ON a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped \
+               JOIN pg_type at ON at.oid = a.atttypid JOIN pg_namespace an ON an.oid = at.typnamespace \
+             WHERE t.typtype = 'c' AND {} AND {}",
+            user("tn"),
+            user("an")
+        ),
+        format!(
+            "SELECT 'base', tn.nspname::text, t.typname::text, sn.nspname::text, st.typname::text, NULL, NULL \
+             FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid \
+               JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+               JOIN pg_type st ON st.oid = r.rngsubtype JOIN pg_namespace sn ON sn.oid = st.typnamespace \
+             WHERE {} AND {}",
+            user("tn"),
+            user("sn")
+        ),
         // Casts with a user-defined function, on each user-defined type they involve.
         format!(
             "SELECT 'cast', tn.nspname::text, t.typname::text, fn.nspname::text, f.proname::text, NULL, NULL \

@@ -74,6 +74,15 @@ ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 CREATE POLICY seen ON secrets USING (lookup(id) > 0);
 CREATE DOMAIN checked AS int CHECK (lookup(VALUE) > 0);
 CREATE TABLE typed (c checked);
+CREATE TYPE wrapped AS (inner_value checked);
+CREATE TABLE wrapping (w wrapped);
+CREATE TABLE indexed (id int);
+CREATE FUNCTION dropper(int) RETURNS int LANGUAGE plpgsql
+  AS $$ BEGIN DROP TABLE IF EXISTS never_there; RETURN $1; END $$;
+CREATE FUNCTION index_key(int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+  AS $$ BEGIN RETURN dropper($1); END $$;
+INSERT INTO indexed VALUES (1), (2);
+CREATE INDEX indexed_key ON indexed (index_key(id));
 CREATE FUNCTION eq_wipe(int, text) RETURNS bool LANGUAGE plpgsql
   AS $$ BEGIN DELETE FROM victims; RETURN true; END $$;
 CREATE OPERATOR === (LEFTARG = int, RIGHTARG = text, FUNCTION = eq_wipe);
@@ -292,6 +301,7 @@ fn writes_are_what_the_triggers_rules_domains_and_defaults_they_fire_do() {
             "INSERT INTO log_view (note) VALUES ('through the view')",
             "SELECT count(*) FROM moods WHERE m < 'cross'",
             "UPDATE parent_log SET id = 2 WHERE id = 1",
+            "INSERT INTO wrapping VALUES (ROW(1))",
         ] {
             refused.push((sql, refusal(&writer, sql).await));
         }
@@ -571,4 +581,25 @@ fn a_table_made_in_a_transaction_carries_the_code_it_copied() {
     assert_eq!(refused.0, "YB001", "{}", refused.1);
     assert!(refused.1.contains("class: destructive"), "{}", refused.1);
     victims_intact();
+}
+
+#[test]
+fn maintenance_that_evaluates_index_expressions_is_what_they_call() {
+    let refused = block(async {
+        let architect = client("architect", "staging").await;
+        let mut refused = Vec::new();
+        for sql in [
+            "ANALYZE indexed",
+            "REINDEX TABLE indexed",
+            "VACUUM ANALYZE indexed",
+        ] {
+            refused.push((sql, refusal(&architect, sql).await));
+        }
+        refused
+    });
+    for (sql, (code, message)) in &refused {
+        // The index's function drops a table: beyond a `ddl` grant.
+        assert_eq!(code, "YB001", "{sql}: {message}");
+        assert!(message.contains("class: destructive"), "{sql}: {message}");
+    }
 }

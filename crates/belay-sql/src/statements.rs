@@ -230,6 +230,20 @@ impl Walk<'_> {
                 }
             }
             NodeRef::VacuumStmt(_) | NodeRef::ClusterStmt(_) | NodeRef::ReindexStmt(_) => {
+                // They evaluate the tables' index expressions (ANALYZE, REINDEX, CLUSTER's
+                // rewrite), which is the tables' write code to a caller that knows it.
+                match node {
+                    NodeRef::VacuumStmt(v) => {
+                        for rel in &v.rels {
+                            if let Some(NodeEnum::VacuumRelation(vr)) = &rel.node {
+                                self.target(vr.relation.as_ref(), Access::Alter);
+                            }
+                        }
+                    }
+                    NodeRef::ClusterStmt(c) => self.target(c.relation.as_ref(), Access::Alter),
+                    NodeRef::ReindexStmt(r) => self.target(r.relation.as_ref(), Access::Alter),
+                    _ => {}
+                }
                 let kind = statement_kind(node);
                 self.ddl(format!(
                     "{kind} rewrites or reorganises tables and takes strong locks"
