@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use belay_config::{Environment, Postgres};
 use belay_core::Class;
-use belay_pg::UpstreamSpec;
 use belay_sql::{
     Analysis, Catalog, Changes, Flag, FunctionSource, Limits, ObjectSource, Source, Stored,
     StoredCode, Unsettled,
@@ -596,19 +595,14 @@ fn catalog_sql() -> String {
 }
 
 async fn read_source(pg: &Postgres, label: &str) -> Result<Source, String> {
-    let spec = UpstreamSpec {
-        host: pg.host.clone(),
-        port: pg.port,
-        database: pg.database.clone(),
-        user: pg.user.clone(),
-        password: pg.password.clone(),
-        elevated: None,
-        sslmode: pg.sslmode,
-        sslrootcert: pg.sslrootcert.clone(),
-        params: vec![("application_name".to_owned(), "belay:catalog".to_owned())],
-        connect_timeout: LOAD_TIMEOUT,
-        label: label.to_owned(),
-    };
+    let spec = crate::roles::own_connection(
+        pg,
+        &pg.user,
+        pg.password.clone(),
+        "belay:catalog",
+        LOAD_TIMEOUT,
+        label,
+    );
     let rows = belay_pg::simple_query(&spec, &catalog_sql()).await?;
     Ok(source_from_rows(rows))
 }

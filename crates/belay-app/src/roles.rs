@@ -141,21 +141,41 @@ pub async fn inspect(config: &Config) -> Report {
 /// environments that reach it.
 type Server<'a> = (Option<i64>, Vec<&'a Environment>);
 
-/// How many sessions the server behind `pg` accepts from roles that are not superusers.
-async fn connection_slots(pg: &Postgres) -> Option<i64> {
-    let spec = UpstreamSpec {
+/// A connection of belay's own to `pg` as `user`, named `application_name` upstream (so
+/// that the server's logs tell it from agents' sessions), for a look at the server.
+pub(crate) fn own_connection(
+    pg: &Postgres,
+    user: &str,
+    password: Option<belay_core::Secret>,
+    application_name: &str,
+    timeout: std::time::Duration,
+    label: &str,
+) -> UpstreamSpec {
+    UpstreamSpec {
         host: pg.host.clone(),
         port: pg.port,
         database: pg.database.clone(),
-        user: pg.user.clone(),
-        password: pg.password.clone(),
+        user: user.to_owned(),
+        password,
         elevated: None,
         sslmode: pg.sslmode,
         sslrootcert: pg.sslrootcert.clone(),
-        params: vec![("application_name".to_owned(), "belay:inspection".to_owned())],
-        connect_timeout: INSPECT_TIMEOUT,
-        label: pg.database.clone(),
-    };
+        params: vec![("application_name".to_owned(), application_name.to_owned())],
+        connect_timeout: timeout,
+        label: label.to_owned(),
+    }
+}
+
+/// How many sessions the server behind `pg` accepts from roles that are not superusers.
+async fn connection_slots(pg: &Postgres) -> Option<i64> {
+    let spec = own_connection(
+        pg,
+        &pg.user,
+        pg.password.clone(),
+        "belay:inspection",
+        INSPECT_TIMEOUT,
+        &pg.database,
+    );
     let rows = belay_pg::simple_query(
         &spec,
         "SELECT current_setting('max_connections')::int \
@@ -201,19 +221,14 @@ pub async fn inspect_upstream(
         roles.push((read.user.clone(), read.password.clone(), true));
     }
     for (user, password, read_only) in roles {
-        let spec = UpstreamSpec {
-            host: pg.host.clone(),
-            port: pg.port,
-            database: pg.database.clone(),
-            user: user.clone(),
+        let spec = own_connection(
+            pg,
+            &user,
             password,
-            elevated: None,
-            sslmode: pg.sslmode,
-            sslrootcert: pg.sslrootcert.clone(),
-            params: vec![("application_name".to_owned(), "belay:inspection".to_owned())],
-            connect_timeout: INSPECT_TIMEOUT,
-            label: upstream.clone(),
-        };
+            "belay:inspection",
+            INSPECT_TIMEOUT,
+            &upstream,
+        );
         match inspect_role(config, env, pg, &spec, read_only).await {
             Ok(found) => findings.extend(
                 found
