@@ -49,7 +49,7 @@ impl Catalogs {
                 Arc::new(UpstreamCatalog {
                     label,
                     pg,
-                    view: RwLock::new(View::default()),
+                    view: RwLock::new(Arc::new(View::default())),
                     changes: Mutex::new(Pending::default()),
                     loading: Mutex::new(()),
                 })
@@ -63,7 +63,9 @@ impl Catalogs {
 pub(crate) struct UpstreamCatalog {
     label: String,
     pg: Option<Postgres>,
-    view: RwLock<View>,
+    /// Shared by every session as it is; replaced (copy on write) when it changes, so a
+    /// statement's look at it is one reference count.
+    view: RwLock<Arc<View>>,
     changes: Mutex<Pending>,
     /// Held while the catalog is read, so that one session reads it and the others wait.
     loading: Mutex<()>,
@@ -150,17 +152,17 @@ pub(crate) type Own = std::collections::BTreeMap<String, (Class, String)>;
 impl UpstreamCatalog {
     /// The copy to decide by, if it is current: read, and not older than `refresh`. (What
     /// changed through belay since is unsettled in it.)
-    pub(crate) fn current(&self, refresh: Duration) -> Option<View> {
+    pub(crate) fn current(&self, refresh: Duration) -> Option<Arc<View>> {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
         let fresh = view.catalog.is_some() && view.read_at.is_some_and(|at| at.elapsed() < refresh);
-        fresh.then(|| view.clone())
+        fresh.then(|| Arc::clone(&view))
     }
 
     /// Reads the catalog again unless another session just did (and, with `settle`, no
     /// change through belay has ended since); blocks. A failure keeps the old copy (changes
     /// through belay stay unsettled, so nothing is decided by a stale definition) and says
     /// why.
-    pub(crate) fn load(&self, refresh: Duration, limits: &Limits, settle: bool) -> View {
+    pub(crate) fn load(&self, refresh: Duration, limits: &Limits, settle: bool) -> Arc<View> {
         let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(view) = self.current(refresh).filter(|v| !settle || !v.dirty) {
             return view;
@@ -169,7 +171,7 @@ impl UpstreamCatalog {
             // A read that just failed is not tried again at once, statement after statement.
             let view = self.view.read().unwrap_or_else(|e| e.into_inner());
             if view.failure.is_some() && view.tried_at.is_some_and(|t| t.elapsed() < RETRY) {
-                return view.clone();
+                return Arc::clone(&view);
             }
         }
         let begun = Instant::now();
@@ -179,7 +181,8 @@ impl UpstreamCatalog {
             None => Err(format!("`{}` names no database", self.label)),
         };
         let mut pending = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let mut shared = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let view = Arc::make_mut(&mut shared);
         match read {
             Ok(source) => {
                 let catalog = Catalog::rebuild(&source, limits, view.catalog.as_deref());
@@ -196,8 +199,8 @@ impl UpstreamCatalog {
             }
         }
         view.tried_at = Some(begun);
-        pending.publish(&mut view);
-        view.clone()
+        pending.publish(view);
+        Arc::clone(&shared)
     }
 
     /// Session `session` is about to run a statement that may change `changes`.
@@ -208,7 +211,8 @@ impl UpstreamCatalog {
             Changes::Anything => held.anything = true,
             Changes::Named(names) => held.names.extend(names.iter().cloned()),
         }
-        pending.publish(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
+        let mut shared = self.view.write().unwrap_or_else(|e| e.into_inner());
+        pending.publish(Arc::make_mut(&mut shared));
     }
 
     /// Session `session`'s transaction ended (or the session did): what it held waits for
@@ -221,8 +225,9 @@ impl UpstreamCatalog {
         pending.seq += 1;
         let seq = pending.seq;
         pending.ended.push((seq, held));
-        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-        pending.publish(&mut view);
+        let mut shared = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let view = Arc::make_mut(&mut shared);
+        pending.publish(view);
         view.dirty = true;
     }
 }
