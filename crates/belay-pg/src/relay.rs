@@ -145,6 +145,10 @@ pub(crate) struct Relay {
     /// The session's role may not write: an approved statement runs elsewhere (`Detour`)
     /// instead of with the read-only pin lifted.
     pub(crate) detour: bool,
+    /// The upstream backend's process id and the one the client was given in its
+    /// BackendKeyData: a notification from the session's own backend names the latter, so
+    /// that the client recognises its own notifications.
+    pub(crate) pids: Option<(i32, i32)>,
 }
 
 /// How a session ended by the watch on the upstream's settings begins its message.
@@ -210,6 +214,7 @@ impl Relay {
             ready_pending: 0,
             opening_until: 0,
             detour: false,
+            pids: None,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -709,7 +714,21 @@ impl Relay {
     ) -> Result<(), Violation> {
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
-            b'D' | b'd' | b'N' | b'A' | b't' | b'H' | b'W' | b'c' => {}
+            b'D' | b'd' | b'N' | b't' | b'H' | b'W' | b'c' => {}
+            b'A' => {
+                if let Some((upstream, own)) = self.pids {
+                    if frame.body.get(..4) == Some(&upstream.to_be_bytes()[..]) {
+                        let mut body = BytesMut::from(&frame.body[..]);
+                        body[..4].copy_from_slice(&own.to_be_bytes());
+                        Frame {
+                            tag: b'A',
+                            body: body.freeze(),
+                        }
+                        .encode(client);
+                        return Ok(());
+                    }
+                }
+            }
             b'S' => self.setting_changed(&frame)?,
             b'G' => {
                 // The server ignores Sync and Flush while it reads COPY data; a Sync the

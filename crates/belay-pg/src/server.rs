@@ -680,6 +680,9 @@ async fn handshake(
     for p in &upstream.parameters {
         p.encode(&mut out);
     }
+    if let Some((pid, _)) = &upstream.key {
+        relay.pids = Some((*pid, key.0));
+    }
     Backend::BackendKeyData {
         pid: key.0,
         secret: key.1,

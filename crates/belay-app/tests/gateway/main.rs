@@ -394,6 +394,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 struct Raw {
     stream: Box<dyn Stream>,
     buf: BytesMut,
+    /// The process id belay gave in BackendKeyData.
+    pid: i32,
 }
 
 /// Negotiates TLS with the gateway, accepting any certificate.
@@ -452,6 +454,7 @@ impl Raw {
         let mut raw = Raw {
             stream,
             buf: BytesMut::new(),
+            pid: 0,
         };
         let mut scram = None;
         loop {
@@ -476,6 +479,7 @@ impl Raw {
                     raw.send(&[Frontend::Password(body.freeze())]).await;
                 }
                 Backend::ErrorResponse(e) => return Err(e),
+                Backend::BackendKeyData { pid, .. } => raw.pid = pid,
                 Backend::ReadyForQuery(_) => return Ok(raw),
                 _ => {}
             }

@@ -415,3 +415,46 @@ fn a_syntax_error_points_where_the_server_would() {
         assert!(through.2.is_some(), "{text}: {through:?}");
     }
 }
+
+#[test]
+fn a_session_hears_its_own_notifications_under_the_process_id_belay_gave_it() {
+    let (own, notified, backend) = block(async {
+        let mut c = Raw::agent("worker", "staging").await;
+        c.send(&[Frontend::Query("SELECT pg_backend_pid()".to_owned())])
+            .await;
+        let mut backend = None;
+        loop {
+            match c.next().await {
+                Backend::Other(f) if f.tag == b'D' => {
+                    backend = Some(String::from_utf8_lossy(&f.body[6..]).into_owned());
+                }
+                Backend::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        c.send(&[Frontend::Query(
+            "LISTEN belay_self; NOTIFY belay_self, 'hello'".to_owned(),
+        )])
+        .await;
+        let mut notified = None;
+        loop {
+            match c.next().await {
+                Backend::Other(f) if f.tag == b'A' => {
+                    notified = Some(i32::from_be_bytes(f.body[..4].try_into().unwrap()));
+                }
+                Backend::ErrorResponse(e) => panic!("{}", e.message),
+                Backend::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        (c.pid, notified, backend)
+    });
+    assert_ne!(own, 0, "belay gave a process id");
+    // The upstream backend's own id is another number: the notification was renamed.
+    assert_ne!(backend, Some(own.to_string()));
+    assert_eq!(
+        notified,
+        Some(own),
+        "the notification names the session's own process"
+    );
+}
