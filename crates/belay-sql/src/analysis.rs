@@ -7,7 +7,7 @@ use std::fmt;
 use belay_core::Class;
 use serde::Serialize;
 
-pub use crate::settings::SettingChange;
+pub use crate::settings::{SettingChange, SettingValue};
 
 /// What the classifier found in one input string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,6 +56,26 @@ pub struct Statement {
     /// it (1-based, in characters).
     #[serde(skip)]
     pub error_position: Option<usize>,
+    /// When the statement is itself a `SET`, `RESET` or `SHOW` of one setting: which, for a
+    /// gateway that keeps what it pins by rewriting the statement (`application_name`, a
+    /// limit lowered to the environment's cap).
+    #[serde(skip)]
+    pub session: Option<SessionCommand>,
+}
+
+/// A statement that sets, resets or shows one run-time setting, as the whole statement (never
+/// a `set_config` call or a function's `SET` clause, which cannot be rewritten alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// `SET [SESSION | LOCAL] name TO value`, `SET name TO DEFAULT`, `RESET name`; the
+    /// name in lower case.
+    Set {
+        name: String,
+        value: SettingValue,
+        local: bool,
+    },
+    /// `SHOW name`, the name in lower case.
+    Show { name: String },
 }
 
 /// The names in a statement whose meaning lives in the database's catalog.
@@ -288,6 +308,7 @@ impl Analysis {
                     changes: Some(Changes::Anything),
                     ..Code::default()
                 },
+                session: None,
                 error_position: None,
             }],
         }

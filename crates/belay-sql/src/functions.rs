@@ -33,11 +33,42 @@ pub(crate) fn effect(schema: Option<&str>, name: &str) -> Effect {
         // that of a built-in.
         return Effect::Unknown;
     }
-    if READ_ONLY.binary_search(&name).is_ok() {
+    if READ_ONLY.binary_search(&name).is_ok() || !volatile_builtin(name).unwrap_or(true) {
         Effect::ReadOnly
     } else {
         Effect::Unknown
     }
+}
+
+/// PostgreSQL's own functions, generated from `pg_proc` (`data/pg_proc.tsv`): by name, whether
+/// any overload is volatile; `None` for a name that is not one of them. A built-in the server
+/// declares IMMUTABLE or STABLE cannot change the database; a volatile one is read-only only
+/// when `READ_ONLY` says so, and `dangerous` says what the others do.
+pub(crate) fn volatile_builtin(name: &str) -> Option<bool> {
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, bool)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut rows: Vec<(&'static str, bool)> = PG_PROC
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, volatility)| (name, volatility != "i" && volatility != "s"))
+            .collect();
+        rows.sort_unstable();
+        rows
+    });
+    table
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// The built-ins of the PostgreSQL version belay's list was generated from.
+pub(crate) const PG_PROC: &str = include_str!("../data/pg_proc.tsv");
+
+/// Whether belay says what calling built-in `name` does: a read, or a known effect. A test
+/// checks every function of a real server's `pg_catalog`.
+pub fn classified_builtin(name: &str) -> bool {
+    effect(Some("pg_catalog"), name) != Effect::Unknown
 }
 
 fn dangerous(name: &str) -> Option<Effect> {
@@ -106,6 +137,7 @@ fn dangerous(name: &str) -> Option<Effect> {
             "controls replication on the database server",
         ),
         "pg_read_file"
+        | "pg_read_file_old"
         | "pg_read_binary_file"
         | "pg_stat_file"
         | "pg_ls_dir"
@@ -161,6 +193,45 @@ fn dangerous(name: &str) -> Option<Effect> {
             SideEffectFunction,
             "sends a notification to other sessions",
         ),
+        n if n.starts_with("binary_upgrade_") && volatile_builtin(n).is_some() => known(
+            Admin,
+            SideEffectFunction,
+            "sets what only pg_upgrade sets (the identifiers the server gives new objects)",
+        ),
+        "pg_nextoid" | "pg_stop_making_pinned_objects" => known(
+            Admin,
+            SideEffectFunction,
+            "changes how the server numbers or pins catalog objects",
+        ),
+        "brin_summarize_new_values"
+        | "brin_summarize_range"
+        | "brin_desummarize_range"
+        | "gin_clean_pending_list" => known(Write, SideEffectFunction, "maintains an index"),
+        "pg_extension_config_dump" => known(
+            Write,
+            SideEffectFunction,
+            "marks an extension's table for pg_dump (only an extension's script may)",
+        ),
+        // Trigger functions and handlers: the server refuses to call them from a query.
+        n if (n.starts_with("RI_FKey_") || n.ends_with("handler"))
+            && volatile_builtin(n).is_some() =>
+        {
+            known(
+                Write,
+                SideEffectFunction,
+                "runs only as a trigger or handler",
+            )
+        }
+        "dsnowball_init"
+        | "dsnowball_lexize"
+        | "suppress_redundant_updates_trigger"
+        | "tsvector_update_trigger"
+        | "tsvector_update_trigger_column"
+        | "unique_key_recheck" => known(
+            Write,
+            SideEffectFunction,
+            "runs only as a trigger or text-search dictionary",
+        ),
         _ => None,
     }
 }
@@ -189,6 +260,7 @@ const READ_ONLY: &[&str] = &[
     "acosd",
     "acosh",
     "age",
+    "amvalidate",
     "any_value",
     "array_agg",
     "array_append",
@@ -220,6 +292,7 @@ const READ_ONLY: &[&str] = &[
     "atand",
     "atanh",
     "avg",
+    "bernoulli",
     "bit_and",
     "bit_count",
     "bit_length",
@@ -261,7 +334,10 @@ const READ_ONLY: &[&str] = &[
     "current_schema",
     "current_schemas",
     "current_setting",
+    "currtid2",
     "currval",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
     "date",
     "date_add",
     "date_bin",
@@ -389,10 +465,18 @@ const READ_ONLY: &[&str] = &[
     "length",
     "like_escape",
     "ln",
+    "lo_close",
+    "lo_get",
+    "lo_lseek",
+    "lo_lseek64",
+    "lo_open",
+    "lo_tell",
+    "lo_tell64",
     "localtime",
     "localtimestamp",
     "log",
     "log10",
+    "loread",
     "lower",
     "lower_inc",
     "lower_inf",
@@ -431,14 +515,25 @@ const READ_ONLY: &[&str] = &[
     "pg_backend_pid",
     "pg_blocking_pids",
     "pg_client_encoding",
+    "pg_collation_actual_version",
     "pg_collation_is_visible",
     "pg_column_size",
     "pg_conf_load_time",
+    "pg_control_checkpoint",
+    "pg_control_init",
+    "pg_control_recovery",
+    "pg_control_system",
+    "pg_current_logfile",
+    "pg_current_wal_flush_lsn",
+    "pg_current_wal_insert_lsn",
     "pg_current_wal_lsn",
+    "pg_database_collation_actual_version",
     "pg_database_size",
     "pg_describe_object",
     "pg_encoding_to_char",
+    "pg_export_snapshot",
     "pg_function_is_visible",
+    "pg_get_backend_memory_contexts",
     "pg_get_constraintdef",
     "pg_get_expr",
     "pg_get_function_arguments",
@@ -447,13 +542,19 @@ const READ_ONLY: &[&str] = &[
     "pg_get_functiondef",
     "pg_get_indexdef",
     "pg_get_keywords",
+    "pg_get_multixact_members",
     "pg_get_ruledef",
     "pg_get_serial_sequence",
+    "pg_get_shmem_allocations",
     "pg_get_statisticsobjdef",
     "pg_get_triggerdef",
     "pg_get_userbyid",
     "pg_get_viewdef",
+    "pg_get_wal_replay_pause_state",
+    "pg_get_wal_resource_managers",
     "pg_has_role",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
     "pg_index_column_has_property",
     "pg_index_has_property",
     "pg_indexam_has_property",
@@ -462,25 +563,55 @@ const READ_ONLY: &[&str] = &[
     "pg_input_is_valid",
     "pg_is_in_recovery",
     "pg_is_other_temp_schema",
+    "pg_is_wal_replay_paused",
+    "pg_isolation_test_session_is_blocked",
     "pg_jit_available",
+    "pg_last_committed_xact",
     "pg_last_wal_receive_lsn",
     "pg_last_wal_replay_lsn",
     "pg_last_xact_replay_timestamp",
     "pg_listening_channels",
+    "pg_lock_status",
     "pg_my_temp_schema",
+    "pg_notification_queue_usage",
     "pg_opclass_is_visible",
     "pg_operator_is_visible",
     "pg_opfamily_is_visible",
+    "pg_partition_ancestors",
+    "pg_partition_tree",
     "pg_postmaster_start_time",
+    "pg_prepared_xact",
     "pg_relation_filenode",
     "pg_relation_filepath",
     "pg_relation_size",
+    "pg_replication_origin_progress",
+    "pg_replication_origin_session_is_setup",
+    "pg_replication_origin_session_progress",
     "pg_safe_snapshot_blocking_pids",
+    "pg_sequence_last_value",
+    "pg_show_all_file_settings",
+    "pg_show_replication_origin_status",
     "pg_size_bytes",
     "pg_size_pretty",
     "pg_sleep",
     "pg_sleep_for",
     "pg_sleep_until",
+    "pg_stat_clear_snapshot",
+    "pg_stat_force_next_flush",
+    "pg_stat_get_recovery_prefetch",
+    "pg_stat_get_xact_blocks_fetched",
+    "pg_stat_get_xact_blocks_hit",
+    "pg_stat_get_xact_function_calls",
+    "pg_stat_get_xact_function_self_time",
+    "pg_stat_get_xact_function_total_time",
+    "pg_stat_get_xact_numscans",
+    "pg_stat_get_xact_tuples_deleted",
+    "pg_stat_get_xact_tuples_fetched",
+    "pg_stat_get_xact_tuples_hot_updated",
+    "pg_stat_get_xact_tuples_inserted",
+    "pg_stat_get_xact_tuples_returned",
+    "pg_stat_get_xact_tuples_updated",
+    "pg_stat_have_stats",
     "pg_table_is_visible",
     "pg_table_size",
     "pg_tablespace_location",
@@ -494,9 +625,13 @@ const READ_ONLY: &[&str] = &[
     "pg_type_is_visible",
     "pg_typeof",
     "pg_wal_lsn_diff",
+    "pg_xact_commit_timestamp",
+    "pg_xact_commit_timestamp_origin",
+    "pg_xact_status",
     "phraseto_tsquery",
     "pi",
     "plainto_tsquery",
+    "plpgsql_validator",
     "position",
     "pow",
     "power",
@@ -568,6 +703,7 @@ const READ_ONLY: &[&str] = &[
     "substr",
     "substring",
     "sum",
+    "system",
     "tan",
     "tand",
     "tanh",
@@ -608,6 +744,7 @@ const READ_ONLY: &[&str] = &[
     "txid_current_snapshot",
     "txid_snapshot_xmax",
     "txid_snapshot_xmin",
+    "txid_status",
     "txid_visible_in_snapshot",
     "unistr",
     "unnest",

@@ -34,13 +34,24 @@ use pg_query::protobuf::RawStmt;
 use pg_query::{NodeEnum, ParserOptions};
 
 pub use analysis::{
-    Access, Analysis, Changes, Code, Flag, ObjectKind, PreparedEffect, Relation, Statement,
+    Access, Analysis, Changes, Code, Flag, ObjectKind, PreparedEffect, Relation, SessionCommand,
+    Statement,
 };
 pub use belay_core::units::{measure, Unit};
 pub use catalog::{
     Catalog, FunctionSource, ObjectSource, Resolution, Source, Stored, StoredCode, Unsettled,
 };
+pub use functions::classified_builtin;
 pub use settings::{capped, lifts_read_only, SettingChange, SettingValue};
+
+/// The list of PostgreSQL's built-in functions belay was built with (`data/pg_proc.tsv`).
+pub const BUILTINS: &str = functions::PG_PROC;
+
+/// The class of setting `name` (lower case) given `value`, and why, for a setting that
+/// matters to safety beyond the limits a caller checks; `None` for one that does not.
+pub fn setting_class(name: &str, value: &SettingValue) -> Option<(Class, String)> {
+    settings::classify(name, value)
+}
 
 /// Bounds on what the classifier accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +250,14 @@ fn analyze_inner(sql: &str, limits: &Limits) -> (Analysis, bool) {
             {
                 prepared.clear();
                 statement.prepared_effect = Some(PreparedEffect::DeallocateAll);
+            }
+            NodeEnum::VariableSetStmt(s) => {
+                statement.session = statements::session_set(s);
+            }
+            NodeEnum::VariableShowStmt(s) => {
+                statement.session = Some(SessionCommand::Show {
+                    name: s.name.to_ascii_lowercase(),
+                });
             }
             _ => {}
         }

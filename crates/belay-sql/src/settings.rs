@@ -9,8 +9,8 @@
 //!
 //! *Capped* settings (`CAPPED`: memory and parallelism, and the timeouts belay pins) may be
 //! lowered but not raised past a limit the environment sets; the classifier cannot know that
-//! limit, so it records each such change in `Statement::settings` for the gateway, and only
-//! refuses what no limit allows (turning a timeout off, an unreadable value).
+//! limit, so it records each such change in `Statement::settings` for the gateway (which
+//! treats turning a timeout off as over every limit), and only refuses an unreadable value.
 
 use belay_core::units::{measure, Unit};
 use belay_core::{encoding, Class};
@@ -112,11 +112,8 @@ pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, Strin
                     Class::Admin,
                     format!("belay cannot read `{c}` as a value of `{name}`"),
                 )),
-                Some(ms) if unit == Unit::Millis && ms <= 0.0 => Some((
-                    Class::Admin,
-                    changes("to 0 turns off a time limit belay pins"),
-                )),
-                // Within the environment's cap or not: the gateway checks.
+                // Within the environment's cap or not (0, which turns a time limit off, is
+                // over every cap): the gateway checks, and lowers a whole SET to the cap.
                 Some(_) => None,
             },
         };
@@ -129,10 +126,8 @@ pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, Strin
         // Lifting read-only mode matters only where belay pins it: the walk records it in
         // `Statement::settings` and makes it `privilege` outside `Code::base`.
         "default_transaction_read_only" | "transaction_read_only" => None,
-        "row_security" => Some((
-            Class::Privilege,
-            changes("changes which rows row-level security shows"),
-        )),
+        // `row_security = off` does not lift a policy: a query a policy would filter fails
+        // instead (pg_dump sets it so), unless the role may bypass policies anyway.
         "session_replication_role" => Some((
             Class::Admin,
             changes("disables triggers and foreign-key checks"),
@@ -262,6 +257,11 @@ mod tests {
         assert_eq!(classify("standard_conforming_strings", &c("on")), None);
         assert_eq!(classify("default_transaction_read_only", &c("on")), None);
         assert_eq!(classify("statement_timeout", &c("30s")), None);
+        assert_eq!(
+            classify("row_security", &c("off")),
+            None,
+            "fails, never shows more"
+        );
         assert_eq!(classify("work_mem", &c("4GB")), None, "the gateway caps it");
         assert_eq!(classify("client_encoding", &SettingValue::Default), None);
     }
@@ -309,8 +309,11 @@ mod tests {
             class("search_path", &c("public, pg_catalog")),
             Some(Class::Admin)
         );
-        assert_eq!(class("statement_timeout", &c("0")), Some(Class::Admin));
-        assert_eq!(class("lock_timeout", &c("0ms")), Some(Class::Admin));
+        assert_eq!(
+            class("statement_timeout", &c("0")),
+            None,
+            "over every cap: the gateway checks"
+        );
         assert_eq!(class("work_mem", &c("4 parsecs")), Some(Class::Admin));
     }
 

@@ -336,8 +336,12 @@ impl Walk<'_> {
                 }) {
                     self.range_var(rv, Access::Read);
                 }
-                self.flag(Flag::RowLock);
-                self.raise(Write, "LOCK takes a table lock that other sessions wait on");
+                // ACCESS SHARE (mode 1) is the lock every SELECT takes, which only DROP,
+                // TRUNCATE and the like wait on (pg_dump takes it on every table).
+                if s.mode != 1 {
+                    self.flag(Flag::RowLock);
+                    self.raise(Write, "LOCK takes a table lock that other sessions wait on");
+                }
             }
             NodeRef::NotifyStmt(_) => {
                 self.raise(Write, "NOTIFY sends a notification to other sessions")
@@ -608,6 +612,26 @@ impl Walk<'_> {
             Err(_) => self.raise(Unknown, "a transaction statement of an unknown form"),
         }
     }
+}
+
+/// The setting a whole `SET` or `RESET` statement changes, and to what; `None` for the forms
+/// that change several (`RESET ALL`, `SET TRANSACTION ...`) or a value known only later
+/// (`FROM CURRENT`).
+pub(crate) fn session_set(s: &pb::VariableSetStmt) -> Option<crate::SessionCommand> {
+    let value = match VariableSetKind::try_from(s.kind).ok()? {
+        VariableSetKind::VarSetValue => {
+            let parts: Option<Vec<String>> =
+                s.args.iter().map(|a| const_text(a.node.as_ref())).collect();
+            SettingValue::Const(parts?.join(", "))
+        }
+        VariableSetKind::VarSetDefault | VariableSetKind::VarReset => SettingValue::Default,
+        _ => return None,
+    };
+    Some(crate::SessionCommand::Set {
+        name: s.name.to_ascii_lowercase(),
+        value,
+        local: s.is_local,
+    })
 }
 
 /// `transaction_read_only = false`, the option behind READ WRITE.

@@ -57,6 +57,8 @@ pub(crate) struct Walk<'a> {
     pub(crate) unresolved_prepared: Option<String>,
     /// Changes to capped settings, for the caller to check against its limits.
     pub(crate) settings: Vec<SettingChange>,
+    /// A `set_config` call decided with its `SELECT ... FROM pg_settings WHERE name = ...`.
+    named_set_config: Option<*const pb::FuncCall>,
 }
 
 impl<'a> Walk<'a> {
@@ -86,6 +88,7 @@ impl<'a> Walk<'a> {
             text: Cow::Borrowed(text),
             unresolved_prepared: None,
             settings: Vec::new(),
+            named_set_config: None,
         }
     }
 
@@ -123,6 +126,7 @@ impl<'a> Walk<'a> {
             settings: self.settings,
             code,
             error_position: None,
+            session: None,
         }
     }
 
@@ -366,6 +370,18 @@ impl<'a> Walk<'a> {
                 "SELECT ... FOR UPDATE/SHARE locks the rows it reads, which other sessions wait on",
             );
         }
+        if let Some((call, names)) = settings_by_name(s) {
+            // The settings are those the WHERE names: each is decided as if named alone.
+            let value = call.args.get(1).and_then(|a| const_text(a.node.as_ref()));
+            for name in names {
+                let value = match &value {
+                    Some(v) => SettingValue::Const(v.clone()),
+                    None => SettingValue::Computed,
+                };
+                self.setting(&name, value, "set_config: ");
+            }
+            self.named_set_config = Some(call as *const pb::FuncCall);
+        }
     }
 
     /// UPDATE and DELETE: every row without a WHERE, or with one that is always true.
@@ -488,6 +504,10 @@ impl<'a> Walk<'a> {
     /// `set_config(name, value, is_local)`, by position or by name: the class of the setting
     /// it names, with the value if it is a constant.
     fn set_config(&mut self, call: &pb::FuncCall) {
+        if self.named_set_config == Some(call as *const pb::FuncCall) {
+            // Decided with its SELECT (`settings_by_name`).
+            return;
+        }
         let mut by_position = Vec::new();
         let (mut name, mut value) = (None, None);
         for arg in &call.args {
@@ -816,6 +836,95 @@ pub(crate) fn const_text(node: Option<&NodeEnum>) -> Option<String> {
         NodeEnum::Boolean(b) => Some(if b.boolval { "on" } else { "off" }.to_owned()),
         _ => None,
     }
+}
+
+/// `SELECT set_config(name, VALUE, IS_LOCAL) FROM pg_settings WHERE name = 'x'` (or
+/// `name IN ('x', ...)`), as pg_dump sends it for a setting the server may not have: the
+/// call, and the settings it can change, which are those the WHERE names.
+fn settings_by_name(s: &pb::SelectStmt) -> Option<(&pb::FuncCall, Vec<String>)> {
+    let is_name = |n: Option<&NodeEnum>| match n {
+        Some(NodeEnum::ColumnRef(c)) => {
+            let parts: Vec<&str> = c
+                .fields
+                .iter()
+                .filter_map(|f| match &f.node {
+                    Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+                    _ => None,
+                })
+                .collect();
+            parts.len() == c.fields.len()
+                && matches!(parts.as_slice(), ["name"] | ["pg_settings", "name"])
+        }
+        _ => false,
+    };
+    let [from] = s.from_clause.as_slice() else {
+        return None;
+    };
+    match &from.node {
+        Some(NodeEnum::RangeVar(rv))
+            if rv.relname == "pg_settings"
+                && matches!(rv.schemaname.as_str(), "" | "pg_catalog")
+                && rv.alias.is_none() => {}
+        _ => return None,
+    }
+    if s.with_clause.is_some() || !s.group_clause.is_empty() || s.having_clause.is_some() {
+        return None;
+    }
+    let [target] = s.target_list.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::ResTarget(t)) = &target.node else {
+        return None;
+    };
+    let Some(NodeEnum::FuncCall(call)) = t.val.as_ref().and_then(|v| v.node.as_ref()) else {
+        return None;
+    };
+    let function: Vec<&str> = call
+        .funcname
+        .iter()
+        .filter_map(|f| match &f.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !matches!(
+        function.as_slice(),
+        ["set_config"] | ["pg_catalog", "set_config"]
+    ) || call.args.len() != 3
+        || !is_name(call.args[0].node.as_ref())
+        || call
+            .args
+            .iter()
+            .any(|a| matches!(a.node, Some(NodeEnum::NamedArgExpr(_))))
+    {
+        return None;
+    }
+    let Some(NodeEnum::AExpr(e)) = s.where_clause.as_ref().and_then(|w| w.node.as_ref()) else {
+        return None;
+    };
+    let operator: Vec<&str> = e
+        .name
+        .iter()
+        .filter_map(|f| match &f.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    if operator != ["="] || !is_name(e.lexpr.as_ref().and_then(|l| l.node.as_ref())) {
+        return None;
+    }
+    let kind = AExprKind::try_from(e.kind).ok()?;
+    let right = e.rexpr.as_ref().and_then(|r| r.node.as_ref());
+    let names: Option<Vec<String>> = match (kind, right) {
+        (AExprKind::AexprOp, r) => const_text(r).map(|n| vec![n]),
+        (AExprKind::AexprIn, Some(NodeEnum::List(list))) => list
+            .items
+            .iter()
+            .map(|i| const_text(i.node.as_ref()))
+            .collect(),
+        _ => None,
+    };
+    Some((call, names?))
 }
 
 /// A DefElem option that is on: no argument, or a true value.

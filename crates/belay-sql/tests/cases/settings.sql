@@ -33,7 +33,8 @@ SET TRANSACTION READ WRITE
 -- expect: admin
 SET session_replication_role = 'replica'
 
--- expect: admin
+-- recorded: the gateway lowers a limit turned off to the environment's cap
+-- expect: read
 SET LOCAL statement_timeout = 0
 
 -- expect: admin
@@ -137,10 +138,12 @@ SET statement_timeout = '30s'
 -- expect: read
 SET LOCAL lock_timeout = '5s'
 
--- expect: admin
+-- recorded: the gateway lowers a limit turned off to the environment's cap
+-- expect: read
 SET idle_in_transaction_session_timeout = 0
 
--- expect: admin
+-- recorded: the gateway lowers a limit turned off to the environment's cap
+-- expect: read
 SET lock_timeout = '0s'
 
 -- expect: admin
