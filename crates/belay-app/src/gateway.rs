@@ -14,6 +14,7 @@ use belay_pg::{Credential, Gate, Login, Refusal, Session, UpstreamSpec, SQLSTATE
 use belay_store::AuthError;
 use serde_json::json;
 
+use crate::boundary::{self, StartupSetting};
 use crate::session::AppSession;
 use crate::{now_us, App};
 
@@ -181,6 +182,7 @@ impl AppGate {
                     "peer": login.peer,
                     "tls": login.tls,
                     "application_name": login.application_name,
+                    "startup_settings": login.settings.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                 }),
                 ..Draft::default()
             })
@@ -222,6 +224,7 @@ impl Gate for AppGate {
             database: database.unwrap_or_default().to_owned(),
             peer: peer.to_owned(),
             application_name: None,
+            settings: Vec::new(),
             tls: false,
         };
         let actor = match user {
@@ -320,10 +323,32 @@ impl Gate for AppGate {
             Err(refusal) => return Err(self.refuse(login, &actor, refusal)),
         };
         let read_only = env.production && grant < Class::Write;
+        // What the client asked for at startup, each decided as belay decides a SET.
+        let mut own_name = login.application_name.clone();
+        let mut asked = Vec::new();
+        let mut notices = Vec::new();
+        for (name, value) in &login.settings {
+            match boundary::startup_setting(env, read_only, name, value) {
+                Ok(StartupSetting::ApplicationName(n)) => own_name = Some(n),
+                Ok(StartupSetting::Pass(n, v)) => asked.push((n, v)),
+                Ok(StartupSetting::Lowered(n, v, notice)) => {
+                    asked.push((n, v));
+                    notices.push(notice);
+                }
+                Err(why) => {
+                    return Err(self.refuse(
+                        login,
+                        &actor,
+                        Refusal::new(SQLSTATE_DENIED, why)
+                            .hint("leave the setting out of the connection's options, or ask belay's operator"),
+                    ))
+                }
+            }
+        }
         let mut params = vec![
             (
                 "application_name".to_owned(),
-                format!("belay:{}", agent.name),
+                boundary::application_name(&agent.name, own_name.as_deref()),
             ),
             (
                 "statement_timeout".to_owned(),
@@ -337,7 +362,14 @@ impl Gate for AppGate {
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value)),
         );
+        // A setting asked for replaces belay's own value of it: decided above, it only
+        // tightens what belay pins.
+        for (name, value) in asked {
+            params.retain(|(n, _)| *n != name);
+            params.push((name, value));
+        }
         if read_only {
+            params.retain(|(n, _)| n != "default_transaction_read_only");
             params.push(("default_transaction_read_only".to_owned(), "on".to_owned()));
         }
         let label = format!("{}.{db_name}", env.name);
@@ -364,6 +396,8 @@ impl Gate for AppGate {
             params,
             connect_timeout: CONNECT_TIMEOUT,
             label: label.clone(),
+            application_prefix: Some(boundary::application_name(&agent.name, None)),
+            notices,
         };
         let reason = format!(
             "agent `{}` connected to `{label}` with grant `{grant}`{}",

@@ -163,6 +163,8 @@ pub(crate) fn own_connection(
         params: vec![("application_name".to_owned(), application_name.to_owned())],
         connect_timeout: timeout,
         label: label.to_owned(),
+        application_prefix: None,
+        notices: Vec::new(),
     }
 }
 

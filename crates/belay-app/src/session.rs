@@ -361,6 +361,22 @@ impl AppSession {
     }
 
     /// `analysis` raised where it sets a capped setting past this environment's limit.
+    /// `analysis` with the session commands belay rewrites (`boundary::session_commands`)
+    /// decided as rewritten, and the rewrite.
+    fn session_commands(
+        &self,
+        sql: &str,
+        analysis: Arc<Analysis>,
+    ) -> (Arc<Analysis>, Option<belay_pg::Rewrite>) {
+        if analysis.statements.iter().all(|s| s.session.is_none()) {
+            return (analysis, None);
+        }
+        match self.app.config.environment(&self.environment) {
+            Some(env) => boundary::session_commands(env, &self.agent.name, sql, analysis),
+            None => (analysis, None),
+        }
+    }
+
     fn capped(&self, analysis: Arc<Analysis>) -> Arc<Analysis> {
         if analysis.statements.iter().all(|s| s.settings.is_empty()) {
             return analysis;
@@ -602,8 +618,14 @@ impl AppSession {
             let view = self.catalog.load(refresh, limits, true);
             resolved = catalog::resolve(&view, prepared, self.id, &self.own).0;
         }
+        let (resolved, rewrite) = self.session_commands(sql, resolved);
         let analysis = self.capped(resolved);
-        if let Some(check) = self.repeat_read(sql, &analysis, phase) {
+        let rewrite = rewrite.map(Box::new);
+        // A rewritten text is never repeated as it came: it is rewritten each time.
+        if let Some(check) = self
+            .repeat_read(sql, &analysis, phase)
+            .filter(|_| rewrite.is_none())
+        {
             // Found by its text, the text is remembered already.
             if let Some(r) = self.repeat.as_mut().filter(|_| !by_text) {
                 r.remember(sql, Arc::ptr_eq(&classified, &analysis));
@@ -642,6 +664,7 @@ impl AppSession {
             return Some(Check::Allow {
                 record: None,
                 read_write: false,
+                rewrite,
             });
         }
         // Anything but an allowed read needs a durable record, and perhaps the approvals.
@@ -765,7 +788,9 @@ impl AppSession {
             // A plain allowed read (counted, not written): the next identical one repeats it.
             let tallied = self.tallied.take();
             self.repeat = match tallied {
-                Some(tally) if !read_write && action.is_none() && seq.is_none() => {
+                Some(tally)
+                    if !read_write && action.is_none() && seq.is_none() && rewrite.is_none() =>
+                {
                     let mut repeat = RepeatRead {
                         analysis: analysis.clone(),
                         text: None,
@@ -780,6 +805,7 @@ impl AppSession {
             return Some(Check::Allow {
                 record: None,
                 read_write,
+                rewrite,
             });
         }
         if self.records.len() >= MAX_CACHED {
@@ -797,6 +823,7 @@ impl AppSession {
         Some(Check::Allow {
             record: Some(self.next_record),
             read_write,
+            rewrite,
         })
     }
 }

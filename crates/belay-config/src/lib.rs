@@ -151,6 +151,14 @@ impl Limits {
         self.caps.get(name).copied()
     }
 
+    /// The key under `[environments.NAME.limits]` that sets the cap on setting `name`.
+    pub fn key(name: &str) -> &str {
+        match name {
+            "statement_timeout" | "transaction_timeout" => "statement_timeout_max",
+            other => other,
+        }
+    }
+
     /// The settings pinned at login: the timeouts belay enforces, in milliseconds.
     pub fn pinned(&self) -> Vec<(&'static str, String)> {
         [

@@ -101,6 +101,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_connections_per_agent: Option<usize>,
     idle_session_timeout: Option<String>,
+    statement_timeout_max: Option<String>,
     lock_timeout: Option<String>,
     idle_in_transaction_session_timeout: Option<String>,
     work_mem: Option<String>,
@@ -183,7 +184,20 @@ fn limits(raw: &RawLimits, statement_timeout: Duration) -> Result<Limits, String
             .ok_or_else(|| format!("{key}`: `{text}` is not a size such as `64MB` or `1GB`"))
     };
     let mut caps = BTreeMap::new();
-    caps.insert("statement_timeout", statement_timeout.as_millis() as f64);
+    // The longest statement timeout an agent may set; the environment's `statement_timeout`
+    // is what a session starts with.
+    let statement_max = millis(
+        "statement_timeout_max",
+        &raw.statement_timeout_max,
+        statement_timeout,
+    )?;
+    if statement_max < statement_timeout.as_millis() as f64 {
+        return Err(
+            "statement_timeout_max`: must be at least the environment's `statement_timeout`"
+                .to_owned(),
+        );
+    }
+    caps.insert("statement_timeout", statement_max);
     caps.insert(
         "lock_timeout",
         millis("lock_timeout", &raw.lock_timeout, DEFAULT_LOCK_TIMEOUT)?,
@@ -204,8 +218,8 @@ fn limits(raw: &RawLimits, statement_timeout: Duration) -> Result<Limits, String
             DEFAULT_IDLE_SESSION,
         )?,
     );
-    // transaction_timeout (PostgreSQL 17) may be lowered below the statement timeout only.
-    caps.insert("transaction_timeout", statement_timeout.as_millis() as f64);
+    // transaction_timeout (PostgreSQL 17) may be set up to the longest statement timeout.
+    caps.insert("transaction_timeout", statement_max);
     caps.insert("work_mem", bytes("work_mem", &raw.work_mem, "256MB")?);
     caps.insert(
         "maintenance_work_mem",

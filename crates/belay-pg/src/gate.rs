@@ -69,8 +69,12 @@ pub struct Login {
     pub database: String,
     /// The client's address.
     pub peer: String,
-    /// What the client called itself (`application_name`), recorded but never forwarded.
+    /// What the client called itself (`application_name`): recorded, and forwarded after the
+    /// agent's name (`belay:AGENT/NAME`).
     pub application_name: Option<String>,
+    /// Settings the client asked for at startup, in its `options` (`-c name=value`) or as
+    /// startup parameters of their own, in order; `Gate::open` decides each.
+    pub settings: Vec<(String, String)>,
     pub tls: bool,
 }
 
@@ -103,6 +107,12 @@ pub struct UpstreamSpec {
     /// the session's defaults, so even `RESET ALL` returns to them.
     pub params: Vec<(String, String)>,
     pub connect_timeout: Duration,
+    /// The upstream's `application_name` begins with this (`belay:AGENT`), then `/` and the
+    /// client's own name; the client is shown only its own name (in ParameterStatus).
+    pub application_prefix: Option<String>,
+    /// Told to the client as NoticeResponses right after login (a startup setting lowered
+    /// to the environment's limit).
+    pub notices: Vec<String>,
     /// How this upstream is named in messages (`staging.main`): never its password.
     pub label: String,
 }
@@ -224,6 +234,8 @@ pub enum Check {
     Allow {
         record: Option<u64>,
         read_write: bool,
+        /// What goes upstream instead of the client's text, and what the client is told.
+        rewrite: Option<Box<Rewrite>>,
     },
     /// At Parse only: forward it, but decide the statement again at each Bind, with the
     /// parameters bound, before the Bind goes upstream. For a statement whose decision at
@@ -231,6 +243,27 @@ pub enum Check {
     /// STABLE functions with constant arguments are folded while planning).
     DecideAtBind,
     Refuse(Refusal),
+}
+
+impl Check {
+    /// Forward the text as it is, nothing to report.
+    pub fn allow() -> Check {
+        Check::Allow {
+            record: None,
+            read_write: false,
+            rewrite: None,
+        }
+    }
+}
+
+/// An allowed text that goes upstream changed, so that what belay pins stays pinned while the
+/// client gets the effect it asked for: `SET application_name` keeps the agent's name in
+/// front, a limit set past the environment's cap is set to the cap. Each notice reaches the
+/// client (as a NoticeResponse) before the statement's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub sql: String,
+    pub notices: Vec<String>,
 }
 
 /// How a statement that was forwarded ended.

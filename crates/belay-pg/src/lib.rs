@@ -21,8 +21,8 @@ pub mod tls;
 mod upstream;
 
 pub use gate::{
-    Check, Completion, Credential, Gate, Login, Parameters, Phase, Refusal, Session, SslMode,
-    Statement, UpstreamSpec, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
+    Check, Completion, Credential, Gate, Login, Parameters, Phase, Refusal, Rewrite, Session,
+    SslMode, Statement, UpstreamSpec, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
 };
 pub use relay::RESERVED_PREFIX;
 pub use server::{default_relay_threads, serve, Options};

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
-use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Session, Statement};
+use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Rewrite, Session, Statement};
 
 /// Text sent upstream in place of a refused message: a syntax error, which fails in every
 /// transaction state without touching anything.
@@ -59,6 +59,8 @@ enum Expect {
     Sync,
     /// A message injected for a refusal: its error is answered with these fields.
     Refused(Box<ErrorFields>),
+    /// Told to the client before the answer to the message behind it (a rewrite's notice).
+    Notice(Box<ErrorFields>),
 }
 
 impl Expect {
@@ -72,6 +74,7 @@ impl Expect {
             Expect::Close => "Close",
             Expect::Sync => "Sync",
             Expect::Refused(_) => "refusal",
+            Expect::Notice(_) => "notice",
         }
     }
 }
@@ -149,6 +152,9 @@ pub(crate) struct Relay {
     /// BackendKeyData: a notification from the session's own backend names the latter, so
     /// that the client recognises its own notifications.
     pub(crate) pids: Option<(i32, i32)>,
+    /// The upstream's `application_name` begins with this and `/`: the client sees what
+    /// follows (`UpstreamSpec::application_prefix`).
+    pub(crate) application_prefix: Option<String>,
 }
 
 /// How a session ended by the watch on the upstream's settings begins its message.
@@ -215,6 +221,7 @@ impl Relay {
             opening_until: 0,
             detour: false,
             pids: None,
+            application_prefix: None,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -350,6 +357,58 @@ impl Relay {
         }
     }
 
+    /// The body of a Query (or, with the bytes after the text, of a Parse after its name)
+    /// carrying `rewrite`'s text; its notices are queued to reach the client first.
+    fn rewritten(&mut self, rewrite: Rewrite, after: Option<Bytes>) -> Bytes {
+        for notice in rewrite.notices {
+            let fields = ErrorFields::new(Severity::Notice, "01000", notice);
+            self.expect.push_back(Expect::Notice(Box::new(fields)));
+        }
+        let mut body = BytesMut::with_capacity(rewrite.sql.len() + 8);
+        body.extend_from_slice(rewrite.sql.as_bytes());
+        body.extend_from_slice(b"\0");
+        if let Some(after) = after {
+            body.extend_from_slice(&after);
+        }
+        body.freeze()
+    }
+
+    /// The client's view of an upstream ParameterStatus: `application_name` without the
+    /// agent's prefix; `None` when it is shown as it is.
+    pub(crate) fn shown_setting(&self, frame: &Frame) -> Option<Frame> {
+        let prefix = self.application_prefix.as_deref()?;
+        let Ok(Backend::ParameterStatus { name, value }) = Backend::decode(frame) else {
+            return None;
+        };
+        if !name.eq_ignore_ascii_case("application_name") {
+            return None;
+        }
+        let own = value.strip_prefix(prefix)?;
+        let own = own.strip_prefix('/').unwrap_or(own);
+        let mut out = BytesMut::new();
+        Backend::ParameterStatus {
+            name,
+            value: own.to_owned(),
+        }
+        .encode(&mut out);
+        let mut bytes = out.freeze();
+        let tag = bytes[0];
+        // A frame's body is what follows the tag and the length.
+        Some(Frame {
+            tag,
+            body: bytes.split_off(5),
+        })
+    }
+
+    /// Notices queued for the client ahead of the next answer.
+    fn notices(&mut self, client: &mut BytesMut) {
+        while matches!(self.expect.front(), Some(Expect::Notice(_))) {
+            if let Some(Expect::Notice(fields)) = self.expect.pop_front() {
+                Backend::NoticeResponse(*fields).encode(client);
+            }
+        }
+    }
+
     /// A forwarded simple Query's answer is expected (with `hidden` leading statements of
     /// belay's own); until its ReadyForQuery a transaction block may be open.
     fn expect_query(&mut self, record: Option<u64>, hidden: usize) {
@@ -418,17 +477,25 @@ impl Relay {
                     return Ok(Next::Blocked(frame));
                 };
                 match check {
-                    Check::Allow { record, read_write } if read_write && self.detour => {
-                        // The answer comes from the detour's connection, matched like any.
-                        self.expect_query(record, 0);
-                        return Ok(Next::Detour(frame.body));
-                    }
-                    Check::Allow { record, read_write } => {
+                    Check::Allow {
+                        record,
+                        read_write,
+                        rewrite,
+                    } => {
+                        let body = match rewrite {
+                            Some(rewrite) => self.rewritten(*rewrite, None),
+                            None => frame.body,
+                        };
+                        if read_write && self.detour {
+                            // The answer comes from the detour's connection, matched like any.
+                            self.expect_query(record, 0);
+                            return Ok(Next::Detour(body));
+                        }
                         let hidden = if read_write && !in_transaction {
-                            put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &frame.body]);
+                            put_frame(up, b'Q', &[READ_WRITE_PREFIX.as_bytes(), &body]);
                             1
                         } else {
-                            frame.encode(up);
+                            put_frame(up, b'Q', &[&body]);
                             0
                         };
                         self.expect_query(record, hidden);
@@ -463,6 +530,13 @@ impl Relay {
                     return Ok(Next::Blocked(frame));
                 };
                 let decide_at_bind = matches!(check, Check::DecideAtBind);
+                let rewrite = match check {
+                    Check::Allow {
+                        rewrite: Some(ref r),
+                        ..
+                    } => Some(r.clone()),
+                    _ => None,
+                };
                 match check {
                     Check::Allow { .. } | Check::DecideAtBind => {
                         let upstream = if name.is_empty() {
@@ -470,6 +544,11 @@ impl Relay {
                         } else {
                             self.next_name += 1;
                             format!("{RESERVED_PREFIX}{}", self.next_name)
+                        };
+                        let rest = match rewrite {
+                            // The parameter types after the text stay as they were.
+                            Some(r) => self.rewritten(*r, Some(rest.slice(sql.len() + 1..))),
+                            None => rest.clone(),
                         };
                         put_frame(up, b'P', &[upstream.as_bytes(), b"\0", &rest]);
                         self.statements.insert(
@@ -561,6 +640,7 @@ impl Relay {
                     Some(record) => Check::Allow {
                         record,
                         read_write: false,
+                        rewrite: None,
                     },
                     None => {
                         let asked = Statement {
@@ -712,6 +792,9 @@ impl Relay {
         frame: Frame,
         client: &mut BytesMut,
     ) -> Result<(), Violation> {
+        if frame.tag != b'D' && matches!(self.expect.front(), Some(Expect::Notice(_))) {
+            self.notices(client);
+        }
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
             b'D' | b'd' | b'N' | b't' | b'H' | b'W' | b'c' => {}
@@ -729,7 +812,13 @@ impl Relay {
                     }
                 }
             }
-            b'S' => self.setting_changed(&frame)?,
+            b'S' => {
+                self.setting_changed(&frame)?;
+                if let Some(shown) = self.shown_setting(&frame) {
+                    shown.encode(client);
+                    return Ok(());
+                }
+            }
             b'G' => {
                 // The server ignores Sync and Flush while it reads COPY data; a Sync the
                 // client pipelined behind the COPY (as libraries do) gets no answer.

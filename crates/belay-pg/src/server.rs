@@ -677,8 +677,20 @@ async fn handshake(
     };
     out.clear();
     Backend::AuthenticationOk.encode(&mut out);
+    relay.application_prefix = spec.application_prefix.clone();
     for p in &upstream.parameters {
-        p.encode(&mut out);
+        match relay.shown_setting(p) {
+            Some(shown) => shown.encode(&mut out),
+            None => p.encode(&mut out),
+        }
+    }
+    for notice in &spec.notices {
+        Backend::NoticeResponse(codec::ErrorFields::new(
+            Severity::Notice,
+            "01000",
+            notice.clone(),
+        ))
+        .encode(&mut out);
     }
     if let Some((pid, _)) = &upstream.key {
         relay.pids = Some((*pid, key.0));
@@ -713,16 +725,25 @@ async fn handshake(
 }
 
 fn login(params: &[(String, String)], peer: SocketAddr, tls: bool) -> Result<Login, Reject> {
-    for (key, _) in params {
+    let mut settings = Vec::new();
+    for (key, value) in params {
         let lower = key.to_ascii_lowercase();
-        let why = match lower.as_str() {
-            "user" | "database" | "application_name" => continue,
-            k if PASSED_PARAMETERS.contains(&k) => continue,
-            "replication" => "replication connections cannot go through belay".to_owned(),
-            "options" => "startup `options` could change settings belay pins; run SET after connecting instead".to_owned(),
-            _ => format!("the startup parameter `{key}` is not accepted by belay; run SET after connecting instead"),
-        };
-        return Err(Reject(fatal("08P01", why)));
+        match lower.as_str() {
+            "user" | "database" | "application_name" => {}
+            k if PASSED_PARAMETERS.contains(&k) => {}
+            "replication" => {
+                return Err(Reject(fatal(
+                    "08P01",
+                    "replication connections cannot go through belay",
+                )))
+            }
+            "options" => {
+                settings.extend(startup_options(value).map_err(|why| Reject(fatal("08P01", why)))?)
+            }
+            // A setting of its own (asyncpg's `server_settings`): decided like one in
+            // `options`.
+            _ => settings.push((lower, value.clone())),
+        }
     }
     let user = Startup::param(params, "user")
         .filter(|u| !u.is_empty())
@@ -738,8 +759,72 @@ fn login(params: &[(String, String)], peer: SocketAddr, tls: bool) -> Result<Log
         database: database.to_owned(),
         peer: peer.to_string(),
         application_name: Startup::param(params, "application_name").map(str::to_owned),
+        settings,
         tls,
     })
+}
+
+/// The settings in a startup `options` value, split as the server splits it (on whitespace,
+/// a backslash keeping the next character): `-c name=value`, `-cname=value` or
+/// `--name=value`, dashes in the name read as underscores. `Err` for anything else (the
+/// server's other switches), which belay does not pass on.
+fn startup_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    let mut started = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                started = true;
+            }
+            c if c.is_ascii_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    let refuse = |w: &str| {
+        format!(
+            "startup `options` may carry only settings (`-c name=value`), not `{w}`; run SET after connecting instead"
+        )
+    };
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let assignment = if w == "-c" {
+            words.next().ok_or_else(|| refuse(&w))?
+        } else if let Some(rest) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            rest.to_owned()
+        } else {
+            return Err(refuse(&w));
+        };
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Err(format!(
+                "startup `options` gives `{assignment}` without a value (`-c name=value`)"
+            ));
+        };
+        if name.is_empty() {
+            return Err(refuse(&w));
+        }
+        settings.push((
+            name.replace('-', "_").to_ascii_lowercase(),
+            value.to_owned(),
+        ));
+    }
+    Ok(settings)
 }
 
 /// The server side of SCRAM-SHA-256. `Ok(false)`: the proof failed.

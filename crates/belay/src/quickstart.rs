@@ -298,8 +298,10 @@ fn create_roles(upstream: &Upstream) -> anyhow::Result<Vec<(&'static str, String
         &format!(
             "GRANT USAGE ON SCHEMA public TO {PRODUCTION_READ_ROLE}; \
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PRODUCTION_READ_ROLE}; \
+             GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {PRODUCTION_READ_ROLE}; \
              SET ROLE {PRODUCTION_ROLE}; \
-             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {PRODUCTION_READ_ROLE}"
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {PRODUCTION_READ_ROLE}; \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON SEQUENCES TO {PRODUCTION_READ_ROLE}"
         ),
     )?;
     Ok(passwords)

@@ -519,3 +519,143 @@ fn a_read_only_production_session_runs_as_a_role_the_database_forbids_to_write()
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["roles"], serde_json::json!([]), "{report}");
 }
+
+/// What a command printed, both streams.
+fn both(cmd: &mut Command) -> (bool, String) {
+    let out = run(cmd);
+    (out.status.success(), text(&out))
+}
+
+#[test]
+fn a_read_agent_dumps_production_and_every_reading_psql_meta_command_answers_as_directly() {
+    let qs = start();
+    let upstream_port = qs.info["upstream_port"].as_u64().unwrap().to_string();
+    let read_password =
+        std::fs::read_to_string(qs.dir.join("secrets/production-read-password")).unwrap();
+    // The same role belay's read-only production session logs in as, straight to the server.
+    let direct = format!(
+        "host=127.0.0.1 port={upstream_port} user=belay_production_read dbname=production password={}",
+        read_password.trim()
+    );
+    // pg_dump (its session setup, ACCESS SHARE locks on every table, catalog functions and
+    // COPY out), schema and data: the same dump as the superuser's straight from the server,
+    // but for the random key of psql's `\restrict`.
+    let strip = |dump: &str| -> String {
+        dump.lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let through = run(Command::new("pg_dump").arg(qs.url("production")));
+    assert!(through.status.success(), "{}", text(&through));
+    let socket = qs.dir.join("pg/run");
+    let straight = run(Command::new("pg_dump").arg("-h").arg(&socket).args([
+        "-p",
+        &upstream_port,
+        "-U",
+        "postgres",
+        "production",
+    ]));
+    assert!(straight.status.success(), "{}", text(&straight));
+    let (through, straight) = (
+        strip(&String::from_utf8_lossy(&through.stdout)),
+        strip(&String::from_utf8_lossy(&straight.stdout)),
+    );
+    assert!(
+        through.contains("CREATE TABLE public.vehicles")
+            && through.contains("COPY public.vehicles"),
+        "schema and data"
+    );
+    assert!(
+        through == straight,
+        "the dump through belay differs from the server's own"
+    );
+    let custom = run(Command::new("pg_dump")
+        .args(["-Fc", "-f"])
+        .arg(qs.dir.join("production.dump"))
+        .arg(qs.url("production")));
+    assert!(custom.status.success(), "{}", text(&custom));
+
+    // Every meta-command of psql's `\?` that reads, answered exactly as the server answers
+    // the same role directly (`\dconfig` shows belay's pins, so it only has to work).
+    let meta = [
+        "\\d",
+        "\\d+",
+        "\\d customers",
+        "\\d+ customers",
+        "\\da",
+        "\\daS",
+        "\\dA+",
+        "\\dAc",
+        "\\dAf",
+        "\\dAo",
+        "\\dAp",
+        "\\db+",
+        "\\dc+",
+        "\\dC+",
+        "\\dd",
+        "\\dD+",
+        "\\ddp",
+        "\\dE+",
+        "\\des+",
+        "\\det+",
+        "\\deu+",
+        "\\dew+",
+        "\\df+",
+        "\\dfS",
+        "\\dF+",
+        "\\dFd+",
+        "\\dFp+",
+        "\\dFt+",
+        "\\dg+",
+        "\\di+",
+        "\\dl+",
+        "\\dL+",
+        "\\dm+",
+        "\\dn+",
+        "\\do+",
+        "\\dO+",
+        "\\dp",
+        "\\dP+",
+        "\\drds",
+        "\\dRp+",
+        "\\dRs+",
+        "\\ds+",
+        "\\dS+",
+        "\\dt+",
+        "\\dT+",
+        "\\du+",
+        "\\dv+",
+        "\\dx+",
+        "\\dX",
+        "\\dy+",
+        "\\l+",
+        "\\lo_list",
+        "\\sf pg_catalog.lower(text)",
+        "\\sv pg_catalog.pg_roles",
+        "\\z",
+    ];
+    let mut differ = Vec::new();
+    for m in meta {
+        let via = both(
+            Command::new("psql")
+                .arg(qs.url("production"))
+                .args(["-X", "-c", m]),
+        );
+        let own = both(Command::new("psql").arg(&direct).args(["-X", "-c", m]));
+        if via != own {
+            differ.push(format!(
+                "{m}:\n  through belay: {}\n  directly: {}",
+                via.1, own.1
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    let (ok, out) =
+        both(
+            Command::new("psql")
+                .arg(qs.url("production"))
+                .args(["-X", "-c", "\\dconfig"]),
+        );
+    assert!(ok && out.contains("statement_timeout"), "{out}");
+}

@@ -166,10 +166,7 @@ impl AppSession {
         tally.last_us = now_us();
         tally.count_text(sql);
         self.flush_reads_when_due();
-        Some(Check::Allow {
-            record: None,
-            read_write: false,
-        })
+        Some(Check::allow())
     }
 
     /// Writes the read summaries once the oldest is `READS_EVERY` old, or when too many kinds

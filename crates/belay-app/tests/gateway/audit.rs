@@ -118,7 +118,7 @@ fn refused_startups_are_recorded_and_failed_logins_cannot_flood_the_log() {
             &[
                 ("user", "worker"),
                 ("database", "staging"),
-                ("options", "-c work_mem=1TB"),
+                ("options", "-B 100"),
             ],
             &token,
         )

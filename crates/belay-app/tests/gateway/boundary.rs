@@ -54,18 +54,24 @@ fn production_session_is_pinned_read_only_and_settings_cannot_be_changed() {
                 })
                 .expect("a row")
         };
-        let app_name = get(c.simple_query("SHOW application_name").await.unwrap());
+        let app_name = get(c
+            .simple_query("SELECT current_setting('application_name')")
+            .await
+            .unwrap());
         let ro = get(c
             .simple_query("SHOW default_transaction_read_only")
             .await
             .unwrap());
         let set_err = c
-            .simple_query("SET statement_timeout = 0")
+            .simple_query("SELECT set_config('statement_timeout', '0', false)")
             .await
             .unwrap_err();
         let rw_err = c.simple_query("BEGIN READ WRITE").await.unwrap_err();
         c.simple_query("RESET ALL").await.unwrap();
-        let after = get(c.simple_query("SHOW application_name").await.unwrap());
+        let after = get(c
+            .simple_query("SELECT current_setting('application_name')")
+            .await
+            .unwrap());
         (app_name, ro, set_err, rw_err, after)
     });
     assert_eq!(app_name, "belay:worker");
@@ -219,18 +225,34 @@ fn resource_settings_and_timeouts_may_be_lowered_but_not_raised_past_the_environ
             value(&c, "SHOW statement_timeout").await,
             value(&c, "SHOW work_mem").await,
         );
-        let mut refused = Vec::new();
+        // A whole SET past a cap is lowered to it (with a notice); a setting changed inside
+        // an expression cannot be lowered alone, and is refused.
         for sql in [
-            "SET work_mem = '4GB'",
             "SET maintenance_work_mem = '64GB'",
             "SET statement_timeout = '1h'",
-            "SET lock_timeout = 0",
             "SET idle_in_transaction_session_timeout = 0",
             "SET max_parallel_workers_per_gather = 64",
             "SET hash_mem_multiplier = 1000",
+        ] {
+            c.simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        assert_eq!(value(&c, "SHOW maintenance_work_mem").await, "1GB");
+        assert_eq!(value(&c, "SHOW statement_timeout").await, "30s");
+        assert_eq!(
+            value(&c, "SHOW idle_in_transaction_session_timeout").await,
+            "2min"
+        );
+        assert_eq!(value(&c, "SHOW max_parallel_workers_per_gather").await, "4");
+        assert_eq!(value(&c, "SHOW hash_mem_multiplier").await, "4");
+        c.simple_query("SET work_mem = '64MB'").await.unwrap();
+        let mut refused = Vec::new();
+        for sql in [
             "SELECT set_config('work_mem', '4GB', false)",
             "SELECT set_config('work_mem', repeat('9', 3) || 'GB', false)",
-            "SET temp_buffers = '100GB'",
+            "SELECT set_config('lock_timeout', '0', false)",
+            "SELECT set_config('statement_timeout', '1h', true)",
         ] {
             let e = c.simple_query(sql).await.unwrap_err();
             let db = e.as_db_error().unwrap();

@@ -25,6 +25,7 @@ mod boundary;
 mod encodings;
 mod limits;
 mod protocol;
+mod setup;
 
 struct NoEnv;
 impl Env for NoEnv {
@@ -124,6 +125,7 @@ fn harness() -> &'static Harness {
             ("repeating", &[("staging", Class::Read)][..]),
             ("counted", &[("staging", Class::Read)][..]),
             ("summarised", &[("staging", Class::Read)][..]),
+            ("setter", &[("staging", Class::Destructive), ("production", Class::Read)][..]),
         ] {
             let grants = grants.iter().map(|(e, c)| ((*e).to_owned(), *c)).collect();
             let (_, token) = app.add_agent("test", name, "owner", &grants, None).unwrap();
@@ -396,6 +398,9 @@ struct Raw {
     buf: BytesMut,
     /// The process id belay gave in BackendKeyData.
     pid: i32,
+    /// The settings reported at login (ParameterStatus), and the notices.
+    params: Vec<(String, String)>,
+    notices: Vec<String>,
 }
 
 /// Negotiates TLS with the gateway, accepting any certificate.
@@ -455,6 +460,8 @@ impl Raw {
             stream,
             buf: BytesMut::new(),
             pid: 0,
+            params: Vec::new(),
+            notices: Vec::new(),
         };
         let mut scram = None;
         loop {
@@ -480,6 +487,8 @@ impl Raw {
                 }
                 Backend::ErrorResponse(e) => return Err(e),
                 Backend::BackendKeyData { pid, .. } => raw.pid = pid,
+                Backend::ParameterStatus { name, value } => raw.params.push((name, value)),
+                Backend::NoticeResponse(n) => raw.notices.push(n.message),
                 Backend::ReadyForQuery(_) => return Ok(raw),
                 _ => {}
             }

@@ -267,28 +267,6 @@ fn malformed_messages_close_the_connection_with_an_error() {
 }
 
 #[test]
-fn startup_options_and_replication_are_refused() {
-    for (key, value) in [
-        ("options", "-c default_transaction_read_only=off"),
-        ("replication", "database"),
-        ("search_path", "evil,pg_catalog"),
-    ] {
-        let err = block(async {
-            let token = harness().tokens["worker"].expose().to_owned();
-            Raw::connect(
-                harness().addr,
-                &[("user", "worker"), ("database", "production"), (key, value)],
-                &token,
-            )
-            .await
-            .err()
-            .unwrap()
-        });
-        assert_eq!(err.code, "08P01", "{key}");
-    }
-}
-
-#[test]
 fn a_portal_dies_with_its_transaction_and_a_cursor_of_its_name_is_not_mistaken_for_it() {
     let got = block(async {
         let mut c = Raw::agent("worker", "staging").await;
