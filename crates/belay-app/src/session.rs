@@ -518,8 +518,12 @@ impl AppSession {
         decision: &Decision,
         phase: Phase,
         action: Option<&Action>,
+        forwarded: Option<&str>,
     ) -> Result<Option<u64>, String> {
-        let durable = analysis.class >= Class::Write || decision.verdict != Verdict::Allow;
+        // A text belay rewrites is recorded one by one, with what went upstream instead.
+        let durable = analysis.class >= Class::Write
+            || decision.verdict != Verdict::Allow
+            || forwarded.is_some();
         if !durable {
             // Reads are counted and written later, but only while the log can take them.
             if !self.app.store().writer_open() {
@@ -537,6 +541,11 @@ impl AppSession {
         });
         // Constants are replaced by $n: values (passwords, personal data) stay out.
         record_sql(&mut detail, sql);
+        if let Some(forwarded) = forwarded {
+            let mut shown = json!({});
+            record_sql(&mut shown, forwarded);
+            detail["forwarded"] = shown;
+        }
         if let Some(id) = action.and_then(|a| a.approval) {
             detail["approval"] = json!(id);
         }
@@ -584,7 +593,7 @@ impl AppSession {
                     statements: Vec::new(),
                 };
                 let seq = self
-                    .audit_decision(sql, &nothing, &decision, phase, None)
+                    .audit_decision(sql, &nothing, &decision, phase, None, None)
                     .ok()
                     .flatten();
                 return Some(Check::Refuse(self.refusal(None, &decision, seq)));
@@ -668,7 +677,11 @@ impl AppSession {
             });
         }
         // Anything but an allowed read needs a durable record, and perhaps the approvals.
-        if !may_block && (decision.verdict != Verdict::Allow || analysis.class >= Class::Write) {
+        if !may_block
+            && (decision.verdict != Verdict::Allow
+                || analysis.class >= Class::Write
+                || rewrite.is_some())
+        {
             return None;
         }
         // In a session pinned read-only, belay can lift the pin for an approved statement
@@ -721,7 +734,7 @@ impl AppSession {
                 Ok(None) => {}
                 Err(d) => {
                     let seq = self
-                        .audit_decision(sql, &analysis, &d, phase, Some(&held))
+                        .audit_decision(sql, &analysis, &d, phase, Some(&held), None)
                         .ok()
                         .flatten();
                     return Some(Check::Refuse(self.refusal(Some(&analysis), &d, seq)));
@@ -729,7 +742,15 @@ impl AppSession {
             }
             action = Some(held);
         }
-        let mut seq = match self.audit_decision(sql, &analysis, &decision, phase, action.as_ref()) {
+        let forwarded = rewrite.as_ref().map(|r| r.sql.clone());
+        let mut seq = match self.audit_decision(
+            sql,
+            &analysis,
+            &decision,
+            phase,
+            action.as_ref(),
+            forwarded.as_deref(),
+        ) {
             Ok(seq) => seq,
             Err(e) => {
                 return Some(Check::Refuse(self.refusal(
@@ -743,7 +764,14 @@ impl AppSession {
             match self.hold(sql, &analysis, &decision, held, seq) {
                 Ok(approved) => {
                     decision = approved;
-                    match self.audit_decision(sql, &analysis, &decision, phase, Some(held)) {
+                    match self.audit_decision(
+                        sql,
+                        &analysis,
+                        &decision,
+                        phase,
+                        Some(held),
+                        forwarded.as_deref(),
+                    ) {
                         Ok(s) => seq = s,
                         Err(e) => {
                             return Some(Check::Refuse(self.refusal(

@@ -279,6 +279,13 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
                 if let Some(h) = e.draft.detail["sql_sha256"].as_str() {
                     hashes.insert(h.to_owned());
                 }
+                // What belay sent upstream instead of the client's text.
+                if let Some(sql) = e.draft.detail["forwarded"]["sql"].as_str() {
+                    allowed.insert(sql.to_owned());
+                }
+                if let Some(h) = e.draft.detail["forwarded"]["sql_sha256"].as_str() {
+                    hashes.insert(h.to_owned());
+                }
             }
             "statement.reads" => {
                 for t in e.draft.detail["texts"].as_array().into_iter().flatten() {
