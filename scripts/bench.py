@@ -11,7 +11,9 @@ Started by scripts/bench.sh, which installs what it needs and builds belay. This
 3. initialises pgbench's tables, then runs every combination of script (select-only, the
    default TPC-B-like one), protocol (simple, prepared) and client count, several times, with
    the three targets interleaved in a rotating order so that a busy moment of the machine
-   does not fall on one target,
+   does not fall on one target; with the server syncing its commits (`--fsync on`: fsync,
+   synchronous_commit and full_page_writes on, as production runs), without (`off`), or
+   both, one after the other on the same server and tables,
 4. measures belay's CPU time per statement (from /proc) and the resident memory belay and
    PgBouncer add for 1,000 idle client connections,
 5. prints a Markdown report (also written to --out).
@@ -108,8 +110,7 @@ class Bench:
                              "-E", "UTF8", "--locale=C", "--no-sync", f"--pwfile={pwfile}"]))
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.pg_port} "
                 f"-c unix_socket_directories={self.dir} -c max_connections=1100 "
-                "-c shared_buffers=256MB -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off")
+                "-c shared_buffers=256MB")
         run(as_service_user([pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "pg.log"),
                              "-w", "-t", "60", "-o", opts, "start"]))
         self.pg_data = data
@@ -194,6 +195,19 @@ logfile = {self.dir / 'pgbouncer.log'}
                                             "-m", "fast", "stop"]), capture_output=True)
         if not self.args.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def durability(self, on):
+        """The server syncs its commits (`on`) or not, set for every session from now on."""
+        value = "on" if on else "off"
+        sql = "; ".join(f"ALTER SYSTEM SET {n} = {value}"
+                        for n in ("fsync", "synchronous_commit", "full_page_writes"))
+        su = f"postgres://postgres:{self.password}@127.0.0.1:{self.pg_port}/postgres"
+        for q in sql.split("; ") + ["SELECT pg_reload_conf()"]:
+            run([pg_bin("psql"), su, "-Atc", q])
+        time.sleep(0.5)
+        shown = run([pg_bin("psql"), self.urls["direct"], "-Atc", "SHOW fsync"]).stdout.strip()
+        if shown != value:
+            sys.exit(f"error: the server did not take fsync = {value} (it says {shown})")
 
     # ---- measuring ----------------------------------------------------------------------
 
@@ -309,21 +323,28 @@ logfile = {self.dir / 'pgbouncer.log'}
         self.start_pgbouncer()
         say(f"pgbench -i -s {a.scale}")
         run([pg_bin("pgbench"), "-i", "-q", "-s", str(a.scale), self.urls["direct"]])
-        combos = [(s, m, c) for s in a.scripts for m in a.modes for c in a.clients]
+        combos = [(f, s, m, c) for f in a.fsync for s in a.scripts for m in a.modes
+                  for c in a.clients]
         results = {}
         order = list(TARGETS)
-        for rep in range(1, a.repetitions + 1):
-            for script, mode, clients in combos:
-                for target in order:
-                    say(f"rep {rep}/{a.repetitions}: {script} -M {mode} -c {clients} -> {target}")
-                    r = self.pgbench(target, script, mode, clients)
-                    results.setdefault((script, mode, clients, target), []).append(r)
-                order = order[1:] + order[:1]
+        for fsync in a.fsync:
+            say(f"the server with fsync {fsync}")
+            self.durability(fsync == "on")
+            for rep in range(1, a.repetitions + 1):
+                for f, script, mode, clients in combos:
+                    if f != fsync:
+                        continue
+                    for target in order:
+                        say(f"fsync {fsync}, rep {rep}/{a.repetitions}: {script} -M {mode} "
+                            f"-c {clients} -> {target}")
+                        r = self.pgbench(target, script, mode, clients)
+                        results.setdefault((fsync, script, mode, clients, target), []).append(r)
+                    order = order[1:] + order[:1]
         # The throughput figures are kept even if the memory figure fails below.
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out + ".json").write_text(json.dumps(
-            [{"script": k[0], "mode": k[1], "clients": k[2], "target": k[3], "runs": v}
-             for k, v in results.items()], indent=1))
+            [{"fsync": k[0], "script": k[1], "mode": k[2], "clients": k[3], "target": k[4],
+              "runs": v} for k, v in results.items()], indent=1))
         memory = {}
         if a.idle > 0:
             for target, pid in (("belay", self.belay_pid), ("pgbouncer", self.pgbouncer_pid)):
@@ -344,20 +365,21 @@ logfile = {self.dir / 'pgbouncer.log'}
             f"Machine: {os.cpu_count()} CPUs ({cpu_info}), "
             f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
             f"{time.strftime('%Y-%m-%d')}; belay {Path(a.belay).parent.name} build; PostgreSQL "
-            f"{pg_version} with fsync off; "
+            f"{pg_version} with fsync {' and '.join(a.fsync)} (fsync, synchronous_commit and "
+            "full_page_writes together); "
             f"{run(['pgbouncer', '--version']).stdout.splitlines()[0]} in session mode.",
             f"pgbench scale {a.scale}, {a.seconds} s per run, {a.repetitions} runs per line "
             "(medians), targets interleaved in rotating order; p99 from a "
             f"{a.sampling:.0%} sample of per-transaction logs.",
             "",
-            "| script | protocol | clients | direct TPS | PgBouncer TPS | belay TPS "
+            "| fsync | script | protocol | clients | direct TPS | PgBouncer TPS | belay TPS "
             "| belay/direct | belay/PgBouncer | mean ms (direct / PgBouncer / belay) "
             "| p99 ms (direct / PgBouncer / belay) "
             "| CPU µs/statement, user + system (PgBouncer / belay) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for script, mode, clients in combos:
-            rs = {t: results[(script, mode, clients, t)] for t in TARGETS}
+        for fsync, script, mode, clients in combos:
+            rs = {t: results[(fsync, script, mode, clients, t)] for t in TARGETS}
             tps = {t: med(rs[t], "tps") for t in TARGETS}
             mean = " / ".join(f"{med(rs[t], 'mean_ms'):.3f}" for t in TARGETS)
             p99 = " / ".join(f"{med(rs[t], 'p99_ms'):.3f}" for t in TARGETS)
@@ -366,20 +388,22 @@ logfile = {self.dir / 'pgbouncer.log'}
                 f"{med(rs[t], 'cpu_system_us_per_statement'):.1f}"
                 for t in ("pgbouncer", "belay"))
             lines.append(
-                f"| {script} | {mode} | {clients} | {tps['direct']:,.0f} | {tps['pgbouncer']:,.0f} "
+                f"| {fsync} | {script} | {mode} | {clients} | {tps['direct']:,.0f} "
+                f"| {tps['pgbouncer']:,.0f} "
                 f"| {tps['belay']:,.0f} | {tps['belay'] / tps['direct']:.2f} "
                 f"| {tps['belay'] / tps['pgbouncer']:.2f} | {mean} | {p99} | {cpu} |")
         if 1 in a.clients:
             lines += ["", "Added latency per transaction at one client (mean, minus direct's):", ""]
-            for script in a.scripts:
-                for mode in a.modes:
-                    rs = {t: results[(script, mode, 1, t)] for t in TARGETS}
-                    d = med(rs["direct"], "mean_ms")
-                    pb = med(rs["pgbouncer"], "mean_ms") - d
-                    be = med(rs["belay"], "mean_ms") - d
-                    ratio = f"{be / pb:.2f}x PgBouncer's" if pb > 0 else "n/a"
-                    lines.append(f"- {script}, {mode}: PgBouncer +{pb * 1000:.1f} µs, "
-                                 f"belay +{be * 1000:.1f} µs ({ratio})")
+            for fsync in a.fsync:
+                for script in a.scripts:
+                    for mode in a.modes:
+                        rs = {t: results[(fsync, script, mode, 1, t)] for t in TARGETS}
+                        d = med(rs["direct"], "mean_ms")
+                        pb = med(rs["pgbouncer"], "mean_ms") - d
+                        be = med(rs["belay"], "mean_ms") - d
+                        ratio = f"{be / pb:.2f}x PgBouncer's" if pb > 0 else "n/a"
+                        lines.append(f"- fsync {fsync}, {script}, {mode}: PgBouncer "
+                                     f"+{pb * 1000:.1f} µs, belay +{be * 1000:.1f} µs ({ratio})")
         if memory:
             lines += ["", f"Resident memory with {a.idle} idle client connections:", ""]
             for target, m in memory.items():
@@ -416,6 +440,8 @@ def main():
     p.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 32])
     p.add_argument("--scripts", type=lambda s: s.split(","), default=["select-only", "tpcb-like"])
     p.add_argument("--modes", type=lambda s: s.split(","), default=["simple", "prepared"])
+    p.add_argument("--fsync", type=lambda s: ["off", "on"] if s == "both" else [s], default=["off", "on"],
+                   help="on, off or both (default): whether the server syncs its commits")
     p.add_argument("--sampling", type=float, default=0.2)
     p.add_argument("--idle", type=int, default=1000, help="idle connections for the memory figure (0: skip)")
     p.add_argument("--idle-seconds", type=int, default=20)
@@ -424,6 +450,8 @@ def main():
     p.add_argument("--out", default=str(ROOT / "target/bench/report.md"))
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = p.parse_args()
+    if any(f not in ("on", "off") for f in args.fsync):
+        p.error("--fsync takes on, off or both")
     for s in args.scripts:
         if s not in STATEMENTS:
             p.error(f"unknown script `{s}` (select-only, tpcb-like)")

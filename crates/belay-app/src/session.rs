@@ -48,6 +48,11 @@ struct Record {
     statements: usize,
     /// Prepared-statement effects to apply when statement `i` completes.
     effects: Vec<(usize, PreparedEffect, String)>,
+    /// Forwarded before its decision's record was durable (`AppSession::defer`): outcomes
+    /// wait in `outcomes` for its sequence number, and `done` says the last has come.
+    pending: bool,
+    outcomes: Vec<(usize, Outcome)>,
+    done: bool,
 }
 
 /// What policy sees of a statement beyond the session's agent and environment: class, flags,
@@ -73,6 +78,9 @@ pub struct AppSession {
     prepared: HashMap<String, String>,
     records: HashMap<u64, Record>,
     next_record: u64,
+    /// Writes forwarded inside an open transaction block before their records were durable
+    /// (`defer`): the record and its ticket. Whatever may end the block waits for them.
+    unconfirmed: Vec<(u64, belay_store::Ticket)>,
     /// Allowed reads not yet written, by kind of read.
     reads: HashMap<u64, ReadTally>,
     /// When the oldest of them was counted.
@@ -239,6 +247,7 @@ impl AppSession {
             prepared: HashMap::new(),
             records: HashMap::new(),
             next_record: 0,
+            unconfirmed: Vec::new(),
             reads: HashMap::new(),
             reads_since: None,
             repeat: None,
@@ -532,6 +541,25 @@ impl AppSession {
             self.tally_read(sql, analysis, decision, phase);
             return Ok(None);
         }
+        let draft = self.statement_draft(sql, analysis, decision, phase, action, forwarded)?;
+        self.app
+            .store()
+            .submit(draft)
+            .wait()
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The durable record of a decision on `sql`, after the reads counted before it.
+    fn statement_draft(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        phase: Phase,
+        action: Option<&Action>,
+        forwarded: Option<&str>,
+    ) -> Result<Draft, String> {
         // What was read so far goes first, so that the log keeps the session's order.
         self.flush_reads()?;
         let mut detail = json!({
@@ -565,13 +593,167 @@ impl AppSession {
             outcome: None,
             detail,
         };
-        self.app
-            .store()
-            .submit(draft)
-            .wait()
-            .map(Some)
-            .map_err(|e| e.to_string())
+        Ok(draft)
     }
+
+    /// Forwards an allowed write inside an open transaction block while its record becomes
+    /// durable; `None` when the audit log cannot take it now (the full path then decides).
+    fn defer(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        phase: Phase,
+    ) -> Option<Check> {
+        if !self.app.store().writer_open() {
+            return None;
+        }
+        let draft = self
+            .statement_draft(sql, analysis, decision, phase, None, None)
+            .ok()?;
+        let ticket = self.app.store().submit(draft);
+        ticket.submitted().ok()?;
+        if self.records.len() >= MAX_CACHED {
+            self.records.retain(|_, r| r.pending);
+        }
+        self.next_record += 1;
+        self.records.insert(
+            self.next_record,
+            Record {
+                audit_seq: None,
+                statements: analysis.statements.len(),
+                effects: Vec::new(),
+                pending: true,
+                outcomes: Vec::new(),
+                done: false,
+            },
+        );
+        self.unconfirmed.push((self.next_record, ticket));
+        Some(Check::Allow {
+            record: Some(self.next_record),
+            read_write: false,
+            rewrite: None,
+        })
+    }
+
+    /// Whether the records of writes forwarded before they were durable must be durable
+    /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
+    /// read or another such write).
+    fn must_settle(&self, analysis: &Analysis) -> bool {
+        !self.unconfirmed.is_empty()
+            && (analysis.class >= Class::Write
+                || analysis
+                    .statements
+                    .iter()
+                    .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str())))
+    }
+
+    /// Learns which records of deferred writes are durable (waiting for all of them when
+    /// `wait`), and writes the outcomes that waited for them. `Err` when one will not be.
+    fn settle(&mut self, wait: bool) -> Result<(), String> {
+        let mut failed = None;
+        let mut still = Vec::new();
+        for (id, mut ticket) in std::mem::take(&mut self.unconfirmed) {
+            let answer = if wait {
+                ticket.wait()
+            } else {
+                match ticket.try_wait() {
+                    Some(answer) => answer,
+                    None => {
+                        still.push((id, ticket));
+                        continue;
+                    }
+                }
+            };
+            match answer {
+                Ok(seq) => {
+                    let Some(r) = self.records.get_mut(&id) else {
+                        continue;
+                    };
+                    r.audit_seq = Some(seq);
+                    r.pending = false;
+                    let done = r.done;
+                    for (index, outcome) in std::mem::take(&mut r.outcomes) {
+                        self.write_outcome(seq, index, &outcome);
+                    }
+                    if done {
+                        self.records.remove(&id);
+                    }
+                }
+                Err(e) => {
+                    self.records.remove(&id);
+                    failed = Some(e.to_string());
+                }
+            }
+        }
+        self.unconfirmed = still;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The outcome of statement `index` of the decision recorded as `seq`.
+    fn write_outcome(&self, seq: u64, index: usize, outcome: &Outcome) {
+        let (name, tag, sqlstate) = match outcome {
+            Outcome::Completed(tag) => ("completed", Some(tag.as_str()), None),
+            Outcome::Failed(code) => ("failed", None, Some(code.as_str())),
+            Outcome::Skipped => ("skipped", None, None),
+        };
+        // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
+        // completed statement has one.
+        let rows = tag
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        let _ = self.app.store().record(Draft {
+            time_us: now_us(),
+            actor: format!("agent:{}", self.agent.name),
+            kind: "statement.outcome".to_owned(),
+            environment: Some(self.environment.clone()),
+            outcome: Some(name.to_owned()),
+            detail: json!({
+                "decision": seq, "statement": index, "tag": tag, "rows": rows,
+                "sqlstate": sqlstate,
+            }),
+            ..Draft::default()
+        });
+    }
+}
+
+/// How a forwarded statement ended, kept until its decision's record is durable.
+#[derive(Debug)]
+enum Outcome {
+    Completed(String),
+    Failed(String),
+    Skipped,
+}
+
+/// Statement kinds whose effect is undone with their transaction: only these run before
+/// their record is durable.
+const DEFERRABLE_KINDS: &[&str] = &["INSERT", "UPDATE", "DELETE", "MERGE", "SELECT"];
+
+/// Flags that say nothing of effects outside the transaction.
+const DEFERRABLE_FLAGS: &[Flag] = &[
+    Flag::NoWhere,
+    Flag::TautologicalWhere,
+    Flag::WritableCte,
+    Flag::RowLock,
+    Flag::MultipleStatements,
+    Flag::PreparedStatement,
+];
+
+/// Whether `analysis` is a write whose every effect is rolled back with its transaction
+/// (plain DML that calls no code with effects of its own), so that it may run inside an
+/// open block before its record is durable.
+fn deferrable(analysis: &Analysis) -> bool {
+    analysis.class == Class::Write
+        && catalog::changes(analysis).is_none()
+        && analysis.statements.iter().all(|s| {
+            DEFERRABLE_KINDS.contains(&s.kind.as_str())
+                && s.flags.iter().all(|f| DEFERRABLE_FLAGS.contains(f))
+                && s.prepared_effect.is_none()
+                && s.unresolved_prepared.is_none()
+        })
 }
 
 impl AppSession {
@@ -676,13 +858,35 @@ impl AppSession {
                 rewrite,
             });
         }
-        // Anything but an allowed read needs a durable record, and perhaps the approvals.
+        // A write inside an open transaction block runs while its record becomes durable:
+        // the block commits only with a statement that waits for the record first.
+        if decision.verdict == Verdict::Allow
+            && rewrite.is_none()
+            && statement.in_block
+            && deferrable(&analysis)
+        {
+            if let Some(check) = self.defer(sql, &analysis, &decision, phase) {
+                return Some(check);
+            }
+        }
+        // Anything but an allowed read needs a durable record, and perhaps the approvals;
+        // what may end a block waits for the records of the writes it would commit.
+        let settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
         if !may_block
             && (decision.verdict != Verdict::Allow
                 || analysis.class >= Class::Write
-                || rewrite.is_some())
+                || rewrite.is_some()
+                || settle)
         {
             return None;
+        }
+        if settle {
+            if let Err(e) = self.settle(true) {
+                let d = Decision::deny(format!(
+                    "belay could not make the record of an earlier statement of this transaction durable ({e}), so nothing of it may commit; roll it back"
+                ));
+                return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
+            }
         }
         // In a session pinned read-only, belay can lift the pin for an approved statement
         // only when it arrives as a simple Query outside a transaction block; anywhere else
@@ -846,6 +1050,9 @@ impl AppSession {
                 audit_seq,
                 statements: analysis.statements.len(),
                 effects,
+                pending: false,
+                outcomes: Vec::new(),
+                done: false,
             },
         );
         Some(Check::Allow {
@@ -888,29 +1095,19 @@ impl Session for AppSession {
                 }
             }
         }
+        let outcome = match completion {
+            Completion::Tag(tag) => Outcome::Completed(tag.to_owned()),
+            Completion::Error(code) => Outcome::Failed(code.to_owned()),
+            Completion::Skipped => Outcome::Skipped,
+        };
+        if r.pending {
+            // Its decision's sequence number is not known yet: written once it is.
+            r.outcomes.push((index, outcome));
+            r.done = done;
+            return;
+        }
         if let Some(seq) = r.audit_seq {
-            let (outcome, tag, sqlstate) = match completion {
-                Completion::Tag(tag) => ("completed", Some(tag), None),
-                Completion::Error(code) => ("failed", None, Some(code)),
-                Completion::Skipped => ("skipped", None, None),
-            };
-            // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
-            // completed statement has one.
-            let rows = tag
-                .and_then(|t| t.rsplit(' ').next())
-                .and_then(|n| n.parse::<u64>().ok());
-            let _ = self.app.store().record(Draft {
-                time_us: now_us(),
-                actor: format!("agent:{}", self.agent.name),
-                kind: "statement.outcome".to_owned(),
-                environment: Some(self.environment.clone()),
-                outcome: Some(outcome.to_owned()),
-                detail: json!({
-                    "decision": seq, "statement": index, "tag": tag, "rows": rows,
-                    "sqlstate": sqlstate,
-                }),
-                ..Draft::default()
-            });
+            self.write_outcome(seq, index, &outcome);
         }
         if done {
             self.records.remove(&record);
@@ -925,6 +1122,9 @@ impl Session for AppSession {
     }
 
     fn tick(&mut self) {
+        if !self.unconfirmed.is_empty() {
+            let _ = self.settle(false);
+        }
         if self
             .reads_since
             .is_some_and(|since| since.elapsed() >= READS_EVERY)
@@ -960,6 +1160,9 @@ impl Session for AppSession {
 
     fn ended(&mut self, why: &str) {
         self.idle();
+        // Outcomes of writes whose records are durable by now; the writes of a block that
+        // never committed were rolled back by the server with the session.
+        let _ = self.settle(false);
         let _ = self.flush_reads();
         let _ = self.app.store().record(Draft {
             time_us: now_us(),

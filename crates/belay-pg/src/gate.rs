@@ -222,6 +222,12 @@ pub struct Statement<'a> {
     pub params: &'a Parameters,
     /// A transaction block is open, as of the upstream's last ReadyForQuery.
     pub in_transaction: bool,
+    /// An explicit transaction block is open for sure: the upstream's last ReadyForQuery
+    /// said so, and nothing forwarded since (a Query, an Execute) can have ended it. A
+    /// statement run now commits only with a later statement that ends the block, so its
+    /// record may become durable while it runs (`Session::check_now`), provided everything
+    /// that may end the block waits for it.
+    pub in_block: bool,
 }
 
 /// A decision on one SQL text.

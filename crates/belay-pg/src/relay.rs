@@ -285,6 +285,15 @@ impl Relay {
         self.status != TransactionStatus::Idle || self.opening_until > self.ready_seen
     }
 
+    /// An explicit transaction block is open for sure (`Statement::in_block`).
+    fn in_block(&self) -> bool {
+        self.status == TransactionStatus::InTransaction
+            && !self
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Simple { .. } | Expect::Execute { .. }))
+    }
+
     /// The session's decision: without blocking when it can; `None` when it would have to
     /// block and may not.
     fn decide(&mut self, asked: Statement<'_>, may_block: bool) -> Option<Check> {
@@ -472,6 +481,7 @@ impl Relay {
                     phase: Phase::Query,
                     params: &Parameters::default(),
                     in_transaction,
+                    in_block: self.in_block(),
                 };
                 let Some(check) = self.decide(asked, may_block) else {
                     return Ok(Next::Blocked(frame));
@@ -525,6 +535,7 @@ impl Relay {
                     phase: Phase::Parse,
                     params: &Parameters::default(),
                     in_transaction: self.in_transaction(),
+                    in_block: self.in_block(),
                 };
                 let Some(check) = self.decide(asked, may_block) else {
                     return Ok(Next::Blocked(frame));
@@ -588,6 +599,7 @@ impl Relay {
                         phase: Phase::Execute,
                         params: &params,
                         in_transaction: self.in_transaction(),
+                        in_block: self.in_block(),
                     };
                     match self.decide(asked, may_block) {
                         None => return Ok(Next::Blocked(frame)),
@@ -648,6 +660,7 @@ impl Relay {
                             phase: Phase::Execute,
                             params: &bound.params,
                             in_transaction: self.in_transaction(),
+                            in_block: self.in_block(),
                         };
                         let Some(check) = self.decide(asked, may_block) else {
                             return Ok(Next::Blocked(frame));

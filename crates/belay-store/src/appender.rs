@@ -50,6 +50,22 @@ impl Ticket {
         self.0.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
+    /// The event's sequence number if it is durable by now, or why it will not be; `None`
+    /// while the writer is still at it. Once it has answered, the ticket answers no more.
+    pub fn try_wait(&mut self) -> Option<Result<u64, Error>> {
+        let rx = match &self.0 {
+            Ok(rx) => rx,
+            Err(e) => return Some(Err(e.clone())),
+        };
+        match rx.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(Error::AuditUnavailable(
+                "the audit writer stopped before confirming the event".to_owned(),
+            ))),
+        }
+    }
+
     /// The event's sequence number once it is durable, or why it is not.
     pub fn wait(self) -> Result<u64, Error> {
         let rx = self.0?;

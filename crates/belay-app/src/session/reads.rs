@@ -157,8 +157,9 @@ impl AppSession {
         if !Arc::ptr_eq(&repeat.analysis, analysis) || repeat.phase != phase {
             return None;
         }
-        // A stopped writer, or a tally already written: the full path says what to do.
-        if !self.app.store().writer_open() {
+        // A stopped writer, a tally already written, or a COMMIT that must wait for the
+        // records of the writes before it: the full path says what to do.
+        if !self.app.store().writer_open() || self.must_settle(analysis) {
             return None;
         }
         let tally = self.reads.get_mut(&repeat.tally)?;

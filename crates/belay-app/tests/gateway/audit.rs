@@ -218,3 +218,75 @@ fn read_summaries_keep_each_distinct_statement_redacted_with_its_count() {
         "{all}"
     );
 }
+
+#[test]
+fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_them() {
+    let before = harness().app.store().head_seq().unwrap();
+    let (committed, rolled_back) = block(async {
+        let c = client("setter", "staging").await;
+        // Simple and extended protocol, inside blocks: forwarded before their records are
+        // durable; the COMMIT waits for them, and every outcome names its decision.
+        c.batch_execute("BEGIN").await.unwrap();
+        c.simple_query("INSERT INTO scratch VALUES (810, 'in a block')")
+            .await
+            .unwrap();
+        c.execute("UPDATE scratch SET note = $1 WHERE id = 810", &[&"updated"])
+            .await
+            .unwrap();
+        c.batch_execute("COMMIT").await.unwrap();
+        let committed = value(&c, "SELECT note FROM scratch WHERE id = 810").await;
+        c.batch_execute("BEGIN; INSERT INTO scratch VALUES (811, 'rolled back')")
+            .await
+            .unwrap();
+        c.simple_query("INSERT INTO scratch VALUES (812, 'rolled back')")
+            .await
+            .unwrap();
+        c.batch_execute("ROLLBACK").await.unwrap();
+        let rolled_back = value(&c, "SELECT count(*) FROM scratch WHERE id IN (811, 812)").await;
+        c.batch_execute("DELETE FROM scratch WHERE id = 810")
+            .await
+            .unwrap();
+        (committed, rolled_back)
+    });
+    assert_eq!(committed, "updated");
+    assert_eq!(rolled_back, "0");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = harness().app.store().events(before + 1, 10_000).unwrap();
+        if events
+            .iter()
+            .filter(|e| e.draft.kind == "statement.outcome")
+            .count()
+            >= 4
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let decision_of = |text: &str| -> u64 {
+        events
+            .iter()
+            .find(|e| {
+                e.draft.kind == "statement"
+                    && e.draft.detail["sql"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(text))
+            })
+            .unwrap_or_else(|| panic!("no decision for `{text}`"))
+            .seq
+    };
+    for text in ["INSERT INTO scratch VALUES", "UPDATE scratch SET note"] {
+        let seq = decision_of(text);
+        assert!(
+            events.iter().any(|e| e.draft.kind == "statement.outcome"
+                && e.draft.detail["decision"] == seq
+                && e.draft.outcome.as_deref() == Some("completed")),
+            "the outcome of `{text}` names its decision {seq}"
+        );
+    }
+    assert!(belay_audit::verify(&events_all()).is_ok());
+}
+
+fn events_all() -> Vec<belay_audit::Event> {
+    harness().app.store().events(1, 10_000_000).unwrap()
+}

@@ -1,0 +1,208 @@
+//! Crash safety of the write path: a write inside a transaction block is forwarded while its
+//! decision's record becomes durable, and the COMMIT waits for it. `kill -9` of belay (the
+//! quickstart's gateway, in front of a server that outlives it) must leave nothing committed
+//! whose decision is not in the audit log: a block left open is rolled back by the server,
+//! and every committed row has its durable decision.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use belay_scratch::Cluster;
+
+struct Gateway {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(upstream: &str, dir: PathBuf) -> Gateway {
+    let child = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .args(["quickstart", "--port", "0", "--upstream", upstream, "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = dir.join("quickstart.json");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "quickstart did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+    Gateway {
+        child,
+        dir,
+        url: info["staging_url"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// `psql` through belay reading statements from a pipe, so that the test decides when each
+/// is sent.
+fn session(url: &str) -> Child {
+    Command::new("psql")
+        .arg(url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The allowed INSERT decisions into `crash_probe` in the audit log of the gateway in `dir`.
+fn recorded_inserts(dir: &std::path::Path) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(dir.join("belay.toml"))
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["kind"] == "statement"
+                && e["verdict"] == "allow"
+                && e["detail"]["sql"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("INSERT INTO crash_probe"))
+        })
+        .count()
+}
+
+/// Blocks the busy session sends, far more than commit before belay is killed.
+const TRANSACTIONS: usize = 100_000;
+
+#[test]
+fn a_killed_gateway_leaves_nothing_committed_without_its_durable_decision() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cluster = Cluster::start(&tmp.path().join("pg"), None).unwrap();
+    cluster.stop_when_gone(std::process::id()).unwrap();
+    let upstream = format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        cluster.superuser_password, cluster.port
+    );
+    let mut gateway = start(&upstream, tmp.path().join("qs"));
+    let out = Command::new("psql")
+        .arg(&gateway.url)
+        .args(["-X", "-c", "CREATE TABLE crash_probe (id int, note text)"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A block left open when belay dies: its write ran upstream, and the server rolls it back.
+    let mut open = session(&gateway.url);
+    let stdin = open.stdin.as_mut().unwrap();
+    writeln!(stdin, "BEGIN;").unwrap();
+    writeln!(
+        stdin,
+        "INSERT INTO crash_probe VALUES (0, 'never committed');"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    wait_for("the write to run inside the open block", || {
+        cluster
+            .psql(
+                "staging",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+                 AND application_name LIKE 'belay:%' AND query LIKE 'INSERT INTO crash_probe%'",
+            )
+            .unwrap()
+            == "1"
+    });
+
+    // Blocks committing one after another, as fast as psql sends them, when belay dies.
+    let mut busy = session(&gateway.url);
+    let mut stdin = busy.stdin.take().unwrap();
+    // More than can finish before the kill; the writer stops when psql dies.
+    let writer = std::thread::spawn(move || {
+        for i in 1..=TRANSACTIONS {
+            let sent = writeln!(
+                stdin,
+                "BEGIN; INSERT INTO crash_probe VALUES ({i}, 'a'); INSERT INTO crash_probe VALUES ({i}, 'b'); COMMIT;"
+            );
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    wait_for("some blocks to commit", || {
+        cluster
+            .psql("staging", "SELECT count(*) > 20 FROM crash_probe")
+            .unwrap()
+            == "t"
+    });
+    gateway.child.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    gateway.child.wait().unwrap();
+    for mut psql in [open, busy] {
+        let _ = psql.kill();
+        let _ = psql.wait();
+    }
+    writer.join().unwrap();
+    wait_for("the server to end belay's sessions", || {
+        cluster
+            .psql(
+                "staging",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'belay:demo%'",
+            )
+            .unwrap()
+            == "0"
+    });
+
+    let committed: usize = cluster
+        .psql("staging", "SELECT count(*) FROM crash_probe")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        cluster
+            .psql("staging", "SELECT count(*) FROM crash_probe WHERE id = 0")
+            .unwrap(),
+        "0",
+        "the open block was rolled back"
+    );
+    assert!(
+        committed > 20 && committed < 2 * TRANSACTIONS,
+        "committed {committed}: belay must die while blocks still commit"
+    );
+    let recorded = recorded_inserts(&gateway.dir);
+    assert!(
+        committed <= recorded,
+        "{committed} rows committed, only {recorded} INSERT decisions durable"
+    );
+}
