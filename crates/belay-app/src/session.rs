@@ -611,7 +611,9 @@ impl AppSession {
         let draft = self
             .statement_draft(sql, analysis, decision, phase, None, None)
             .ok()?;
-        let ticket = self.app.store().submit(draft);
+        // Not woken for it: the block's end wakes the writer, so that the events of one
+        // transaction (and of every session committing then) share one fsync.
+        let ticket = self.app.store().submit_lazily(draft);
         ticket.submitted().ok()?;
         if self.records.len() >= MAX_CACHED {
             self.records.retain(|_, r| r.pending);
@@ -651,6 +653,9 @@ impl AppSession {
     /// Learns which records of deferred writes are durable (waiting for all of them when
     /// `wait`), and writes the outcomes that waited for them. `Err` when one will not be.
     fn settle(&mut self, wait: bool) -> Result<(), String> {
+        if wait && !self.unconfirmed.is_empty() {
+            self.app.store().wake();
+        }
         let mut failed = None;
         let mut still = Vec::new();
         for (id, mut ticket) in std::mem::take(&mut self.unconfirmed) {

@@ -30,6 +30,8 @@ pub(crate) enum Job {
     /// An event and, when somebody waits for it, where to say its sequence number.
     Append(Box<Draft>, Option<SyncSender<Result<u64, Error>>>),
     Checkpoint(i64, SyncSender<Result<Option<u64>, Error>>),
+    /// Nothing of its own: commit what was recorded now (`StateStore::wake`).
+    Wake,
 }
 
 /// A submitted event; `wait` returns once it is durable.
@@ -126,6 +128,7 @@ fn take(job: Job, appends: &mut Appends, checkpoints: &mut Checkpoints) {
     match job {
         Job::Append(d, reply) => appends.push((d, reply)),
         Job::Checkpoint(now, reply) => checkpoints.push((now, reply)),
+        Job::Wake => {}
     }
 }
 

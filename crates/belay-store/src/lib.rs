@@ -128,6 +128,12 @@ pub trait StateStore: Send + Sync {
     /// Hands an event nobody will wait for to the writer, which commits it with the next
     /// batch, within `LINGER`. `Err` when the writer is gone.
     fn record(&self, draft: Draft) -> Result<(), Error>;
+    /// Hands an event to the writer without waking it: committed with the next batch (within
+    /// `LINGER`, or at once after `wake`), so that the events of one transaction share an
+    /// fsync; `Ticket::wait` waits for durability.
+    fn submit_lazily(&self, draft: Draft) -> Ticket;
+    /// Makes the writer commit what was handed to it lazily now, instead of within `LINGER`.
+    fn wake(&self);
     /// Whether the audit writer still takes events (it stops only when the store is closed).
     fn writer_open(&self) -> bool;
     /// Events with `seq >= from`, at most `limit`, in order.

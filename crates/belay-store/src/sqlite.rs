@@ -344,6 +344,18 @@ impl StateStore for SqliteStore {
         self.send(Job::Append(Box::new(draft), None), false)
     }
 
+    fn submit_lazily(&self, draft: Draft) -> Ticket {
+        let (tx, rx) = mpsc::sync_channel(1);
+        match self.send(Job::Append(Box::new(draft), Some(tx)), false) {
+            Ok(()) => Ticket::pending(rx),
+            Err(e) => Ticket::failed(e),
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.send(Job::Wake, true);
+    }
+
     fn events(&self, from: u64, limit: usize) -> Result<Vec<Event>, Error> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
