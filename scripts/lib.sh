@@ -49,9 +49,16 @@ add_postgres_to_path() {
     export PATH
 }
 
-# psycopg 3 (PyPI) and node-postgres (npm), the client libraries the compatibility tests use.
+# psycopg 3, asyncpg, psycopg 2, SQLAlchemy and Alembic (PyPI) and node-postgres (npm), the
+# client libraries the compatibility tests use.
 ensure_client_libraries() {
     ensure_psycopg
+    if ! python3 -c 'import asyncpg, psycopg2, sqlalchemy, alembic' 2>/dev/null; then
+        say "installing asyncpg, psycopg 2, SQLAlchemy and Alembic from PyPI"
+        local pkgs=('asyncpg>=0.29,<1' 'psycopg2-binary>=2.9,<3' 'SQLAlchemy>=2,<3' 'alembic>=1.13,<2')
+        python3 -m pip install --quiet --disable-pip-version-check "${pkgs[@]}" \
+            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${pkgs[@]}"
+    fi
     if [ ! -d target/compat-node/node_modules/pg ]; then
         say "installing node-postgres from npm into target/compat-node"
         npm install --silent --no-save --no-package-lock --prefix target/compat-node pg@8 >/dev/null

@@ -61,6 +61,10 @@ enum Expect {
     Refused(Box<ErrorFields>),
     /// Told to the client before the answer to the message behind it (a rewrite's notice).
     Notice(Box<ErrorFields>),
+    /// The client ended a COPY (CopyDone or CopyFail) before its CopyInResponse came, as
+    /// drivers that stream the rows at once do (asyncpg): the server will not be in COPY
+    /// mode for the messages after it. Dropped when it reaches the front.
+    CopyEnded,
 }
 
 impl Expect {
@@ -75,6 +79,7 @@ impl Expect {
             Expect::Sync => "Sync",
             Expect::Refused(_) => "refusal",
             Expect::Notice(_) => "notice",
+            Expect::CopyEnded => "CopyDone",
         }
     }
 }
@@ -409,9 +414,13 @@ impl Relay {
         })
     }
 
-    /// Notices queued for the client ahead of the next answer.
+    /// Notices queued for the client ahead of the next answer; the end of a COPY that never
+    /// started (its statement was not a COPY, or failed first) is forgotten.
     fn notices(&mut self, client: &mut BytesMut) {
-        while matches!(self.expect.front(), Some(Expect::Notice(_))) {
+        while matches!(
+            self.expect.front(),
+            Some(Expect::Notice(_) | Expect::CopyEnded)
+        ) {
             if let Some(Expect::Notice(fields)) = self.expect.pop_front() {
                 Backend::NoticeResponse(*fields).encode(client);
             }
@@ -730,7 +739,15 @@ impl Relay {
                 }
             }
             b'c' | b'f' => {
-                self.copy_in = false;
+                if self.copy_in {
+                    self.copy_in = false;
+                } else if self
+                    .expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::Simple { .. } | Expect::Execute { .. }))
+                {
+                    self.expect.push_back(Expect::CopyEnded);
+                }
                 frame.encode(up);
             }
             b'H' | b'd' => frame.encode(up),
@@ -805,7 +822,12 @@ impl Relay {
         frame: Frame,
         client: &mut BytesMut,
     ) -> Result<(), Violation> {
-        if frame.tag != b'D' && matches!(self.expect.front(), Some(Expect::Notice(_))) {
+        if frame.tag != b'D'
+            && matches!(
+                self.expect.front(),
+                Some(Expect::Notice(_) | Expect::CopyEnded)
+            )
+        {
             self.notices(client);
         }
         match frame.tag {
@@ -833,13 +855,29 @@ impl Relay {
                 }
             }
             b'G' => {
-                // The server ignores Sync and Flush while it reads COPY data; a Sync the
-                // client pipelined behind the COPY (as libraries do) gets no answer.
-                self.copy_in = true;
+                // The server ignores Sync and Flush while it reads COPY data: a Sync the
+                // client pipelined behind the COPY (as libraries do) and before the COPY's
+                // end gets no answer. A client that ended the COPY already is not in it.
                 let front = self.expect.pop_front();
+                let end = self
+                    .expect
+                    .iter()
+                    .position(|e| matches!(e, Expect::CopyEnded));
                 let before = self.expect.len();
-                self.expect.retain(|e| !matches!(e, Expect::Sync));
-                self.ready_pending -= (before - self.expect.len()) as u64;
+                let mut kept = VecDeque::with_capacity(before);
+                for (i, e) in std::mem::take(&mut self.expect).into_iter().enumerate() {
+                    let ignored = match end {
+                        Some(end) => i < end && matches!(e, Expect::Sync),
+                        None => matches!(e, Expect::Sync),
+                    };
+                    if !ignored && Some(i) != end {
+                        kept.push_back(e);
+                    }
+                }
+                let syncs = before - kept.len() - usize::from(end.is_some());
+                self.ready_pending -= syncs as u64;
+                self.expect = kept;
+                self.copy_in = end.is_none();
                 if let Some(front) = front {
                     self.expect.push_front(front);
                 }
@@ -902,6 +940,10 @@ impl Relay {
                 self.pop("ReadyForQuery", |e| {
                     matches!(e, Expect::Simple { .. } | Expect::Sync)
                 })?;
+                // The end of a COPY that never started.
+                while matches!(self.expect.front(), Some(Expect::CopyEnded)) {
+                    self.expect.pop_front();
+                }
                 self.ready_seen += 1;
                 self.ready_pending = self.ready_pending.saturating_sub(1);
                 // Portals end with their transaction, upstream as here: a name bound again

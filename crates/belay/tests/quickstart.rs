@@ -1,9 +1,10 @@
 //! The README's first command, end to end: `belay quickstart` starts a scratch cluster and the
 //! gateway, and real clients work through it: psql, pgbench (`-M simple` and `-M prepared`,
-//! including COPY during `pgbench -i`), psycopg 3 and node-postgres. SIGTERM stops it all.
+//! including COPY during `pgbench -i`), psycopg 3, asyncpg, psycopg 2, SQLAlchemy with
+//! Alembic, node-postgres, pg_dump and psql's meta-commands. SIGTERM stops it all.
 //!
-//! psycopg and node-postgres are installed by `scripts/test.sh`; without them this test fails
-//! and says so.
+//! The client libraries are installed by `scripts/test.sh`; without them this test fails and
+//! says so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -207,6 +208,18 @@ fn quickstart_serves_psql_pgbench_psycopg_and_node_postgres() {
     assert!(
         out.status.success(),
         "psycopg (installed by scripts/test.sh): {}",
+        text(&out)
+    );
+
+    // asyncpg, psycopg 2, SQLAlchemy and Alembic.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/python_drivers_check.py");
+    let out = run(Command::new("python3")
+        .arg(script)
+        .arg(qs.url("staging"))
+        .arg(qs.url("production")));
+    assert!(
+        out.status.success(),
+        "asyncpg, psycopg 2, SQLAlchemy, Alembic (installed by scripts/test.sh): {}",
         text(&out)
     );
 

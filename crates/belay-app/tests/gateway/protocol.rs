@@ -436,3 +436,48 @@ fn a_session_hears_its_own_notifications_under_the_process_id_belay_gave_it() {
         "the notification names the session's own process"
     );
 }
+
+#[test]
+fn a_copy_whose_rows_and_end_come_before_the_copy_in_response_leaves_the_session_in_step() {
+    // asyncpg's `copy_records_to_table`: a Parse and Describe with a Flush, then the COPY
+    // Query, its rows and CopyDone at once, then an extended query with Sync, and a Sync
+    // pipelined after the COPY's end, which the server answers.
+    let (copy, after, last) = block(async {
+        let mut c = Raw::agent("worker", "staging").await;
+        c.send(&[
+            parse("probe", "SELECT * FROM scratch LIMIT 1"),
+            Frontend::Describe(codec::Describe {
+                target: codec::Target::Statement,
+                name: "probe".to_owned(),
+            }),
+            Frontend::Flush,
+            Frontend::Query("COPY scratch (id, note) FROM STDIN".to_owned()),
+            Frontend::CopyData(Bytes::from_static(b"950\tearly\n951\tearly\n")),
+            Frontend::CopyDone,
+            Frontend::Sync,
+        ])
+        .await;
+        let copy = c.until_ready().await;
+        let synced = c.until_ready().await;
+        c.send(&[
+            parse("", "SELECT count(*) FROM scratch WHERE note = 'early'"),
+            bind("", ""),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        let after = c.until_ready().await;
+        c.send(&[Frontend::Query(
+            "DELETE FROM scratch WHERE note = 'early'".to_owned(),
+        )])
+        .await;
+        let last = c.until_ready().await;
+        assert!(errors(&synced).is_empty(), "{synced:?}");
+        (copy, after, last)
+    });
+    assert!(errors(&copy).is_empty(), "{copy:?}");
+    assert_eq!(tags(&copy), vec!["COPY 2"]);
+    assert!(errors(&after).is_empty(), "{after:?}");
+    assert_eq!(tags(&after), vec!["SELECT 1"]);
+    assert_eq!(tags(&last), vec!["DELETE 2"]);
+}
