@@ -15,12 +15,14 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 #   python3       checks that the generated parse-tree walker matches pg_query; runs psycopg
 #   postgresql    initdb, pg_ctl, postgres and pgbench: the scratch clusters behind the gateway
 #   postgresql-client  psql, the first client the compatibility tests drive
-#   python3-pip, nodejs, npm  install psycopg 3 and node-postgres for the compatibility tests
+#   python3-pip, nodejs, npm  install psycopg 3, asyncpg, psycopg 2, SQLAlchemy, Alembic and
+#                 node-postgres for the compatibility tests
+#   default-jdk-headless, libpostgresql-jdbc-java  pgJDBC, run from source by `java`
 BUILD_PACKAGES=(libclang-dev g++)
 # Programs, as COMMAND:PACKAGE; a package is installed only when its command is missing, so a
 # PostgreSQL or Node.js installed some other way is used as it is.
 RUN_COMMANDS=(initdb:postgresql pg_ctl:postgresql psql:postgresql-client)
-TEST_COMMANDS=(python3:python3 pip:python3-pip node:nodejs npm:npm pgbench:postgresql pgbouncer:pgbouncer "${RUN_COMMANDS[@]}")
+TEST_COMMANDS=(python3:python3 pip:python3-pip node:nodejs npm:npm java:default-jdk-headless pgbench:postgresql pgbouncer:pgbouncer "${RUN_COMMANDS[@]}")
 
 # Whether a program is available, on PATH or among Debian's PostgreSQL programs.
 have_command() {
@@ -53,6 +55,7 @@ add_postgres_to_path() {
 # client libraries the compatibility tests use.
 ensure_client_libraries() {
     ensure_psycopg
+    ensure_packages libpostgresql-jdbc-java
     if ! python3 -c 'import asyncpg, psycopg2, sqlalchemy, alembic' 2>/dev/null; then
         say "installing asyncpg, psycopg 2, SQLAlchemy and Alembic from PyPI"
         local pkgs=('asyncpg>=0.29,<1' 'psycopg2-binary>=2.9,<3' 'SQLAlchemy>=2,<3' 'alembic>=1.13,<2')

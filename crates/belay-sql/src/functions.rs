@@ -28,6 +28,14 @@ pub(crate) fn effect(schema: Option<&str>, name: &str) -> Effect {
     if let Some(effect) = dangerous(name) {
         return effect;
     }
+    if schema == Some("information_schema") {
+        // The server's own SQL functions there (`_pg_expandarray`, ...), which drivers'
+        // metadata queries call; only a superuser can add to that schema.
+        return match volatile_builtin(&format!("information_schema.{name}")) {
+            Some(false) => Effect::ReadOnly,
+            _ => Effect::Unknown,
+        };
+    }
     if schema.is_some_and(|s| s != "pg_catalog") {
         // A qualified call to another schema is a user-defined function even when its name is
         // that of a built-in.
@@ -68,7 +76,8 @@ pub(crate) const PG_PROC: &str = include_str!("../data/pg_proc.tsv");
 /// Whether belay says what calling built-in `name` does: a read, or a known effect. A test
 /// checks every function of a real server's `pg_catalog`.
 pub fn classified_builtin(name: &str) -> bool {
-    effect(Some("pg_catalog"), name) != Effect::Unknown
+    let (schema, name) = name.split_once('.').unwrap_or(("pg_catalog", name));
+    effect(Some(schema), name) != Effect::Unknown
 }
 
 fn dangerous(name: &str) -> Option<Effect> {

@@ -11,8 +11,13 @@ use std::collections::BTreeMap;
 
 use belay_scratch::Cluster;
 
-const QUERY: &str = "SELECT proname || E'\\t' || max(provolatile::text) FROM pg_proc \
-     WHERE pronamespace = 'pg_catalog'::regnamespace GROUP BY proname ORDER BY proname COLLATE \"C\"";
+/// Every function of `pg_catalog` by name, and of `information_schema` (SQL functions the
+/// server creates there, which its views and drivers' metadata queries call) qualified.
+const QUERY: &str = "SELECT name || E'\\t' || max(provolatile::text) FROM (\
+     SELECT CASE WHEN pronamespace = 'pg_catalog'::regnamespace THEN proname::text \
+     ELSE 'information_schema.' || proname END AS name, provolatile FROM pg_proc \
+     WHERE pronamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)) f \
+     GROUP BY name ORDER BY name COLLATE \"C\"";
 
 fn listed(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -40,7 +45,7 @@ fn every_built_in_function_of_the_server_is_listed_and_classified() {
     if std::env::var_os("BELAY_WRITE_BUILTINS").is_some() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/pg_proc.tsv");
         let header = format!(
-            "# Every function in pg_catalog of PostgreSQL {major}, with the most volatile of its overloads' pg_proc.provolatile\n\
+            "# Every function in pg_catalog (and, qualified, information_schema) of PostgreSQL {major}, with the most volatile of its overloads' pg_proc.provolatile\n\
              # (i immutable, s stable, v volatile). Generated from pg_proc; regenerate with\n\
              # BELAY_WRITE_BUILTINS=1 cargo test -p belay-sql --test builtins (tests/builtins.rs checks it).\n"
         );
@@ -103,6 +108,15 @@ fn an_immutable_or_stable_built_in_is_a_read_and_a_volatile_one_needs_a_rule() {
     assert_eq!(class("SELECT nextval('s')"), belay_core::Class::Write);
     assert_eq!(
         class("SELECT brin_summarize_range('i', 0)"),
+        belay_core::Class::Write
+    );
+    // The server's own SQL functions in information_schema, which pgJDBC's metadata calls.
+    assert_eq!(
+        class("SELECT (information_schema._pg_expandarray(ARRAY[1])).n"),
+        belay_core::Class::Read
+    );
+    assert_eq!(
+        class("SELECT _pg_expandarray(ARRAY[1])"),
         belay_core::Class::Write
     );
     // A user function of a schema of its own is never a built-in.

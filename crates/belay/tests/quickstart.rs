@@ -1,7 +1,7 @@
 //! The README's first command, end to end: `belay quickstart` starts a scratch cluster and the
 //! gateway, and real clients work through it: psql, pgbench (`-M simple` and `-M prepared`,
 //! including COPY during `pgbench -i`), psycopg 3, asyncpg, psycopg 2, SQLAlchemy with
-//! Alembic, node-postgres, pg_dump and psql's meta-commands. SIGTERM stops it all.
+//! Alembic, pgJDBC, node-postgres, pg_dump and psql's meta-commands. SIGTERM stops it all.
 //!
 //! The client libraries are installed by `scripts/test.sh`; without them this test fails and
 //! says so.
@@ -220,6 +220,21 @@ fn quickstart_serves_psql_pgbench_psycopg_and_node_postgres() {
     assert!(
         out.status.success(),
         "asyncpg, psycopg 2, SQLAlchemy, Alembic (installed by scripts/test.sh): {}",
+        text(&out)
+    );
+
+    // pgJDBC (Debian's libpostgresql-jdbc-java), with its default properties.
+    let jar = std::env::var("BELAY_PGJDBC_JAR")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_owned());
+    let out = run(Command::new("java")
+        .arg("-cp")
+        .arg(&jar)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/JdbcCheck.java"))
+        .arg(qs.url("staging"))
+        .arg(qs.url("production")));
+    assert!(
+        out.status.success(),
+        "pgJDBC ({jar}, installed by scripts/test.sh): {}",
         text(&out)
     );
 

@@ -1,6 +1,7 @@
 // node-postgres through the belay gateway: simple and parameterised queries (the extended
-// protocol), a named prepared statement, and refusals. Usage: node node_pg_check.js STAGING PRODUCTION
-const { Client } = require('pg');
+// protocol), a named prepared statement, a pool, and refusals (one inside a transaction,
+// rolled back). Usage: node node_pg_check.js STAGING PRODUCTION
+const { Client, Pool } = require('pg');
 const assert = require('assert');
 
 async function main() {
@@ -14,7 +15,22 @@ async function main() {
     const named = await s.query({ name: 'customer-by-id', text: 'SELECT email FROM customers WHERE id = $1', values: [i] });
     assert.strictEqual(named.rows[0].email, `customer${i}@example.com`);
   }
+  // A refused statement inside a transaction: rolled back, and the client goes on.
+  await s.query('BEGIN');
+  await assert.rejects(s.query('SELECT pg_terminate_backend(1)'), (e) => e.code === '42501');
+  await s.query('ROLLBACK');
+  assert.strictEqual((await s.query('SELECT 1 AS one')).rows[0].one, 1);
   await s.end();
+
+  // A pool: connections reused and given back, queries in parallel.
+  const pool = new Pool({ connectionString: staging, max: 3 });
+  const counts = await Promise.all([1, 2, 3, 4, 5, 6].map((i) =>
+    pool.query('SELECT count(*)::int AS n FROM customers WHERE id <= $1', [i * 10])));
+  assert.deepStrictEqual(counts.map((r) => r.rows[0].n), [10, 20, 30, 40, 50, 60]);
+  const held = await pool.connect();
+  await held.query('SET statement_timeout = 1000');
+  held.release();
+  await pool.end();
 
   const p = new Client({ connectionString: production });
   await p.connect();
