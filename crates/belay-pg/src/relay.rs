@@ -160,6 +160,10 @@ pub(crate) struct Relay {
     /// The upstream's `application_name` begins with this and `/`: the client sees what
     /// follows (`UpstreamSpec::application_prefix`).
     pub(crate) application_prefix: Option<String>,
+    /// An error in the extended protocol, with no Sync forwarded after the message that
+    /// failed: the server discards every message until the next Sync, so what the client
+    /// sends until then is dropped here, unanswered, as the server would drop it.
+    skipping: bool,
 }
 
 /// How a session ended by the watch on the upstream's settings begins its message.
@@ -227,6 +231,7 @@ impl Relay {
             detour: false,
             pids: None,
             application_prefix: None,
+            skipping: false,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -478,6 +483,14 @@ impl Relay {
         up: &mut BytesMut,
         may_block: bool,
     ) -> Result<Next, Violation> {
+        if self.skipping {
+            match frame.tag {
+                // The Sync ends the skipping, upstream as here, and is answered.
+                b'S' => self.skipping = false,
+                b'X' => {}
+                _ => return Ok(Next::Continue),
+            }
+        }
         match frame.tag {
             b'Q' => {
                 let body = frame.body.clone();
@@ -794,7 +807,7 @@ impl Relay {
     fn skip_to_sync(&mut self) {
         while let Some(front) = self.expect.front() {
             if matches!(front, Expect::Sync) {
-                break;
+                return;
             }
             match self.expect.pop_front() {
                 Some(Expect::Parse { client, upstream }) => self.forget(&client, &upstream),
@@ -804,6 +817,8 @@ impl Relay {
                 _ => {}
             }
         }
+        // No Sync is on its way: the server skips what the client sends next, up to one.
+        self.skipping = true;
     }
 
     fn forget(&mut self, client: &str, upstream: &str) {

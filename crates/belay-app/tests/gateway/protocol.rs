@@ -481,3 +481,55 @@ fn a_copy_whose_rows_and_end_come_before_the_copy_in_response_leaves_the_session
     assert_eq!(tags(&after), vec!["SELECT 1"]);
     assert_eq!(tags(&last), vec!["DELETE 2"]);
 }
+
+#[test]
+fn after_an_error_in_a_pipeline_what_the_client_sends_until_its_sync_is_skipped_as_the_server_skips_it(
+) {
+    // psycopg's pipeline mode: the error comes back (after a Flush) before the client has
+    // sent the rest of the pipeline; the server discards it all until the Sync.
+    let (first, rest, after) = block(async {
+        let mut c = Raw::agent("worker", "staging").await;
+        c.send(&[
+            parse("", "SELECT 1"),
+            bind("", ""),
+            execute(""),
+            parse("", "SELECT * FROM doesnotexist"),
+            bind("", ""),
+            execute(""),
+            Frontend::Flush,
+        ])
+        .await;
+        let mut first = Vec::new();
+        loop {
+            let m = c.next().await;
+            let done = matches!(m, Backend::ErrorResponse(_));
+            first.push(m);
+            if done {
+                break;
+            }
+        }
+        c.send(&[
+            parse("", "SELECT 'aborted'"),
+            bind("", ""),
+            execute(""),
+            Frontend::Flush,
+            Frontend::Sync,
+        ])
+        .await;
+        let rest = c.until_ready().await;
+        c.send(&[
+            parse("", "SELECT 2"),
+            bind("", ""),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        let after = c.until_ready().await;
+        (first, rest, after)
+    });
+    assert_eq!(errors(&first), vec!["42P01"]);
+    assert_eq!(tags(&first), vec!["SELECT 1"]);
+    assert_eq!(rest.len(), 1, "only the Sync is answered: {rest:?}");
+    assert!(errors(&after).is_empty(), "{after:?}");
+    assert_eq!(tags(&after), vec!["SELECT 1"]);
+}
