@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_audit::{fingerprint, Draft};
+use belay_audit::Draft;
 use belay_core::{Class, Decision, Verdict};
 use belay_pg::{
     Check, Completion, Phase, Refusal, Session, Statement, RESERVED_PREFIX, SQLSTATE_APPROVAL,
@@ -34,11 +34,15 @@ use crate::decide::with_analysis;
 use crate::gateway::{Slot, SQLSTATE_STATE};
 use crate::{now_us, App};
 
+mod deferred;
 mod held;
 mod reads;
+mod record;
 
-use held::Action;
-use reads::{phase_name, ReadTally, READS_EVERY};
+use deferred::{deferrable, Outcome};
+
+use reads::{ReadTally, READS_EVERY};
+use record::{record_sql, statements_json};
 
 /// What a decision asked to hear about after forwarding.
 #[derive(Debug)]
@@ -156,57 +160,6 @@ const TRANSACTION_CONTROL: &[&str] = &[
     "ROLLBACK PREPARED",
     "TRANSACTION",
 ];
-
-/// Statements an audit event lists one by one; past this, the rest are counted by kind.
-const RECORDED_STATEMENTS: usize = 32;
-
-/// Recorded SQL longer than this is kept as a prefix, its length and its hash.
-const RECORDED_SQL_BYTES: usize = 4096;
-
-/// What the audit log says of each statement of an analysis: each of the first
-/// `RECORDED_STATEMENTS`, and how many more of each kind, so that one huge input cannot make
-/// an event of megabytes.
-fn statements_json(analysis: &Analysis) -> serde_json::Value {
-    let listed: Vec<serde_json::Value> = analysis
-        .statements
-        .iter()
-        .take(RECORDED_STATEMENTS)
-        .map(|s| {
-            json!({
-                "kind": s.kind, "class": s.class, "flags": s.flags, "relations": s.relations,
-            })
-        })
-        .collect();
-    if analysis.statements.len() <= RECORDED_STATEMENTS {
-        return json!(listed);
-    }
-    let mut more: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for s in &analysis.statements[RECORDED_STATEMENTS..] {
-        *more.entry(format!("{} ({})", s.kind, s.class)).or_default() += 1;
-    }
-    json!({
-        "total": analysis.statements.len(),
-        "listed": listed,
-        "more_by_kind": more,
-    })
-}
-
-/// Puts a statement's text, constants replaced by `$n`, into an event's detail: whole up to
-/// `RECORDED_SQL_BYTES`, past that as a prefix with the redacted text's length and SHA-256.
-fn record_sql(detail: &mut serde_json::Value, sql: &str) {
-    let redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
-    if redacted.len() <= RECORDED_SQL_BYTES {
-        detail["sql"] = json!(redacted);
-        return;
-    }
-    let mut end = 1024;
-    while !redacted.is_char_boundary(end) {
-        end -= 1;
-    }
-    detail["sql"] = json!(format!("{}…", &redacted[..end]));
-    detail["sql_bytes"] = json!(redacted.len());
-    detail["sql_sha256"] = json!(fingerprint(&[&redacted]));
-}
 
 /// The parser's own message when `analysis` is of a text that does not parse.
 fn syntax_error(analysis: &Analysis) -> Option<String> {
@@ -517,248 +470,6 @@ impl AppSession {
             position: None,
         }
     }
-
-    /// Records the decision: durably (returning its sequence number) for anything that writes
-    /// and for every refusal; allowed reads are counted and summarised (`tally_read`).
-    fn audit_decision(
-        &mut self,
-        sql: &str,
-        analysis: &Analysis,
-        decision: &Decision,
-        phase: Phase,
-        action: Option<&Action>,
-        forwarded: Option<&str>,
-    ) -> Result<Option<u64>, String> {
-        // A text belay rewrites is recorded one by one, with what went upstream instead.
-        let durable = analysis.class >= Class::Write
-            || decision.verdict != Verdict::Allow
-            || forwarded.is_some();
-        if !durable {
-            // Reads are counted and written later, but only while the log can take them.
-            if !self.app.store().writer_open() {
-                return Err("the audit writer has stopped".to_owned());
-            }
-            self.tally_read(sql, analysis, decision, phase);
-            return Ok(None);
-        }
-        let draft = self.statement_draft(sql, analysis, decision, phase, action, forwarded)?;
-        self.app
-            .store()
-            .submit(draft)
-            .wait()
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The durable record of a decision on `sql`, after the reads counted before it.
-    fn statement_draft(
-        &mut self,
-        sql: &str,
-        analysis: &Analysis,
-        decision: &Decision,
-        phase: Phase,
-        action: Option<&Action>,
-        forwarded: Option<&str>,
-    ) -> Result<Draft, String> {
-        // What was read so far goes first, so that the log keeps the session's order.
-        self.flush_reads()?;
-        let mut detail = json!({
-            "peer": self.peer,
-            "phase": phase_name(phase),
-            "statements": statements_json(analysis),
-        });
-        // Constants are replaced by $n: values (passwords, personal data) stay out.
-        record_sql(&mut detail, sql);
-        if let Some(forwarded) = forwarded {
-            let mut shown = json!({});
-            record_sql(&mut shown, forwarded);
-            detail["forwarded"] = shown;
-        }
-        if let Some(id) = action.and_then(|a| a.approval) {
-            detail["approval"] = json!(id);
-        }
-        let draft = Draft {
-            time_us: now_us(),
-            actor: format!("agent:{}", self.agent.name),
-            kind: "statement".to_owned(),
-            environment: Some(self.environment.clone()),
-            fingerprint: Some(match action {
-                Some(a) => a.fingerprint.clone(),
-                None => fingerprint(&[&self.agent.name, &self.environment, sql]),
-            }),
-            class: Some(analysis.class.as_str().to_owned()),
-            verdict: Some(decision.verdict.to_string()),
-            reasons: vec![decision.reason.clone()],
-            policies: decision.policies.clone(),
-            outcome: None,
-            detail,
-        };
-        Ok(draft)
-    }
-
-    /// Forwards an allowed write inside an open transaction block while its record becomes
-    /// durable; `None` when the audit log cannot take it now (the full path then decides).
-    fn defer(
-        &mut self,
-        sql: &str,
-        analysis: &Analysis,
-        decision: &Decision,
-        phase: Phase,
-    ) -> Option<Check> {
-        if !self.app.store().writer_open() {
-            return None;
-        }
-        let draft = self
-            .statement_draft(sql, analysis, decision, phase, None, None)
-            .ok()?;
-        // Not woken for it: the block's end wakes the writer, so that the events of one
-        // transaction (and of every session committing then) share one fsync.
-        let ticket = self.app.store().submit_lazily(draft);
-        ticket.submitted().ok()?;
-        if self.records.len() >= MAX_CACHED {
-            self.records.retain(|_, r| r.pending);
-        }
-        self.next_record += 1;
-        self.records.insert(
-            self.next_record,
-            Record {
-                audit_seq: None,
-                statements: analysis.statements.len(),
-                effects: Vec::new(),
-                pending: true,
-                outcomes: Vec::new(),
-                done: false,
-            },
-        );
-        self.unconfirmed.push((self.next_record, ticket));
-        Some(Check::Allow {
-            record: Some(self.next_record),
-            read_write: false,
-            rewrite: None,
-        })
-    }
-
-    /// Whether the records of writes forwarded before they were durable must be durable
-    /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
-    /// read or another such write).
-    fn must_settle(&self, analysis: &Analysis) -> bool {
-        !self.unconfirmed.is_empty()
-            && (analysis.class >= Class::Write
-                || analysis
-                    .statements
-                    .iter()
-                    .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str())))
-    }
-
-    /// Learns which records of deferred writes are durable (waiting for all of them when
-    /// `wait`), and writes the outcomes that waited for them. `Err` when one will not be.
-    fn settle(&mut self, wait: bool) -> Result<(), String> {
-        if wait && !self.unconfirmed.is_empty() {
-            self.app.store().wake();
-        }
-        let mut failed = None;
-        let mut still = Vec::new();
-        for (id, mut ticket) in std::mem::take(&mut self.unconfirmed) {
-            let answer = if wait {
-                ticket.wait()
-            } else {
-                match ticket.try_wait() {
-                    Some(answer) => answer,
-                    None => {
-                        still.push((id, ticket));
-                        continue;
-                    }
-                }
-            };
-            match answer {
-                Ok(seq) => {
-                    let Some(r) = self.records.get_mut(&id) else {
-                        continue;
-                    };
-                    r.audit_seq = Some(seq);
-                    r.pending = false;
-                    let done = r.done;
-                    for (index, outcome) in std::mem::take(&mut r.outcomes) {
-                        self.write_outcome(seq, index, &outcome);
-                    }
-                    if done {
-                        self.records.remove(&id);
-                    }
-                }
-                Err(e) => {
-                    self.records.remove(&id);
-                    failed = Some(e.to_string());
-                }
-            }
-        }
-        self.unconfirmed = still;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// The outcome of statement `index` of the decision recorded as `seq`.
-    fn write_outcome(&self, seq: u64, index: usize, outcome: &Outcome) {
-        let (name, tag, sqlstate) = match outcome {
-            Outcome::Completed(tag) => ("completed", Some(tag.as_str()), None),
-            Outcome::Failed(code) => ("failed", None, Some(code.as_str())),
-            Outcome::Skipped => ("skipped", None, None),
-        };
-        // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
-        // completed statement has one.
-        let rows = tag
-            .and_then(|t| t.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok());
-        let _ = self.app.store().record(Draft {
-            time_us: now_us(),
-            actor: format!("agent:{}", self.agent.name),
-            kind: "statement.outcome".to_owned(),
-            environment: Some(self.environment.clone()),
-            outcome: Some(name.to_owned()),
-            detail: json!({
-                "decision": seq, "statement": index, "tag": tag, "rows": rows,
-                "sqlstate": sqlstate,
-            }),
-            ..Draft::default()
-        });
-    }
-}
-
-/// How a forwarded statement ended, kept until its decision's record is durable.
-#[derive(Debug)]
-enum Outcome {
-    Completed(String),
-    Failed(String),
-    Skipped,
-}
-
-/// Statement kinds whose effect is undone with their transaction: only these run before
-/// their record is durable.
-const DEFERRABLE_KINDS: &[&str] = &["INSERT", "UPDATE", "DELETE", "MERGE", "SELECT"];
-
-/// Flags that say nothing of effects outside the transaction.
-const DEFERRABLE_FLAGS: &[Flag] = &[
-    Flag::NoWhere,
-    Flag::TautologicalWhere,
-    Flag::WritableCte,
-    Flag::RowLock,
-    Flag::MultipleStatements,
-    Flag::PreparedStatement,
-];
-
-/// Whether `analysis` is a write whose every effect is rolled back with its transaction
-/// (plain DML that calls no code with effects of its own), so that it may run inside an
-/// open block before its record is durable.
-fn deferrable(analysis: &Analysis) -> bool {
-    analysis.class == Class::Write
-        && catalog::changes(analysis).is_none()
-        && analysis.statements.iter().all(|s| {
-            DEFERRABLE_KINDS.contains(&s.kind.as_str())
-                && s.flags.iter().all(|f| DEFERRABLE_FLAGS.contains(f))
-                && s.prepared_effect.is_none()
-                && s.unresolved_prepared.is_none()
-        })
 }
 
 impl AppSession {
