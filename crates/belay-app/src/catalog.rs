@@ -52,6 +52,7 @@ impl Catalogs {
                     view: RwLock::new(Arc::new(View::default())),
                     changes: Mutex::new(Pending::default()),
                     loading: Mutex::new(()),
+                    source: Mutex::new(None),
                 })
             })
             .clone()
@@ -69,6 +70,8 @@ pub(crate) struct UpstreamCatalog {
     changes: Mutex<Pending>,
     /// Held while the catalog is read, so that one session reads it and the others wait.
     loading: Mutex<()>,
+    /// What the last read gave, for what the next cannot read (`carry_over`).
+    source: Mutex<Option<Source>>,
 }
 
 /// What sessions decide by.
@@ -146,6 +149,24 @@ impl View {
     }
 }
 
+impl View {
+    /// Whether `analysis` changes a name whose change through belay has ended but not been
+    /// read back: the catalog is read first, while nothing of the statement holds a lock,
+    /// so that what it locks has been read (`carry_over`).
+    pub(crate) fn changes_unread(&self, analysis: &Analysis) -> bool {
+        if !self.dirty || (self.ended.names.is_empty() && !self.ended.anything) {
+            return false;
+        }
+        match changes(analysis) {
+            None => false,
+            Some(Changes::Anything) => true,
+            Some(Changes::Named(names)) => {
+                self.ended.anything || names.iter().any(|n| self.ended.names.contains(n))
+            }
+        }
+    }
+}
+
 /// What a session's open transaction gave the names it changes: the class of their code.
 pub(crate) type Own = std::collections::BTreeMap<String, (Class, String)>;
 
@@ -184,8 +205,11 @@ impl UpstreamCatalog {
         let mut shared = self.view.write().unwrap_or_else(|e| e.into_inner());
         let view = Arc::make_mut(&mut shared);
         match read {
-            Ok(source) => {
+            Ok(read) => {
+                let mut last = self.source.lock().unwrap_or_else(|e| e.into_inner());
+                let source = carry_over(read, last.as_ref());
                 let catalog = Catalog::rebuild(&source, limits, view.catalog.as_deref());
+                *last = Some(source);
                 tracing::debug!(upstream = %self.label, objects = catalog.len(), "read the catalog");
                 pending.ended.retain(|(s, _)| *s > seq);
                 view.catalog = Some(Arc::new(catalog));
@@ -369,9 +393,7 @@ pub(crate) fn changes(analysis: &Analysis) -> Option<Changes> {
     all
 }
 
-fn block_on<F: std::future::Future<Output = Result<Source, String>>>(
-    future: F,
-) -> Result<Source, String> {
+fn block_on<T, F: std::future::Future<Output = Result<T, String>>>(future: F) -> Result<T, String> {
     match tokio::runtime::Handle::try_current() {
         // Called where blocking is allowed (a blocking thread of the runtime).
         Ok(handle) => handle.block_on(future),
@@ -393,8 +415,16 @@ fn catalog_sql() -> String {
     let user = |alias: &str| {
         format!("{alias}.nspname NOT IN {SYSTEM} AND {alias}.nspname NOT LIKE 'pg_toast%'")
     };
-    [
-        // Functions: language, volatility, extension, definition.
+    let rows = [
+        // Relations whose code cannot be deparsed now without waiting (below).
+        format!(
+            "SELECT 'unreadable', n.nspname::text, c.relname::text, NULL, NULL, NULL, NULL \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid IN (SELECT oid FROM unreadable) AND {}",
+            user("n")
+        ),
+        // Functions: language, volatility, extension, definition (for `internal`, the
+        // server's symbol it runs).
         format!(
             "SELECT 'f', n.nspname::text, p.proname::text, \
                CASE WHEN p.prokind = 'a' THEN 'aggregate' ELSE l.lanname::text END, \
@@ -403,7 +433,7 @@ fn catalog_sql() -> String {
                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' \
                    AND d.refclassid = 'pg_extension'::regclass LIMIT 1), \
                CASE WHEN l.lanname IN ('sql', 'plpgsql') AND p.prokind IN ('f', 'p') \
-                 THEN pg_get_functiondef(p.oid) END \
+                 THEN pg_get_functiondef(p.oid) WHEN l.lanname = 'internal' THEN p.prosrc END \
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                JOIN pg_language l ON l.oid = p.prolang WHERE {}",
             user("n")
@@ -426,7 +456,7 @@ fn catalog_sql() -> String {
         format!(
             "SELECT 'view', n.nspname::text, c.relname::text, pg_get_viewdef(c.oid), NULL, NULL, NULL \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('v', 'm') AND {}",
+             WHERE c.relkind IN ('v', 'm') AND {READABLE} AND {}",
             user("n")
         ),
         // Rules other than a view's own: ON SELECT runs on reads, the others on writes.
@@ -435,21 +465,21 @@ fn catalog_sql() -> String {
                CASE WHEN r.ev_type = '1' THEN 'r' ELSE 'w' END, r.rulename::text, NULL \
              FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE r.rulename <> '_RETURN' AND {}",
+             WHERE r.rulename <> '_RETURN' AND {READABLE} AND {}",
             user("n")
         ),
         format!(
             "SELECT 'trigger', n.nspname::text, c.relname::text, pg_get_triggerdef(t.oid), 'w', t.tgname::text, NULL \
              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE NOT t.tgisinternal AND {}",
+             WHERE NOT t.tgisinternal AND {READABLE} AND {}",
             user("n")
         ),
         format!(
             "SELECT 'check', n.nspname::text, c.relname::text, pg_get_expr(k.conbin, k.conrelid), 'w', k.conname::text, NULL \
              FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE k.contype = 'c' AND {}",
+             WHERE k.contype = 'c' AND {READABLE} AND {}",
             user("n")
         ),
         // A write to the referenced table may cascade to the referencing one.
@@ -476,14 +506,14 @@ fn catalog_sql() -> String {
              FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
                JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
-             WHERE {}",
+             WHERE {READABLE} AND {}",
             user("n")
         ),
         format!(
             "SELECT 'policy', n.nspname::text, c.relname::text, pg_get_expr(p.polqual, p.polrelid), \
                p.polcmd::text, p.polname::text, pg_get_expr(p.polwithcheck, p.polrelid) \
              FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {}",
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {READABLE} AND {}",
             user("n")
         ),
         format!(
@@ -492,7 +522,7 @@ fn catalog_sql() -> String {
              FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
                JOIN pg_class ic ON ic.oid = i.indexrelid \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AND {}",
+             WHERE (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL) AND {READABLE} AND {}",
             user("n")
         ),
         // Columns of user-defined types: their casts, checks and I/O run with the column.
@@ -595,11 +625,34 @@ fn catalog_sql() -> String {
                JOIN pg_namespace fn ON fn.oid = f.pronamespace WHERE {}",
             user("n")
         ),
-    ]
-    .join(" UNION ALL ")
+    ];
+    // PostgreSQL 15's deparsers (`pg_get_expr` with a relation, `pg_get_viewdef`,
+    // `pg_get_ruledef`, `pg_get_triggerdef`) lock the relation and every relation a query
+    // inside names, so one open transaction holding ACCESS EXCLUSIVE (a DROP or ALTER not
+    // yet committed, `LOCK TABLE`, `VACUUM FULL`) would stall the whole read. What they
+    // would wait for, held or awaited by another session, is left out and named instead;
+    // `lock_timeout` covers a lock taken between this look and the deparse.
+    format!(
+        "WITH locked AS (SELECT l.relation AS oid FROM pg_locks l \
+           WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' \
+             AND l.pid <> pg_backend_pid() \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+         unreadable AS (SELECT oid FROM locked \
+           UNION SELECT r.ev_class FROM pg_rewrite r JOIN pg_depend d \
+             ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
+             AND d.refclassid = 'pg_class'::regclass WHERE d.refobjid IN (SELECT oid FROM locked) \
+           UNION SELECT p.polrelid FROM pg_policy p JOIN pg_depend d \
+             ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid \
+             AND d.refclassid = 'pg_class'::regclass WHERE d.refobjid IN (SELECT oid FROM locked)) \
+         {}",
+        rows.join(" UNION ALL ")
+    )
 }
 
-async fn read_source(pg: &Postgres, label: &str) -> Result<Source, String> {
+/// The condition, on a relation `c`, that its code can be deparsed without waiting.
+const READABLE: &str = "c.oid NOT IN (SELECT oid FROM unreadable)";
+
+async fn read_source(pg: &Postgres, label: &str) -> Result<Read, String> {
     let spec = crate::roles::own_connection(
         pg,
         &pg.user,
@@ -608,12 +661,69 @@ async fn read_source(pg: &Postgres, label: &str) -> Result<Source, String> {
         LOAD_TIMEOUT,
         label,
     );
+    let mut spec = spec;
+    spec.params
+        .push(("lock_timeout".to_owned(), LOCK_TIMEOUT.to_owned()));
     let rows = belay_pg::simple_query(&spec, &catalog_sql()).await?;
     Ok(source_from_rows(rows))
 }
 
+/// How long the read waits for a lock taken after it looked at which are held.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// What a read gave: the catalog, and the relations whose code it could not read then.
+struct Read {
+    source: Source,
+    unreadable: Vec<(String, String)>,
+}
+
+/// `read` with the code of each relation it could not read taken from `previous`, the last
+/// read: what a relation locked by an open transaction is until that transaction ends (a
+/// change through belay is unsettled meanwhile; one without it is seen at a later read, as
+/// any). A relation `previous` does not know is `unknown`.
+fn carry_over(read: Read, previous: Option<&Source>) -> Source {
+    let Read {
+        mut source,
+        unreadable,
+    } = read;
+    for (schema, name) in unreadable {
+        let same = |o: &&ObjectSource| o.schema == schema && o.name == name;
+        let old = previous
+            .and_then(|p| p.relations.iter().find(same))
+            .cloned();
+        let at = source.relations.iter().position(|o| same(&o));
+        match (old, at) {
+            (Some(old), Some(at)) => source.relations[at] = old,
+            (Some(old), None) => source.relations.push(old),
+            (None, at) => {
+                let piece = Stored {
+                    label: format!("`{schema}.{name}`"),
+                    what: StoredCode::Unreadable(
+                        "another transaction holds it locked (ACCESS EXCLUSIVE: a schema change not yet committed, LOCK TABLE, VACUUM FULL), so belay cannot read its code until that transaction ends; send this again then"
+                            .to_owned(),
+                    ),
+                };
+                let at = at.unwrap_or_else(|| {
+                    source.relations.push(ObjectSource {
+                        schema: schema.clone(),
+                        name: name.clone(),
+                        on_read: Vec::new(),
+                        on_write: Vec::new(),
+                    });
+                    source.relations.len() - 1
+                });
+                let o = &mut source.relations[at];
+                o.on_read.push(piece.clone());
+                o.on_write.push(piece);
+            }
+        }
+    }
+    source
+}
+
 /// Builds the `Source` from the tagged rows of `catalog_sql`.
-fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
+fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Read {
+    let mut unreadable = Vec::new();
     let mut source = Source::default();
     let mut functions: HashMap<(String, String), usize> = HashMap::new();
     let mut relations: HashMap<(String, String), usize> = HashMap::new();
@@ -796,8 +906,9 @@ fn source_from_rows(rows: Vec<Vec<Option<String>>>) -> Source {
                     label: format!("operator {qualified}"),
                     what: StoredCode::Call(col(3), col(4)),
                 }),
+            "unreadable" => unreadable.push((schema, name)),
             _ => {}
         }
     }
-    source
+    Read { source, unreadable }
 }

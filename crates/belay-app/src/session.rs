@@ -508,7 +508,7 @@ impl AppSession {
         let classified = repeated.unwrap_or_else(|| self.app.classifier.classify(sql));
         let refresh = self.app.config.sql.catalog_refresh;
         let limits = self.app.classifier.limits();
-        let view = match self.catalog.current(refresh) {
+        let mut view = match self.catalog.current(refresh) {
             Some(view) => view,
             None if !may_block => return None,
             None => self.catalog.load(refresh, limits, false),
@@ -516,13 +516,15 @@ impl AppSession {
         let prepared = self.resolve(sql, classified.clone());
         let (mut resolved, unsettled) =
             catalog::resolve(&view, prepared.clone(), self.id, &self.own);
-        // It reaches what a change through belay that has ended since touched: the catalog
-        // is read again first, and only what is still being changed stays unknown.
-        if unsettled && view.dirty {
+        // It reaches, or changes, what a change through belay that has ended since touched:
+        // the catalog is read again first, and only what is still being changed stays
+        // unknown.
+        if (unsettled && view.dirty) || view.changes_unread(&prepared) {
             if !may_block {
                 return None;
             }
-            let view = self.catalog.load(refresh, limits, true);
+            // What it gives the names it changes is decided by the same copy (below).
+            view = self.catalog.load(refresh, limits, true);
             resolved = catalog::resolve(&view, prepared, self.id, &self.own).0;
         }
         let (resolved, rewrite) = self.session_commands(sql, resolved);

@@ -100,6 +100,7 @@ CREATE FUNCTION tune() RETURNS text LANGUAGE plpgsql
   AS $$ BEGIN RETURN set_config('work_mem', '4GB', false); END $$;
 CREATE FUNCTION tuned() RETURNS int LANGUAGE sql SET work_mem = '4GB' AS 'SELECT 1';
 CREATE FUNCTION calls_tune() RETURNS text LANGUAGE sql AS 'SELECT tune()';
+CREATE TYPE floatrange AS RANGE (subtype = float8);
 CREATE FUNCTION grows() RETURNS int LANGUAGE plpgsql
   AS $$ BEGIN UPDATE accounts SET balance = balance WHERE id = 1; RETURN 1; END $$;
 "#;
@@ -391,6 +392,22 @@ fn a_setting_the_environment_caps_is_capped_inside_the_code_that_changes_it() {
 }
 
 #[test]
+fn a_range_type_s_own_constructors_are_reads() {
+    let row = block(async {
+        let reader = client("reader", "staging").await;
+        reader
+            .query_one(
+                "SELECT floatrange(1, 2)::text, floatrange(1, 2, '[]')::text, \
+                 floatmultirange()::text, floatmultirange(floatrange(1, 2), floatrange(3, 4))::text",
+                &[],
+            )
+            .await
+            .map(|r| (1..4).fold(r.get::<_, String>(0), |all, i| all + " " + r.get::<_, &str>(i)))
+    });
+    assert_eq!(row.unwrap(), "[1,2) [1,2] {} {[1,2),[3,4)}");
+}
+
+#[test]
 fn a_name_that_is_neither_built_in_nor_in_the_catalog_is_unknown() {
     let (code, message) = block(async {
         let reader = client("prober", "staging").await;
@@ -445,6 +462,113 @@ fn a_function_being_changed_in_an_open_transaction_is_unknown_to_everyone_until_
     assert_eq!(during.0, "42501", "{}", during.1);
     assert!(during.1.contains("being changed"), "{}", during.1);
     assert_eq!(after.unwrap(), 20);
+}
+
+#[test]
+fn a_table_another_session_made_and_dropped_is_made_again_in_a_transaction() {
+    // A test suite's fixture: each test's connection drops and makes the same table in its
+    // own transaction, right after the previous test's connection did and went away.
+    let rows = block(async {
+        for round in 0..3 {
+            let builder = client("builder", "staging").await;
+            for sql in [
+                "BEGIN",
+                "DROP TABLE IF EXISTS remade",
+                "CREATE TABLE remade (id serial PRIMARY KEY, data text)",
+                "INSERT INTO remade (data) VALUES ('a'), ('b')",
+                "SELECT data FROM remade ORDER BY id",
+                "COMMIT",
+            ] {
+                builder
+                    .simple_query(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}, {sql}: {:?}", e.as_db_error()));
+            }
+        }
+        upstream("staging", "SELECT count(*) FROM remade")
+    });
+    assert_eq!(rows, "2");
+}
+
+#[test]
+fn a_name_another_open_transaction_changes_may_be_dropped_or_made_but_not_written() {
+    let (made, written, after) = block(async {
+        let holder = client("builder", "staging").await;
+        let other = client("builder", "staging").await;
+        holder.simple_query("BEGIN").await.unwrap();
+        holder
+            .simple_query("DROP TABLE IF EXISTS contested")
+            .await
+            .unwrap();
+        // Neither runs any code of `contested`: dropping or making it is decided as usual.
+        other
+            .simple_query("DROP TABLE IF EXISTS contested")
+            .await
+            .unwrap();
+        let made = other
+            .simple_query("CREATE TABLE contested (id int)")
+            .await
+            .map(|_| ());
+        // A write would run whatever code the holder's transaction may give it.
+        let written = refusal(&other, "INSERT INTO contested VALUES (1)").await;
+        holder.simple_query("COMMIT").await.unwrap();
+        let after = other
+            .simple_query("INSERT INTO contested VALUES (2)")
+            .await
+            .map(|_| ());
+        (made, written, after)
+    });
+    made.unwrap();
+    assert_eq!(written.0, "42501", "{}", written.1);
+    assert!(written.1.contains("being changed"), "{}", written.1);
+    after.unwrap();
+    assert_eq!(upstream("staging", "SELECT count(*) FROM contested"), "1");
+}
+
+#[test]
+fn a_relation_locked_by_an_open_transaction_does_not_stall_reading_the_catalog() {
+    // The server's deparsers wait for a lock on the relation; a migration holding one
+    // outside belay must not make every change through belay unreadable meanwhile.
+    let (called, locked) = block(async {
+        let h = harness();
+        let (migration, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=belay password=upstream-secret dbname=staging",
+                h.cluster.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let writer = client("writer", "staging").await;
+        writer
+            .simple_query("SELECT id FROM log LIMIT 0")
+            .await
+            .unwrap();
+        migration
+            .batch_execute("BEGIN; LOCK TABLE log, defaulted IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let builder = client("builder", "staging").await;
+        builder
+            .simple_query(
+                "CREATE FUNCTION made_while_locked() RETURNS int LANGUAGE sql AS 'SELECT 7'",
+            )
+            .await
+            .unwrap();
+        let called = builder
+            .query_one("SELECT made_while_locked()", &[])
+            .await
+            .map(|r| r.get::<_, i32>(0));
+        // What the locked tables' code was at the last read still counts.
+        let locked = refusal(&writer, "INSERT INTO log (note) VALUES ('x')").await;
+        migration.batch_execute("ROLLBACK").await.unwrap();
+        (called, locked)
+    });
+    assert_eq!(called.unwrap(), 7);
+    assert_ne!(locked.0, "00000");
+    assert!(locked.1.contains("wipe"), "{}", locked.1);
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub struct FunctionSource {
     pub volatility: char,
     /// The extension it belongs to, if any.
     pub extension: Option<String>,
-    /// `pg_get_functiondef` for SQL and PL/pgSQL functions.
+    /// `pg_get_functiondef` for SQL and PL/pgSQL functions; for `internal` ones, the symbol
+    /// of the server's they run (`prosrc`).
     pub definition: Option<String>,
     /// Other functions it runs (an aggregate's support functions): `(schema, name)`.
     pub runs: Vec<(String, String)>,
@@ -94,6 +95,8 @@ pub enum StoredCode {
     Writes(String, String),
     /// A view's query, written through: a write to the view writes what it reads.
     WritesThrough(String),
+    /// Code that could not be read, and why: `unknown`.
+    Unreadable(String),
 }
 
 /// Names the caller knows are being changed, by unqualified name.
@@ -169,6 +172,16 @@ pub struct Resolution {
 }
 
 const MAX_REASON: usize = 600;
+
+/// The server's functions that `CREATE TYPE ... AS RANGE` gives each range type and its
+/// multirange, as `internal` functions of the type's schema: they only build a value.
+const SERVER_CONSTRUCTORS: &[&str] = &[
+    "range_constructor2",
+    "range_constructor3",
+    "multirange_constructor0",
+    "multirange_constructor1",
+    "multirange_constructor2",
+];
 
 impl Catalog {
     /// Classifies everything in `source`.
@@ -323,6 +336,16 @@ impl Catalog {
                 };
                 self.define(id, std::slice::from_ref(&piece), limits);
             }
+            (Some(symbol), "internal")
+                if SERVER_CONSTRUCTORS.contains(&symbol.as_str()) && f.volatility != 'v' =>
+            {
+                // What `CREATE TYPE ... AS RANGE` makes: the server's own constructors.
+                self.raise(
+                    id,
+                    Class::Read,
+                    format!("{label} is the server's own constructor `{symbol}` of a range or multirange type"),
+                );
+            }
             (_, "c" | "internal") if f.extension.is_some() && f.volatility != 'v' => {
                 // Native code of an installed extension, declared free of side effects; the
                 // extension was installed by someone trusted with the server.
@@ -435,6 +458,9 @@ impl Catalog {
                         }
                     }
                 }
+                StoredCode::Unreadable(why) => {
+                    self.raise(id, Class::Unknown, format!("{}: {why}", piece.label));
+                }
             }
             if self.nodes[id].reason.is_empty() {
                 self.nodes[id].reason = format!("{} only reads", piece.label);
@@ -521,7 +547,7 @@ impl Catalog {
             }
         }
         for relation in &statement.relations {
-            if relation.object != ObjectKind::Relation {
+            if !runs_code_of(statement, relation) {
                 continue;
             }
             let (schema, name) = split(&relation.name);
@@ -632,7 +658,7 @@ impl Catalog {
                     statement
                         .relations
                         .iter()
-                        .filter(|r| r.object == ObjectKind::Relation)
+                        .filter(|r| runs_code_of(statement, r))
                         .map(|r| split(&r.name).1),
                 )
                 .map(str::to_owned)
@@ -708,6 +734,29 @@ struct Found {
 
 /// Whether a name qualified with `want` may be an object of schema `have`: `pg_temp` is the
 /// session's own temporary schema, `pg_temp_N` in the catalog.
+/// Whether running `statement` may run code attached to `relation` (its triggers, rules,
+/// defaults, policies, a view's query, index expressions). Dropping a relation runs none of
+/// it (event triggers are the database's, counted apart), and neither does creating one:
+/// the new relation has no code but what the statement gives it, in its own expressions,
+/// and an old one of the same name (in another schema, or another session's uncommitted
+/// change) is not run. So a name being changed elsewhere does not make either unknown.
+fn runs_code_of(statement: &Statement, relation: &crate::Relation) -> bool {
+    if relation.object != ObjectKind::Relation || relation.access == Access::Drop {
+        return false;
+    }
+    let creates = matches!(
+        statement.kind.as_str(),
+        "CREATE TABLE"
+            | "CREATE TABLE AS"
+            | "SELECT INTO"
+            | "CREATE VIEW"
+            | "CREATE MATERIALIZED VIEW"
+            | "CREATE SEQUENCE"
+            | "CREATE FOREIGN TABLE"
+    );
+    !(creates && relation.access == Access::Alter)
+}
+
 fn same_schema(want: &str, have: &str) -> bool {
     want == have || (want == "pg_temp" && have.starts_with("pg_temp_"))
 }
