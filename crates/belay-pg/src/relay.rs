@@ -26,6 +26,7 @@ use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatu
 use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Session, Statement};
 
 mod rewrite;
+mod text;
 
 /// Text sent upstream in place of a refused message: a syntax error, which fails in every
 /// transaction state without touching anything.
@@ -166,6 +167,8 @@ pub(crate) struct Relay {
     /// failed: the server discards every message until the next Sync, so what the client
     /// sends until then is dropped here, unanswered, as the server would drop it.
     skipping: bool,
+    /// The client encoding the upstream reports, by which the client's texts are read.
+    encoding: text::ClientEncoding,
 }
 
 /// How a session ended by the watch on the upstream's settings begins its message.
@@ -192,12 +195,6 @@ impl std::fmt::Debug for Relay {
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
-}
-
-/// The string a message body starts with (borrowed from it), and the rest.
-fn split_cstr(body: &Bytes) -> Result<(&str, Bytes), Violation> {
-    let s = cstr(body)?;
-    Ok((s, body.slice(s.len() + 1..)))
 }
 
 /// The null-terminated string `body` begins with.
@@ -234,6 +231,7 @@ impl Relay {
             pids: None,
             application_prefix: None,
             skipping: false,
+            encoding: text::ClientEncoding::Utf8,
             next_name: 0,
             copy_in: false,
             status: TransactionStatus::Idle,
@@ -255,6 +253,9 @@ impl Relay {
             if let Ok(Backend::ParameterStatus { name, value }) = Backend::decode(frame) {
                 parsable_setting(&name, &value)
                     .map_err(|m| Violation(format!("{WATCH_ENDED}{m}")))?;
+                if name.eq_ignore_ascii_case("client_encoding") {
+                    self.encoding = text::ClientEncoding::named(&value);
+                }
                 if matches!(name.as_str(), "session_authorization" | "is_superuser") {
                     self.watched.push((name, value));
                 }
@@ -270,12 +271,15 @@ impl Relay {
 
     /// A ParameterStatus from the upstream: `Err` ends the session when a watched setting
     /// changed.
-    fn setting_changed(&self, frame: &Frame) -> Result<(), Violation> {
+    fn setting_changed(&mut self, frame: &Frame) -> Result<(), Violation> {
         let Backend::ParameterStatus { name, value } = Backend::decode(frame)? else {
             return Ok(());
         };
         let ended = |m: String| Violation(format!("{WATCH_ENDED}{m}"));
         parsable_setting(&name, &value).map_err(ended)?;
+        if name.eq_ignore_ascii_case("client_encoding") {
+            self.encoding = text::ClientEncoding::named(&value);
+        }
         if let Some((_, kept)) = self
             .watched
             .iter()
@@ -440,7 +444,9 @@ impl Relay {
         match frame.tag {
             b'Q' => {
                 let body = frame.body.clone();
-                let (sql, _) = split_cstr(&body)?;
+                let encoding = self.encoding;
+                let (sql, _) = encoding.split(&body)?;
+                let sql = &*sql;
                 // A simple Query drops the unnamed statement, upstream as here.
                 self.statements.remove("");
                 let in_transaction = self.in_transaction();
@@ -488,8 +494,10 @@ impl Relay {
             }
             b'P' => {
                 let body = frame.body.clone();
-                let (name, rest) = split_cstr(&body)?;
-                let (sql, _) = split_cstr(&rest)?;
+                let encoding = self.encoding;
+                let (name, rest) = encoding.split(&body)?;
+                let (sql, types) = encoding.split(&rest)?;
+                let (name, sql) = (&*name, &*sql);
                 if !name.is_empty() && self.statements.contains_key(name) {
                     let r = Refusal::new(
                         "42P05",
@@ -526,7 +534,7 @@ impl Relay {
                         };
                         let rest = match rewrite {
                             // The parameter types after the text stay as they were.
-                            Some(r) => self.rewritten(*r, Some(rest.slice(sql.len() + 1..))),
+                            Some(r) => self.rewritten(*r, Some(types)),
                             None => rest.clone(),
                         };
                         put_frame(up, b'P', &[upstream.as_bytes(), b"\0", &rest]);
@@ -551,8 +559,10 @@ impl Relay {
                 }
             }
             b'B' => {
-                let (portal, rest) = split_cstr(&frame.body)?;
-                let (statement, rest) = split_cstr(&rest)?;
+                let encoding = self.encoding;
+                let (portal, rest) = encoding.split(&frame.body)?;
+                let (statement, rest) = encoding.split(&rest)?;
+                let (portal, statement) = (&*portal, &*statement);
                 let Some(p) = self.statements.get(statement).cloned() else {
                     self.portals.remove(portal);
                     self.refuse_extended(Self::missing_statement(statement), up);
@@ -609,7 +619,9 @@ impl Relay {
                 self.expect.push_back(Expect::Bind);
             }
             b'E' => {
-                let (portal, _) = split_cstr(&frame.body)?;
+                let encoding = self.encoding;
+                let (portal, _) = encoding.split(&frame.body)?;
+                let portal = &*portal;
                 let Some(bound) = self.portals.get(portal).cloned() else {
                     let r = Refusal::new("34000", format!("portal \"{portal}\" does not exist"));
                     self.refuse_extended(r, up);
@@ -655,7 +667,9 @@ impl Relay {
                     .first()
                     .ok_or_else(|| Violation("invalid message: empty Describe/Close".to_owned()))?;
                 let named = frame.body.slice(1..);
-                let (name, _) = split_cstr(&named)?;
+                let encoding = self.encoding;
+                let (name, _) = encoding.split(&named)?;
+                let name = &*name;
                 let describe = frame.tag == b'D';
                 match target {
                     b'S' => match self.statements.get(name).cloned() {

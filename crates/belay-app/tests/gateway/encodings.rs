@@ -1,6 +1,6 @@
 //! Client encodings: those whose multi-byte characters can hide a quote or backslash are
-//! refused by every name and path, and an encoding change belay did not see coming ends the
-//! session.
+//! refused by every name and path, an encoding change belay did not see coming ends the
+//! session, and the ASCII-safe ones are read by what their bytes mean in them.
 
 use super::*;
 
@@ -161,4 +161,71 @@ fn an_upstream_encoding_change_belay_did_not_see_coming_ends_the_session() {
         })
     });
     assert!(audited, "the end of the session is audited");
+}
+
+#[test]
+fn a_latin9_session_s_texts_are_read_as_latin9_and_reach_the_server_unchanged() {
+    let (rows, failed, after, set) = block(async {
+        let token = harness().tokens["worker"].expose().to_owned();
+        let mut c = Raw::connect(
+            harness().addr,
+            &[
+                ("user", "worker"),
+                ("database", "staging"),
+                ("client_encoding", "LATIN9"),
+            ],
+            &token,
+        )
+        .await
+        .unwrap();
+        // 0xA4 is the euro sign in LATIN9, and not UTF-8 at all.
+        c.send_query_bytes(b"SELECT 'foo\xa4bar' AS v, length('\xa4') AS n")
+            .await;
+        let rows = c.until_ready().await;
+        // The server's error quotes the text back in LATIN9.
+        c.send_query_bytes(b"SELECT 'x\xa4'::int").await;
+        let failed = c.until_ready().await;
+        c.send_query_bytes(
+            b"CREATE TABLE latin9_\xa4 (v text); INSERT INTO latin9_\xa4 VALUES ('\xa4')",
+        )
+        .await;
+        let after = c.until_ready().await;
+        // A text belay rewrites goes upstream in LATIN9 too.
+        c.send_query_bytes(b"SET application_name = 'caf\xe9'")
+            .await;
+        let set = c.until_ready().await;
+        (rows, failed, after, set)
+    });
+    let data: Vec<Vec<u8>> = rows
+        .iter()
+        .filter_map(|m| match m {
+            Backend::Other(f) if f.tag == b'D' => Some(f.body.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data.len(), 1, "{rows:?}");
+    assert!(
+        data[0].windows(7).any(|w| w == b"foo\xa4bar"),
+        "{:?}",
+        data[0]
+    );
+    assert!(data[0].ends_with(b"1"), "{:?}", data[0]);
+    assert_eq!(errors(&failed), ["22P02"], "{failed:?}");
+    assert!(errors(&after).is_empty(), "{after:?}");
+    assert!(errors(&set).is_empty(), "{set:?}");
+    assert_eq!(
+        harness()
+            .cluster
+            .psql("staging", "SELECT v FROM \"latin9_€\"")
+            .unwrap(),
+        "€"
+    );
+    // The audit log has the name as the characters it is.
+    let events = harness().app.store().events(1, 1_000_000).unwrap();
+    assert!(
+        events.iter().any(|e| e.draft.detail["sql"]
+            .as_str()
+            .is_some_and(|s| s.contains("latin9_€"))),
+        "no event names the table"
+    );
 }

@@ -510,6 +510,16 @@ impl Raw {
         self.stream.write_all(&out).await.unwrap();
     }
 
+    /// A Query of bytes as they are, in whatever encoding the session has.
+    async fn send_query_bytes(&mut self, sql: &[u8]) {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(b"Q");
+        out.extend_from_slice(&(sql.len() as i32 + 5).to_be_bytes());
+        out.extend_from_slice(sql);
+        out.extend_from_slice(b"\0");
+        self.stream.write_all(&out).await.unwrap();
+    }
+
     async fn next(&mut self) -> Backend {
         loop {
             if let Some(frame) = codec::read_frame(&mut self.buf, 1 << 20).unwrap() {

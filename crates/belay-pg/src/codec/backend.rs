@@ -87,7 +87,7 @@ impl ErrorFields {
             if code == 0 {
                 break;
             }
-            let value = r.cstr()?;
+            let value = r.cstr_lossy()?;
             match code {
                 b'V' => {
                     saw_v = true;
@@ -201,7 +201,7 @@ impl Backend {
             },
             b'S' => Backend::ParameterStatus {
                 name: r.cstr()?,
-                value: r.cstr()?,
+                value: r.cstr_lossy()?,
             },
             b'Z' => Backend::ReadyForQuery(match r.u8()? {
                 b'I' => TransactionStatus::Idle,

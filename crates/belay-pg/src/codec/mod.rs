@@ -134,6 +134,20 @@ impl Reader {
         String::from_utf8(bytes.to_vec()).map_err(|_| Error::Utf8)
     }
 
+    /// The next null-terminated string, with what is not UTF-8 replaced: for what the
+    /// server says in the client's encoding (errors, notices, settings), of which belay
+    /// reads only ASCII parts and forwards the bytes themselves.
+    pub(crate) fn cstr_lossy(&mut self) -> Result<String, Error> {
+        let end = self
+            .body
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| self.malformed("string without terminator"))?;
+        let bytes = self.body.split_to(end);
+        self.body.advance(1);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// `n` bytes.
     pub(crate) fn bytes(&mut self, n: usize) -> Result<Bytes, Error> {
         if self.body.remaining() < n {

@@ -17,7 +17,7 @@ impl Relay {
             self.expect.push_back(Expect::Notice(Box::new(fields)));
         }
         let mut body = BytesMut::with_capacity(rewrite.sql.len() + 8);
-        body.extend_from_slice(rewrite.sql.as_bytes());
+        body.extend_from_slice(&self.encoding.encode(&rewrite.sql));
         body.extend_from_slice(b"\0");
         if let Some(after) = after {
             body.extend_from_slice(&after);
