@@ -131,13 +131,11 @@ impl Walk<'_> {
             }
             NodeRef::AlterTableCmd(cmd) => self.alter_table_cmd(cmd),
             NodeRef::CreateStmt(s) => {
-                self.target(s.relation.as_ref(), Access::Alter);
+                self.created(s.relation.as_ref());
                 self.ddl("CREATE TABLE defines a new table");
             }
             NodeRef::CreateTableAsStmt(s) => {
-                if let Some(rv) = s.into.as_ref().and_then(|i| i.rel.as_ref()) {
-                    self.range_var(rv, Access::Alter);
-                }
+                self.created(s.into.as_ref().and_then(|i| i.rel.as_ref()));
                 self.ddl("CREATE ... AS creates a new relation from a query");
             }
             NodeRef::IndexStmt(s) => {
@@ -145,11 +143,11 @@ impl Walk<'_> {
                 self.ddl("CREATE INDEX adds an index");
             }
             NodeRef::ViewStmt(s) => {
-                self.target(s.view.as_ref(), Access::Alter);
+                self.created(s.view.as_ref());
                 self.ddl("CREATE VIEW defines a view");
             }
             NodeRef::CreateSeqStmt(s) => {
-                self.target(s.sequence.as_ref(), Access::Alter);
+                self.created(s.sequence.as_ref());
                 self.ddl("CREATE SEQUENCE defines a sequence");
             }
             NodeRef::AlterSeqStmt(s) => {
@@ -378,6 +376,15 @@ impl Walk<'_> {
 
     fn ddl(&mut self, reason: impl Into<String>) {
         self.raise(Ddl, reason);
+    }
+
+    /// The relation a CREATE makes. Never a system catalog, whatever its name: the server
+    /// refuses to create one in `pg_catalog` (`allow_system_table_mods` is a superuser's
+    /// setting), so a table named `pg_something` is made in the user's schema.
+    fn created(&mut self, rv: Option<&pb::RangeVar>) {
+        if let Some(rv) = rv {
+            self.relation(range_var_name(rv), ObjectKind::Relation, Access::Alter);
+        }
     }
 
     fn target(&mut self, rv: Option<&pb::RangeVar>, access: Access) {

@@ -354,8 +354,9 @@ impl<'a> Walk<'a> {
     fn select(&mut self, s: &pb::SelectStmt) {
         if let Some(into) = &s.into_clause {
             let name = into.rel.as_ref().map(range_var_name).unwrap_or_default();
+            // Made in the user's schema, whatever its name (see `created`).
             if let Some(rv) = &into.rel {
-                self.range_var(rv, Access::Alter);
+                self.relation(range_var_name(rv), ObjectKind::Relation, Access::Alter);
             }
             self.flag(Flag::SelectInto);
             self.raise(

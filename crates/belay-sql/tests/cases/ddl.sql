@@ -66,3 +66,18 @@ CREATE SCHEMA reporting CREATE TABLE daily (d date) CREATE VIEW v AS SELECT * FR
 
 -- expect: privilege
 CREATE SCHEMA reporting CREATE TABLE daily (d date) GRANT SELECT ON daily TO PUBLIC
+
+-- A relation made with a system catalog's prefix is made in the user's schema: the server
+-- never creates one in pg_catalog for a client.
+-- expect: ddl
+CREATE UNLOGGED TABLE pg_pipeline (id serial PRIMARY KEY, itemno integer)
+
+-- expect: ddl
+CREATE VIEW pg_recent AS SELECT 1 AS one
+
+-- expect: ddl
+SELECT 1 AS one INTO pg_scratch
+
+-- But a write to a name that may be a catalog's is still the server's.
+-- expect: admin
+INSERT INTO pg_pipeline (itemno) VALUES (1)
