@@ -5,8 +5,8 @@
 //! all of them when the analysis cannot depend on those values (`inert`).
 //!
 //! The lexer accepts only text it reads exactly as PostgreSQL's lexer does, and gives up
-//! (`None`: the text is parsed as usual) on everything else: dollar signs (parameters,
-//! dollar quoting), backslashes (escapes, whose meaning depends on
+//! (`None`: the text is parsed as usual) on everything else: dollar signs (parameters, which
+//! only redaction reads, and dollar quoting), backslashes (escapes, whose meaning depends on
 //! `standard_conforming_strings`), comments, prefixed strings (`E'…'`, `B'…'`, `X'…'`,
 //! `U&'…'`), numbers that are not plain integers of at most nine digits (`1.5`, `1e3`,
 //! `0x1F`, `1_000`: they lex as other tokens, or as a number of another type) and any byte
@@ -29,7 +29,17 @@ const MAX_DIGITS: usize = 9;
 
 /// `sql` with each literal replaced by what `mark` writes, or `None` when the text is outside
 /// what this lexer reads exactly.
-pub(crate) fn rewrite(sql: &str, mut mark: impl FnMut(&mut String, Literal)) -> Option<String> {
+pub(crate) fn rewrite(sql: &str, mark: impl FnMut(&mut String, Literal)) -> Option<String> {
+    lex(sql, None, mark)
+}
+
+/// `rewrite`, reading parameters (`$1`) too when `params` is given, where it keeps the
+/// highest number seen.
+fn lex(
+    sql: &str,
+    mut params: Option<&mut u32>,
+    mut mark: impl FnMut(&mut String, Literal),
+) -> Option<String> {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     let mut i = 0;
@@ -75,6 +85,22 @@ pub(crate) fn rewrite(sql: &str, mut mark: impl FnMut(&mut String, Literal)) -> 
                     return None;
                 }
                 let end = quoted(bytes, i, b'"', false)?;
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
+            // A parameter, `$` and digits not followed by what would make it another token.
+            b'$' if params.is_some() => {
+                let end = run(bytes, i + 1, |c| c.is_ascii_digit());
+                let glued = bytes
+                    .get(end)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$');
+                if end == i + 1 || end - i - 1 > MAX_DIGITS || glued {
+                    return None;
+                }
+                let n: u32 = sql[i + 1..end].parse().ok()?;
+                if let Some(highest) = params.as_deref_mut() {
+                    *highest = (*highest).max(n);
+                }
                 out.push_str(&sql[i..end]);
                 i = end;
             }
@@ -135,8 +161,12 @@ pub(crate) fn key(sql: &str) -> Option<String> {
 
 /// `sql` with its literals replaced by `$1`, `$2`, … in order.
 pub(crate) fn redact(sql: &str) -> Option<String> {
+    // Numbered after the text's own parameters, as the server's normalization numbers them.
     let mut n = 0;
-    rewrite(sql, |out, _| {
+    if sql.contains('$') {
+        lex(sql, Some(&mut n), |_, _| {})?;
+    }
+    lex(sql, Some(&mut 0), |out, _| {
         n += 1;
         out.push('$');
         out.push_str(&n.to_string());
@@ -146,6 +176,21 @@ pub(crate) fn redact(sql: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_with_parameters_is_redacted_as_the_server_normalizes_it() {
+        for sql in [
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;",
+            "SELECT $2, 'secret', 5 FROM t WHERE a = $1",
+            "INSERT INTO h (a, b) VALUES ($1, $2)",
+            "SELECT 'x' || $10",
+        ] {
+            assert_eq!(redact(sql), pg_query::normalize(sql).ok(), "{sql}");
+        }
+        for sql in ["SELECT $1abc", "SELECT $$x$$", "SELECT $", "SELECT $1$"] {
+            assert_eq!(redact(sql), None, "{sql}");
+        }
+    }
 
     #[test]
     fn texts_differing_only_in_literal_values_share_a_shape() {
@@ -214,6 +259,7 @@ mod tests {
             redact("UPDATE t SET pw = 'hunter2' WHERE id = 42").as_deref(),
             Some("UPDATE t SET pw = $1 WHERE id = $2")
         );
-        assert_eq!(redact("SELECT $1"), None);
+        assert_eq!(redact("SELECT $1, 7").as_deref(), Some("SELECT $1, $2"));
+        assert_eq!(redact("SELECT $$x$$"), None);
     }
 }
