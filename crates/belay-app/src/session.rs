@@ -80,6 +80,9 @@ pub struct AppSession {
     decisions: HashMap<DecisionKey, Decision>,
     /// SQL-level prepared statements that ran upstream: name -> the PREPARE statement's text.
     prepared: HashMap<String, String>,
+    /// PREPARE and DEALLOCATE statements forwarded and not answered yet (a pipeline sends
+    /// the EXECUTE before the PREPARE's answer), in order: record, statement, effect, text.
+    effects_in_flight: Vec<(u64, usize, PreparedEffect, String)>,
     records: HashMap<u64, Record>,
     next_record: u64,
     /// Writes forwarded inside an open transaction block before their records were durable
@@ -198,6 +201,7 @@ impl AppSession {
             generation,
             decisions: HashMap::new(),
             prepared: HashMap::new(),
+            effects_in_flight: Vec::new(),
             records: HashMap::new(),
             next_record: 0,
             unconfirmed: Vec::new(),
@@ -263,7 +267,7 @@ impl AppSession {
             let Some(name) = statement.unresolved_prepared.clone() else {
                 continue;
             };
-            let Some(prepare) = self.prepared.get(&name) else {
+            let Some(prepare) = self.will_be_prepared(&name) else {
                 continue;
             };
             let text = sql.get(statement.span.clone()).unwrap_or_default();
@@ -276,6 +280,25 @@ impl AppSession {
         }
         resolved.reclassify();
         Arc::new(resolved)
+    }
+
+    /// The text `name` will be prepared as when a statement sent now runs: what ran, with
+    /// what is in flight applied as the server will apply it. A PREPARE of a name that
+    /// exists by then fails there, leaving the old one; one that fails otherwise leaves the
+    /// name unprepared, so an EXECUTE of it fails too.
+    fn will_be_prepared(&self, name: &str) -> Option<String> {
+        let mut text = self.prepared.get(name).cloned();
+        for (_, _, effect, prepared) in &self.effects_in_flight {
+            match effect {
+                PreparedEffect::Prepare(n) if n == name && text.is_none() => {
+                    text = Some(prepared.clone());
+                }
+                PreparedEffect::Deallocate(n) if n == name => text = None,
+                PreparedEffect::DeallocateAll => text = None,
+                _ => {}
+            }
+        }
+        text
     }
 
     fn decide(&mut self, analysis: &Analysis) -> Decision {
@@ -760,8 +783,14 @@ impl AppSession {
         }
         if self.records.len() >= MAX_CACHED {
             self.records.clear();
+            self.effects_in_flight.clear();
         }
         self.next_record += 1;
+        self.effects_in_flight.extend(
+            effects
+                .iter()
+                .map(|(i, e, t)| (self.next_record, *i, e.clone(), t.clone())),
+        );
         self.records.insert(
             self.next_record,
             Record {
@@ -800,6 +829,10 @@ impl Session for AppSession {
             return;
         };
         let done = !matches!(completion, Completion::Tag(_)) || index + 1 >= r.statements;
+        // Answered: in effect or not, no longer in flight (nor, when it ended the record's
+        // run, are its later statements).
+        self.effects_in_flight
+            .retain(|(rec, i, _, _)| *rec != record || (*i > index && !done));
         if let Completion::Tag(_) = completion {
             for (_, effect, text) in r.effects.iter().filter(|(i, _, _)| *i == index) {
                 match effect {

@@ -26,6 +26,7 @@ mod encodings;
 mod limits;
 mod protocol;
 mod setup;
+mod sqlx_driver;
 
 struct NoEnv;
 impl Env for NoEnv {

@@ -85,6 +85,53 @@ fn sql_prepare_and_execute_are_resolved_across_queries() {
 }
 
 #[test]
+fn an_execute_sent_before_its_prepare_is_answered_is_decided_by_what_the_server_will_run() {
+    let (pipelined, failed, ran) = block(async {
+        // libpq's pipeline mode: PREPARE and EXECUTE go out together.
+        let mut c = Raw::agent("reader", "staging").await;
+        c.send(&[
+            Frontend::Query("PREPARE piped AS SELECT count(*) FROM items".to_owned()),
+            Frontend::Query("EXECUTE piped".to_owned()),
+        ])
+        .await;
+        let mut pipelined = c.until_ready().await;
+        pipelined.extend(c.until_ready().await);
+        // A PREPARE of a name that exists fails on the server, which then runs the old
+        // statement: the EXECUTE is decided by that one, not by the text that failed.
+        let mut w = Raw::agent("worker", "staging").await;
+        w.send(&[Frontend::Query(
+            "PREPARE kept AS DELETE FROM scratch WHERE id = -7".to_owned(),
+        )])
+        .await;
+        assert!(errors(&w.until_ready().await).is_empty());
+        w.send(&[
+            Frontend::Query("PREPARE kept AS SELECT 1".to_owned()),
+            Frontend::Query("EXECUTE kept".to_owned()),
+        ])
+        .await;
+        let failed = w.until_ready().await;
+        let ran = w.until_ready().await;
+        (pipelined, failed, ran)
+    });
+    assert!(errors(&pipelined).is_empty(), "{pipelined:?}");
+    assert_eq!(tags(&pipelined), ["PREPARE", "SELECT 1"]);
+    assert_eq!(errors(&failed), ["42P05"]);
+    assert_eq!(tags(&ran), ["DELETE 0"]);
+    let events = harness().app.store().events(1, 1_000_000).unwrap();
+    let execute = events
+        .iter()
+        .rev()
+        .find(|e| e.draft.detail["sql"].as_str() == Some("EXECUTE kept"))
+        .expect("the EXECUTE's decision, recorded as the write it is");
+    assert_eq!(
+        execute.draft.class.as_deref(),
+        Some("write"),
+        "{:?}",
+        execute.draft
+    );
+}
+
+#[test]
 fn protocol_parse_of_a_delete_then_execute_runs_nothing() {
     let got = block(async {
         let mut c = Raw::agent("reader", "staging").await;

@@ -41,6 +41,13 @@ with psycopg.connect(staging, autocommit=True) as conn:
     except psycopg.errors.InsufficientPrivilege:
         pass
     assert conn.execute("SELECT 43").fetchone()[0] == 43
+    # SQL PREPARE and an EXECUTE of it sent together, before the first answer (libpq's
+    # pipeline mode, as psql 16's \startpipeline sends them).
+    with conn.pipeline():
+        conn.execute("PREPARE psy_p AS SELECT 1 + $1::int")
+        cur = conn.execute("EXECUTE psy_p(41)")
+    assert cur.fetchone()[0] == 42
+    conn.execute("DEALLOCATE psy_p")
     with conn.pipeline():
         for i in range(2, 12):
             conn.execute("INSERT INTO psy_pipe VALUES (%s) ON CONFLICT DO NOTHING", (i,))
