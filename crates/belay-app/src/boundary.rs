@@ -209,7 +209,8 @@ pub fn session_commands(
     let mut changed = (*analysis).clone();
     let mut pieces: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let mut notices = Vec::new();
-    for statement in &mut changed.statements {
+    let mut tags = Vec::new();
+    for (index, statement) in changed.statements.iter_mut().enumerate() {
         let Some(command) = &statement.session else {
             continue;
         };
@@ -242,6 +243,7 @@ pub fn session_commands(
                         format!("belay:{agent}/").chars().count() + 1
                     ),
                 ));
+                tags.push((index, "SHOW".to_owned()));
             }
             SessionCommand::Set {
                 name,
@@ -286,7 +288,12 @@ pub fn session_commands(
         at = span.end;
     }
     text.push_str(&sql[at..]);
-    (Arc::new(changed), Some(Rewrite { sql: text, notices }))
+    let rewrite = Rewrite {
+        sql: text,
+        notices,
+        tags,
+    };
+    (Arc::new(changed), Some(rewrite))
 }
 
 /// What belay does with a setting a client asks for at startup (in `options`, or as a

@@ -270,6 +270,9 @@ impl Check {
 pub struct Rewrite {
     pub sql: String,
     pub notices: Vec<String>,
+    /// Statements of the text (by index) whose command tag the client is shown as this, the
+    /// tag the statement it sent gives (`SHOW`, for a `SHOW` rewritten into a `SELECT`).
+    pub tags: Vec<(usize, String)>,
 }
 
 /// How a statement that was forwarded ended.

@@ -48,6 +48,9 @@ enum Expect {
         refusal: Option<Box<ErrorFields>>,
         /// Leading statements belay added, whose CommandComplete the client must not see.
         hidden: usize,
+        /// Statements whose CommandComplete the client sees with another tag
+        /// (`Rewrite::tags`).
+        tags: Vec<(usize, String)>,
     },
     Parse {
         client: String,
@@ -57,6 +60,8 @@ enum Expect {
     Describe,
     Execute {
         record: Option<u64>,
+        /// The tag the client sees instead of the upstream's (`Rewrite::tags`).
+        tag: Option<Arc<str>>,
     },
     Close,
     Sync,
@@ -93,6 +98,8 @@ struct Prepared {
     sql: Arc<str>,
     /// Decided at each Bind, not only at Execute (`Check::DecideAtBind`).
     decide_at_bind: bool,
+    /// The tag its Executes show the client (`Rewrite::tags`).
+    tag: Option<Arc<str>>,
 }
 
 /// A portal as bound: the statement's text, the parameters, the number of ReadyForQuery
@@ -104,6 +111,7 @@ struct Portal {
     params: Parameters,
     epoch: u64,
     decided: Option<Option<u64>>,
+    tag: Option<Arc<str>>,
 }
 
 /// What the caller does after a client message.
@@ -355,6 +363,7 @@ impl Relay {
             next: 0,
             refusal: Some(Box::new(refusal.fields(Severity::Error))),
             hidden: 0,
+            tags: Vec::new(),
         });
     }
 
@@ -392,6 +401,7 @@ impl Relay {
             next: 0,
             refusal: None,
             hidden,
+            tags: Vec::new(),
         });
     }
 
@@ -466,8 +476,12 @@ impl Relay {
                         read_write,
                         rewrite,
                     } => {
+                        let mut tags = Vec::new();
                         let body = match rewrite {
-                            Some(rewrite) => self.rewritten(*rewrite, None),
+                            Some(mut rewrite) => {
+                                tags = std::mem::take(&mut rewrite.tags);
+                                self.rewritten(*rewrite, None)
+                            }
                             None => frame.body,
                         };
                         if read_write && self.detour {
@@ -483,6 +497,10 @@ impl Relay {
                             0
                         };
                         self.expect_query(record, hidden);
+                        // By the client's statements (`next` skips belay's hidden ones).
+                        if let Some(Expect::Simple { tags: shown, .. }) = self.expect.back_mut() {
+                            *shown = tags;
+                        }
                     }
                     // Only a Parse is answered so; a Query runs as decided.
                     Check::DecideAtBind => {
@@ -517,6 +535,16 @@ impl Relay {
                     return Ok(Next::Blocked(frame));
                 };
                 let decide_at_bind = matches!(check, Check::DecideAtBind);
+                let tag = match &check {
+                    Check::Allow {
+                        rewrite: Some(r), ..
+                    } => r
+                        .tags
+                        .iter()
+                        .find(|(i, _)| *i == 0)
+                        .map(|(_, t)| Arc::from(t.as_str())),
+                    _ => None,
+                };
                 let rewrite = match check {
                     Check::Allow {
                         rewrite: Some(ref r),
@@ -544,6 +572,7 @@ impl Relay {
                                 upstream: upstream.clone(),
                                 sql: Arc::from(sql),
                                 decide_at_bind,
+                                tag,
                             },
                         );
                         self.expect.push_back(Expect::Parse {
@@ -608,6 +637,7 @@ impl Relay {
                     params,
                     epoch: self.ready_seen + self.ready_pending,
                     decided,
+                    tag: p.tag.clone(),
                 };
                 // The unnamed portal is bound again and again: its slot is reused.
                 match self.portals.get_mut(portal) {
@@ -659,7 +689,10 @@ impl Relay {
                 };
                 frame.encode(up);
                 self.opening_until = self.ready_seen + self.ready_pending + 1;
-                self.expect.push_back(Expect::Execute { record });
+                self.expect.push_back(Expect::Execute {
+                    record,
+                    tag: bound.tag.clone(),
+                });
             }
             b'D' | b'C' => {
                 let target = *frame
@@ -771,7 +804,7 @@ impl Relay {
             }
             match self.expect.pop_front() {
                 Some(Expect::Parse { client, upstream }) => self.forget(&client, &upstream),
-                Some(Expect::Execute { record: Some(r) }) => {
+                Some(Expect::Execute { record: Some(r), .. }) => {
                     self.session.completed(r, 0, Completion::Skipped)
                 }
                 _ => {}
@@ -885,17 +918,30 @@ impl Relay {
                         *hidden -= 1;
                         return Ok(());
                     }
-                    Some(Expect::Simple { record, next, .. }) => {
+                    Some(Expect::Simple {
+                        record, next, tags, ..
+                    }) => {
                         if let Some(r) = *record {
                             self.session.completed(r, *next, Completion::Tag(tag));
                         }
+                        let shown = tags.iter().find(|(i, _)| i == next).map(|(_, t)| t.clone());
                         *next += 1;
+                        if let Some(shown) = shown {
+                            codec::Backend::CommandComplete(shown).encode(client);
+                            return Ok(());
+                        }
                     }
                     _ => {
-                        if let Expect::Execute { record: Some(r) } =
+                        if let Expect::Execute { record, tag: shown } =
                             self.pop("CommandComplete", |e| matches!(e, Expect::Execute { .. }))?
                         {
-                            self.session.completed(r, 0, Completion::Tag(tag));
+                            if let Some(r) = record {
+                                self.session.completed(r, 0, Completion::Tag(tag));
+                            }
+                            if let Some(shown) = shown {
+                                codec::Backend::CommandComplete(shown.to_string()).encode(client);
+                                return Ok(());
+                            }
                         }
                     }
                 }
@@ -970,7 +1016,7 @@ impl Relay {
                                 client: c,
                                 upstream,
                             }) => self.forget(&c, &upstream),
-                            Some(Expect::Execute { record: Some(r) }) => {
+                            Some(Expect::Execute { record: Some(r), .. }) => {
                                 self.session
                                     .completed(r, 0, Completion::Error(&fields.code))
                             }
