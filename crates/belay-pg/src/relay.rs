@@ -804,9 +804,9 @@ impl Relay {
             }
             match self.expect.pop_front() {
                 Some(Expect::Parse { client, upstream }) => self.forget(&client, &upstream),
-                Some(Expect::Execute { record: Some(r), .. }) => {
-                    self.session.completed(r, 0, Completion::Skipped)
-                }
+                Some(Expect::Execute {
+                    record: Some(r), ..
+                }) => self.session.completed(r, 0, Completion::Skipped),
                 _ => {}
             }
         }
@@ -1016,10 +1016,11 @@ impl Relay {
                                 client: c,
                                 upstream,
                             }) => self.forget(&c, &upstream),
-                            Some(Expect::Execute { record: Some(r), .. }) => {
-                                self.session
-                                    .completed(r, 0, Completion::Error(&fields.code))
-                            }
+                            Some(Expect::Execute {
+                                record: Some(r), ..
+                            }) => self
+                                .session
+                                .completed(r, 0, Completion::Error(&fields.code)),
                             _ => {}
                         }
                         self.skip_to_sync();

@@ -152,6 +152,30 @@ fn show_reset_and_set_local_give_the_client_its_own_name_and_set_config_cannot_d
 }
 
 #[test]
+fn show_application_name_answers_with_the_show_tag_in_both_protocols() {
+    let (simple, extended) = block(async {
+        let mut c = Raw::agent("setter", "staging").await;
+        c.send(&[Frontend::Query(
+            "SET application_name = 'tagged'; SHOW application_name; SELECT 1".to_owned(),
+        )])
+        .await;
+        let simple = c.until_ready().await;
+        c.send(&[
+            parse("shown", "SHOW application_name"),
+            bind("", "shown"),
+            execute(""),
+            Frontend::Sync,
+        ])
+        .await;
+        (simple, c.until_ready().await)
+    });
+    assert!(errors(&simple).is_empty(), "{simple:?}");
+    assert_eq!(tags(&simple), ["SET", "SHOW", "SELECT 1"]);
+    assert!(errors(&extended).is_empty(), "{extended:?}");
+    assert_eq!(tags(&extended), ["SHOW"]);
+}
+
+#[test]
 fn a_limit_set_past_the_environment_s_cap_is_lowered_to_it_with_a_notice() {
     let token = harness().tokens["setter"].expose().to_owned();
     let (login_notices, answer, refused) = block(async {
