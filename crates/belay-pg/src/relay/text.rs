@@ -3,7 +3,8 @@
 //! the encoding the server says it is in (ParameterStatus `client_encoding`), never read as
 //! bytes of another encoding; what belay rewrites goes back the same way. Only encodings in
 //! which every byte below 0x80 is ASCII get here (`belay_core::encoding::parsable`); of
-//! those, an encoding belay has no table for is readable while the text is ASCII.
+//! those, SQL_ASCII is read as UTF-8 where it is, and an encoding belay has no table for is
+//! readable while the text is ASCII.
 
 use std::borrow::Cow;
 
@@ -21,8 +22,11 @@ pub(crate) enum ClientEncoding {
     Latin1,
     /// An encoding with a WHATWG table (`encoding_rs`), exact for these.
     Table(&'static Encoding),
-    /// An ASCII-safe encoding belay has no table for (EUC_TW, EUC_JIS_2004, MULE_INTERNAL,
-    /// SQL_ASCII): its name, canonical.
+    /// SQL_ASCII: bytes the server does not interpret. Text that is UTF-8 is read as such
+    /// (what such a database holds in practice); other bytes above 0x7F are refused.
+    SqlAscii,
+    /// An ASCII-safe encoding belay has no table for (EUC_TW, EUC_JIS_2004, MULE_INTERNAL):
+    /// its name, canonical.
     Ascii(&'static str),
 }
 
@@ -34,6 +38,7 @@ impl ClientEncoding {
         };
         let table = match canonical {
             "UTF8" => return ClientEncoding::Utf8,
+            "SQL_ASCII" => return ClientEncoding::SqlAscii,
             "LATIN1" => return ClientEncoding::Latin1,
             "LATIN2" => encoding_rs::ISO_8859_2,
             "LATIN3" => encoding_rs::ISO_8859_3,
@@ -73,6 +78,7 @@ impl ClientEncoding {
         match self {
             ClientEncoding::Utf8 => "UTF8",
             ClientEncoding::Latin1 => "LATIN1",
+            ClientEncoding::SqlAscii => "SQL_ASCII",
             ClientEncoding::Table(e) => e.name(),
             ClientEncoding::Ascii(name) => name,
         }
@@ -87,7 +93,7 @@ impl ClientEncoding {
                 self.name()
             ))
         };
-        if *self == ClientEncoding::Utf8 || bytes.is_ascii() {
+        if matches!(self, ClientEncoding::Utf8 | ClientEncoding::SqlAscii) || bytes.is_ascii() {
             return std::str::from_utf8(bytes)
                 .map(Cow::Borrowed)
                 .map_err(|_| invalid());
@@ -100,7 +106,7 @@ impl ClientEncoding {
             ClientEncoding::Ascii(name) => Err(Violation(format!(
                 "belay cannot read text in client_encoding {name} that is not ASCII; use UTF8"
             ))),
-            ClientEncoding::Utf8 => Err(invalid()),
+            ClientEncoding::Utf8 | ClientEncoding::SqlAscii => Err(invalid()),
         }
     }
 
@@ -111,7 +117,9 @@ impl ClientEncoding {
             return Cow::Borrowed(text.as_bytes());
         }
         match self {
-            ClientEncoding::Utf8 | ClientEncoding::Ascii(_) => Cow::Borrowed(text.as_bytes()),
+            ClientEncoding::Utf8 | ClientEncoding::SqlAscii | ClientEncoding::Ascii(_) => {
+                Cow::Borrowed(text.as_bytes())
+            }
             ClientEncoding::Latin1 => Cow::Owned(
                 text.chars()
                     .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
@@ -159,6 +167,9 @@ mod tests {
         // A byte sequence that is valid UTF-8 is still read as the session's encoding.
         assert_eq!(latin1.decode("é".as_bytes()).unwrap(), "Ã©");
         assert!(ClientEncoding::Utf8.decode(b"\xa4").is_err());
+        let sql_ascii = ClientEncoding::named("sql_ascii");
+        assert_eq!(sql_ascii.decode("é".as_bytes()).unwrap(), "é");
+        assert!(sql_ascii.decode(b"\xa4").is_err());
         let euc_tw = ClientEncoding::named("EUC_TW");
         assert_eq!(euc_tw.decode(b"SELECT 1").unwrap(), "SELECT 1");
         assert!(euc_tw.decode(b"SELECT '\xa4\xa1'").is_err());
