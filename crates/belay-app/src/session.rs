@@ -612,7 +612,27 @@ impl AppSession {
         }
         // Anything but an allowed read needs a durable record, and perhaps the approvals;
         // what may end a block waits for the records of the writes it would commit.
-        let settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
+        let mut settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
+        let unsettled = |e: String| {
+            Decision::deny(format!(
+                "belay could not make the record of an earlier statement of this transaction durable ({e}), so nothing of it may commit; roll it back"
+            ))
+        };
+        if settle && !may_block {
+            // Records already durable (another session's commit shared their fsync) need no
+            // wait, so no hop to the blocking pool; for the rest, the writer starts now.
+            match self.settle(false) {
+                Err(e) => {
+                    return Some(Check::Refuse(self.refusal(
+                        Some(&analysis),
+                        &unsettled(e),
+                        None,
+                    )))
+                }
+                Ok(()) if self.unconfirmed.is_empty() => settle = false,
+                Ok(()) => self.app.store().wake(),
+            }
+        }
         if !may_block
             && (decision.verdict != Verdict::Allow
                 || analysis.class >= Class::Write
@@ -623,10 +643,11 @@ impl AppSession {
         }
         if settle {
             if let Err(e) = self.settle(true) {
-                let d = Decision::deny(format!(
-                    "belay could not make the record of an earlier statement of this transaction durable ({e}), so nothing of it may commit; roll it back"
-                ));
-                return Some(Check::Refuse(self.refusal(Some(&analysis), &d, None)));
+                return Some(Check::Refuse(self.refusal(
+                    Some(&analysis),
+                    &unsettled(e),
+                    None,
+                )));
             }
         }
         // In a session pinned read-only, belay can lift the pin for an approved statement
