@@ -613,7 +613,7 @@ impl AppSession {
         // Anything but an allowed read needs a durable record, and perhaps the approvals;
         // what may end a block waits for the records of the writes it would commit.
         let mut settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
-        let unsettled = |e: String| {
+        let not_durable = |e: String| {
             Decision::deny(format!(
                 "belay could not make the record of an earlier statement of this transaction durable ({e}), so nothing of it may commit; roll it back"
             ))
@@ -625,7 +625,7 @@ impl AppSession {
                 Err(e) => {
                     return Some(Check::Refuse(self.refusal(
                         Some(&analysis),
-                        &unsettled(e),
+                        &not_durable(e),
                         None,
                     )))
                 }
@@ -645,7 +645,7 @@ impl AppSession {
             if let Err(e) = self.settle(true) {
                 return Some(Check::Refuse(self.refusal(
                     Some(&analysis),
-                    &unsettled(e),
+                    &not_durable(e),
                     None,
                 )));
             }

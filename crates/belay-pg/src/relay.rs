@@ -190,16 +190,6 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// The null-terminated string `body` begins with.
-fn cstr(body: &[u8]) -> Result<&str, Violation> {
-    let end = body
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))?;
-    std::str::from_utf8(&body[..end])
-        .map_err(|_| Violation("invalid message: string is not UTF-8".to_owned()))
-}
-
 fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
     out.reserve(len + 1);
@@ -842,7 +832,9 @@ impl Relay {
             }
             b'C' => {
                 // Borrowed from the frame: most statements have no record to complete.
-                let tag = cstr(&frame.body)?;
+                let encoding = self.encoding;
+                let tag = encoding.cstr(&frame.body)?;
+                let tag = &*tag;
                 match self.expect.front_mut() {
                     Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
                         *hidden -= 1;

@@ -553,10 +553,10 @@ impl Catalog {
             let (schema, name) = split(&relation.name);
             for (s, read, write) in self.relations.get(name).into_iter().flatten() {
                 if schema.is_none_or(|want| same_schema(want, s)) {
+                    // A dropped relation runs nothing (`runs_code_of`).
                     let id = match relation.access {
                         Access::Read => *read,
-                        Access::Write | Access::Alter => *write,
-                        Access::Drop => continue,
+                        Access::Write | Access::Alter | Access::Drop => *write,
                     };
                     found.nodes.push((id, format!("`{s}.{name}`")));
                 }

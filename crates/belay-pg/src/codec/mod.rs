@@ -122,8 +122,8 @@ impl Reader {
         usize::try_from(self.i16()?).map_err(|_| self.malformed("negative count"))
     }
 
-    /// A NUL-terminated string.
-    pub(crate) fn cstr(&mut self) -> Result<String, Error> {
+    /// The bytes of the next NUL-terminated string, without the terminator.
+    fn cstr_bytes(&mut self) -> Result<Bytes, Error> {
         let end = self
             .body
             .iter()
@@ -131,21 +131,19 @@ impl Reader {
             .ok_or_else(|| self.malformed("string without terminator"))?;
         let bytes = self.body.split_to(end);
         self.body.advance(1);
-        String::from_utf8(bytes.to_vec()).map_err(|_| Error::Utf8)
+        Ok(bytes)
+    }
+
+    /// A NUL-terminated string.
+    pub(crate) fn cstr(&mut self) -> Result<String, Error> {
+        String::from_utf8(self.cstr_bytes()?.to_vec()).map_err(|_| Error::Utf8)
     }
 
     /// The next null-terminated string, with what is not UTF-8 replaced: for what the
     /// server says in the client's encoding (errors, notices, settings), of which belay
     /// reads only ASCII parts and forwards the bytes themselves.
     pub(crate) fn cstr_lossy(&mut self) -> Result<String, Error> {
-        let end = self
-            .body
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| self.malformed("string without terminator"))?;
-        let bytes = self.body.split_to(end);
-        self.body.advance(1);
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(String::from_utf8_lossy(&self.cstr_bytes()?).into_owned())
     }
 
     /// `n` bytes.

@@ -137,14 +137,23 @@ impl ClientEncoding {
         }
     }
 
+    /// The null-terminated text `body` begins with.
+    pub(crate) fn cstr<'a>(&self, body: &'a [u8]) -> Result<Cow<'a, str>, Violation> {
+        self.decode(&body[..terminator(body)?])
+    }
+
     /// The null-terminated text `body` begins with, and the rest.
     pub(crate) fn split<'a>(&self, body: &'a Bytes) -> Result<(Cow<'a, str>, Bytes), Violation> {
-        let end = body
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))?;
+        let end = terminator(body)?;
         Ok((self.decode(&body[..end])?, body.slice(end + 1..)))
     }
+}
+
+/// Where the null-terminated string `body` begins with ends.
+fn terminator(body: &[u8]) -> Result<usize, Violation> {
+    body.iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| Violation("invalid message: string without terminator".to_owned()))
 }
 
 #[cfg(test)]
