@@ -307,38 +307,75 @@ pub async fn simple_query(
     spec: &UpstreamSpec,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
-    let tls = crate::tls::client_config(spec.sslmode, spec.sslrootcert.as_deref())?;
-    let mut up = connect(spec, tls).await.map_err(|e| e.to_string())?;
-    let mut out = BytesMut::new();
-    codec::put_message(&mut out, b'Q', |b| codec::put_cstr(b, sql));
-    write(&mut up.stream, &out)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
-    let mut failed = None;
-    let answer = async {
-        loop {
-            let frame = next_frame(&mut up.stream, &mut up.buf).await?;
-            match frame.tag {
-                b'D' => rows.push(data_row(&frame.body).map_err(UpstreamError::Protocol)?),
-                b'E' => {
-                    if let Ok(Backend::ErrorResponse(fields)) = Backend::decode(&frame) {
-                        failed = Some(describe(&fields));
+    let mut own = OwnConnection::connect(spec).await?;
+    let rows = own.query(sql).await;
+    own.close().await;
+    rows
+}
+
+/// A connection of belay's own to an upstream, kept for many simple queries (the ledger's
+/// reconciler). Never for agents' statements.
+pub struct OwnConnection {
+    up: Upstream,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for OwnConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnConnection").finish_non_exhaustive()
+    }
+}
+
+impl OwnConnection {
+    /// Logs in as `spec` says; `Err` says why, without the password.
+    pub async fn connect(spec: &UpstreamSpec) -> Result<OwnConnection, String> {
+        let tls = crate::tls::client_config(spec.sslmode, spec.sslrootcert.as_deref())?;
+        let up = connect(spec, tls).await.map_err(|e| e.to_string())?;
+        Ok(OwnConnection {
+            up,
+            timeout: spec.connect_timeout,
+        })
+    }
+
+    /// Runs `sql` as one simple query: the rows of its results, each column as text. After
+    /// an `Err` the connection is not to be used again.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let up = &mut self.up;
+        let mut out = BytesMut::new();
+        codec::put_message(&mut out, b'Q', |b| codec::put_cstr(b, sql));
+        write(&mut up.stream, &out)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut failed = None;
+        let answer = async {
+            loop {
+                let frame = next_frame(&mut up.stream, &mut up.buf).await?;
+                match frame.tag {
+                    b'D' => rows.push(data_row(&frame.body).map_err(UpstreamError::Protocol)?),
+                    b'E' => {
+                        if let Ok(Backend::ErrorResponse(fields)) = Backend::decode(&frame) {
+                            failed = Some(describe(&fields));
+                        }
                     }
+                    b'Z' => return Ok::<_, UpstreamError>(()),
+                    _ => {}
                 }
-                b'Z' => return Ok::<_, UpstreamError>(()),
-                _ => {}
             }
+        };
+        tokio::time::timeout(self.timeout, answer)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| e.to_string())?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rows),
         }
-    };
-    tokio::time::timeout(spec.connect_timeout, answer)
-        .await
-        .map_err(|_| format!("no answer within {:?}", spec.connect_timeout))?
-        .map_err(|e| e.to_string())?;
-    let _ = write(&mut up.stream, &[b'X', 0, 0, 0, 4]).await;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(rows),
+    }
+
+    /// Says goodbye to the server.
+    pub async fn close(mut self) {
+        let _ = write(&mut self.up.stream, &[b'X', 0, 0, 0, 4]).await;
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! An event nobody waits for (`StateStore::record`: reads, outcomes) goes to a second channel
 //! that never wakes the writer: it is committed with the next batch, which the writer makes
-//! when somebody waits for an event or every `LINGER` at the latest. A steady stream of reads
+//! when somebody waits for an event or every `LINGER` at the latest (the decisions of writes
+//! that commit through an upstream's ledger are among them: the ledger holds them meanwhile). A steady stream of reads
 //! so costs neither a wake-up nor an fsync per event.
 
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use crate::Error;
 const MAX_BATCH: usize = 4096;
 
 /// How long events nobody waits for may wait for company before they are committed.
-pub const LINGER: Duration = Duration::from_millis(10);
+pub const LINGER: Duration = Duration::from_millis(50);
 
 pub(crate) enum Job {
     /// An event and, when somebody waits for it, where to say its sequence number.

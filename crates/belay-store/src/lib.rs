@@ -165,6 +165,9 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Option<Approval>, Error>;
     /// Marks a request that can never run.
     fn abandon_approval(&self, id: u64) -> Result<(), Error>;
+    /// Whether the chain holds an event whose detail's `ledger` is `key` (a decision that
+    /// was also written to an upstream's ledger).
+    fn has_ledger_key(&self, key: &str) -> Result<bool, Error>;
     /// The sequence number of the last event (0 when the log is empty).
     fn head_seq(&self) -> Result<u64, Error>;
     /// Writes a signed checkpoint of the current head, if it moved since the last one.

@@ -95,6 +95,12 @@ CREATE TRIGGER humans_update AFTER UPDATE OF revoked_us ON humans
 ",
     // Held actions and the humans' votes on them.
     approval::MIGRATION,
+    // Decisions that committed with their effects in an upstream database (the ledger in
+    // each upstream, `belay-app` `ledger.rs`) carry a key in their detail; after a crash the
+    // ledger's rows are looked up by it, to add to the chain what never reached it.
+    r"
+CREATE INDEX audit_events_ledger ON audit_events (json_extract(detail, '$.ledger'));
+",
 ];
 
 /// How the audit log signs checkpoints.
@@ -452,6 +458,17 @@ impl StateStore for SqliteStore {
 
     fn abandon_approval(&self, id: u64) -> Result<(), Error> {
         self.with_conn(|c| approval::abandon(c, id))
+    }
+
+    fn has_ledger_key(&self, key: &str) -> Result<bool, Error> {
+        self.with_conn(|c| {
+            Ok(c.prepare_cached(
+                "SELECT 1 FROM audit_events WHERE json_extract(detail, '$.ledger') = ?1 LIMIT 1",
+            )?
+            .query_row([key], |_| Ok(()))
+            .optional()?
+            .is_some())
+        })
     }
 
     fn head_seq(&self) -> Result<u64, Error> {
