@@ -52,6 +52,7 @@ impl Catalogs {
                     changes: Mutex::new(Pending::default()),
                     loading: Mutex::new(()),
                     source: Mutex::new(None),
+                    ledger: Arc::default(),
                 })
             })
             .clone()
@@ -71,6 +72,27 @@ pub(crate) struct UpstreamCatalog {
     loading: Mutex<()>,
     /// What the last read gave, for what the next cannot read (`carry_over`).
     source: Mutex<Option<Source>>,
+    /// Its ledger of decisions (`ledger.rs`).
+    ledger: Arc<crate::ledger::Ledger>,
+}
+
+impl UpstreamCatalog {
+    /// Whether a COMMIT here may carry its writes' decisions into the database's ledger
+    /// (`ledger.rs`) instead of waiting for the audit log; the first ask starts its
+    /// reconciler.
+    pub(crate) fn ledger_ready(&self, app: &crate::App) -> bool {
+        if !app.config.audit.upstream_ledger {
+            return false;
+        }
+        self.ledger.ready(|| {
+            Some(crate::ledger::Reconciler {
+                pg: self.pg.clone()?,
+                label: self.label.clone(),
+                store: app.sqlite(),
+                keys: app.ledger_keys.clone(),
+            })
+        })
+    }
 }
 
 /// What sessions decide by.

@@ -13,6 +13,7 @@ mod gateway;
 pub mod http;
 mod identity;
 mod init;
+mod ledger;
 mod notify;
 mod policy_cases;
 pub mod roles;
@@ -101,6 +102,8 @@ pub struct App {
     role_guard: std::sync::OnceLock<roles::RoleGuard>,
     /// Each upstream database's code, read from its catalog.
     pub(crate) catalogs: catalog::Catalogs,
+    /// Keys of the decisions written to upstream ledgers (`ledger.rs`).
+    pub(crate) ledger_keys: Arc<ledger::Keys>,
 }
 
 impl App {
@@ -141,7 +144,19 @@ impl App {
             },
             10_000,
         );
+        let store_id = match store.meta("ledger_store")? {
+            Some(id) => id,
+            None => {
+                let mut id = [0u8; 8];
+                getrandom::fill(&mut id)
+                    .map_err(|e| Error::Io(format!("cannot draw the store's identity: {e}")))?;
+                let id = format!("{:016x}", u64::from_le_bytes(id));
+                store.set_meta("ledger_store", &id)?;
+                id
+            }
+        };
         let app = App {
+            ledger_keys: Arc::new(ledger::Keys::new(store_id)),
             config,
             policy,
             classifier,
@@ -163,6 +178,20 @@ impl App {
         let _ = self
             .role_guard
             .set(roles::RoleGuard::from_report(&self.config, report));
+    }
+
+    /// Starts the ledger's reconciler for every upstream database the configuration names
+    /// (`ledger.rs`), so that what a run killed before its audit log caught up left in a
+    /// ledger is added to the log now, not at the next session.
+    pub fn start_ledgers(&self) {
+        if !self.config.audit.upstream_ledger {
+            return;
+        }
+        for env in self.config.environments.values() {
+            for db in env.postgres.keys() {
+                self.catalogs.of(env, db).ledger_ready(self);
+            }
+        }
     }
 
     pub(crate) fn role_guard(&self) -> Option<&roles::RoleGuard> {
@@ -202,6 +231,10 @@ impl App {
 
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()
+    }
+
+    pub(crate) fn sqlite(&self) -> Arc<SqliteStore> {
+        self.store.clone()
     }
 
     /// belay is stopping: statements waiting for approval are answered now (refused, with

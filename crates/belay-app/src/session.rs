@@ -86,8 +86,9 @@ pub struct AppSession {
     records: HashMap<u64, Record>,
     next_record: u64,
     /// Writes forwarded inside an open transaction block before their records were durable
-    /// (`defer`): the record and its ticket. Whatever may end the block waits for them.
-    unconfirmed: Vec<(u64, belay_store::Ticket)>,
+    /// (`defer`). Whatever may end the block waits for them, or a COMMIT carries them into
+    /// the upstream's ledger.
+    unconfirmed: Vec<deferred::Unconfirmed>,
     /// Allowed reads not yet written, by kind of read.
     reads: HashMap<u64, ReadTally>,
     /// When the oldest of them was counted.
@@ -578,7 +579,10 @@ impl AppSession {
             });
         let mut decision = match reserved {
             Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
-            None => self.decide(&analysis),
+            None => match crate::ledger::touches(&analysis) {
+                Some(name) => Decision::deny(format!("`{name}` is belay's own: the ledger of decisions that commit with their transactions; agents may read it, never change it")),
+                None => self.decide(&analysis),
+            },
         };
         // A Parse runs nothing: an allowed one is recorded when it is executed, and a held
         // one is held at Execute, where its parameters are known and become part of the
@@ -613,6 +617,19 @@ impl AppSession {
         // Anything but an allowed read needs a durable record, and perhaps the approvals;
         // what may end a block waits for the records of the writes it would commit.
         let mut settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
+        // A COMMIT alone in an open block carries the decisions into the upstream's ledger,
+        // to commit with the effects, instead of waiting for the audit log.
+        let mut ledger = None;
+        if settle
+            && decision.verdict == Verdict::Allow
+            && rewrite.is_none()
+            && statement.in_block
+            && deferred::commits_alone(&analysis)
+            && self.catalog.ledger_ready(&self.app)
+        {
+            ledger = self.ledger_insert();
+            settle = ledger.is_none();
+        }
         let not_durable = |e: String| {
             Decision::deny(format!(
                 "belay could not make the record of an earlier statement of this transaction durable ({e}), so nothing of it may commit; roll it back"
@@ -796,11 +813,29 @@ impl AppSession {
                 }
                 _ => None,
             };
+            if let Some(sql) = ledger {
+                // From here the COMMIT goes upstream behind the ledger's row.
+                self.covered();
+                return Some(Check::AllowAfter { sql });
+            }
             return Some(Check::Allow {
                 record: None,
                 read_write,
                 rewrite,
             });
+        }
+        if ledger.is_some() {
+            // Not the plain COMMIT `commits_alone` promised: wait as any would.
+            if !may_block {
+                return None;
+            }
+            if let Err(e) = self.settle(true) {
+                return Some(Check::Refuse(self.refusal(
+                    Some(&analysis),
+                    &not_durable(e),
+                    None,
+                )));
+            }
         }
         if self.records.len() >= MAX_CACHED {
             self.records.clear();
@@ -873,9 +908,14 @@ impl Session for AppSession {
             Completion::Skipped => Outcome::Skipped,
         };
         if r.pending {
-            // Its decision's sequence number is not known yet: written once it is.
-            r.outcomes.push((index, outcome));
             r.done = done;
+            // Part of its event while that is not submitted; else written once its
+            // sequence number is known.
+            if !self.deferred_outcome(record, index, &outcome, done) {
+                if let Some(r) = self.records.get_mut(&record) {
+                    r.outcomes.push((index, outcome));
+                }
+            }
             return;
         }
         if let Some(seq) = r.audit_seq {

@@ -83,6 +83,10 @@ pub struct Audit {
     pub checkpoint_file: PathBuf,
     /// Write a checkpoint after this many events (and when belay stops).
     pub checkpoint_every: u64,
+    /// Commit the decisions of a transaction's writes with the transaction, in a table of
+    /// belay's own in the upstream database (`belay_ledger.decisions`), rather than wait for the
+    /// audit log's fsync before the COMMIT.
+    pub upstream_ledger: bool,
 }
 
 #[derive(Debug, Clone)]

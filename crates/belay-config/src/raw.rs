@@ -56,6 +56,7 @@ struct RawListen {
 struct RawAudit {
     checkpoint_file: Option<PathBuf>,
     checkpoint_every: Option<u64>,
+    upstream_ledger: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -522,6 +523,7 @@ pub(crate) fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, Er
                 .map(|p| resolve(&p))
                 .unwrap_or_else(|| state_dir.join("audit-checkpoints.jsonl")),
             checkpoint_every,
+            upstream_ledger: raw.audit.upstream_ledger.unwrap_or(true),
         },
         state_dir,
         listen: listen(raw.listen, &resolve).map_err(|m| at(None, m))?,

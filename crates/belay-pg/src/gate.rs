@@ -248,6 +248,12 @@ pub enum Check {
     /// Execute may refuse it and that calls code the planner can run at Bind (IMMUTABLE and
     /// STABLE functions with constant arguments are folded while planning).
     DecideAtBind,
+    /// Forward it (a Query or an Execute, nothing to report) just behind belay's own
+    /// statement `sql`, in the same transaction: the client sees nothing of `sql` but its
+    /// failure, which the client's statement then shares (the server skips it).
+    AllowAfter {
+        sql: String,
+    },
     Refuse(Refusal),
 }
 

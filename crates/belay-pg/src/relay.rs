@@ -71,6 +71,9 @@ enum Expect {
     Refused(Box<ErrorFields>),
     /// Told to the client before the answer to the message behind it (a rewrite's notice).
     Notice(Box<ErrorFields>),
+    /// Answers to messages of belay's own (`Check::AllowAfter` at an Execute): swallowed, the
+    /// count of those still to come.
+    Own(u8),
     /// The client ended a COPY (CopyDone or CopyFail) before its CopyInResponse came, as
     /// drivers that stream the rows at once do (asyncpg): the server will not be in COPY
     /// mode for the messages after it. Dropped when it reaches the front.
@@ -89,6 +92,7 @@ impl Expect {
             Expect::Sync => "Sync",
             Expect::Refused(_) => "refusal",
             Expect::Notice(_) => "notice",
+            Expect::Own(_) => "belay's own statement",
             Expect::CopyEnded => "CopyDone",
         }
     }
@@ -325,6 +329,20 @@ impl Relay {
         });
     }
 
+    /// belay's own statement `sql` ahead of the Execute being forwarded: parsed, bound and run
+    /// under a reserved name, closed before (one a failure left behind) and after; its
+    /// answers are swallowed (`Expect::Own`).
+    fn own_before(&mut self, sql: &str, up: &mut BytesMut) {
+        let name = format!("{RESERVED_PREFIX}ledger\0");
+        let name = name.as_bytes();
+        put_frame(up, b'C', &[b"S", name]);
+        put_frame(up, b'P', &[name, sql.as_bytes(), b"\0", &[0, 0]]);
+        put_frame(up, b'B', &[name, name, &[0, 0, 0, 0, 0, 0]]);
+        put_frame(up, b'E', &[name, &[0, 0, 0, 0]]);
+        put_frame(up, b'C', &[b"S", name]);
+        self.expect.push_back(Expect::Own(5));
+    }
+
     fn missing_statement(name: &str) -> Refusal {
         if name.is_empty() {
             Refusal::new("26000", "unnamed prepared statement does not exist")
@@ -422,6 +440,10 @@ impl Relay {
                             *shown = tags;
                         }
                     }
+                    Check::AllowAfter { sql: own } => {
+                        put_frame(up, b'Q', &[own.as_bytes(), b"; ", &frame.body]);
+                        self.expect_query(None, 1);
+                    }
                     // Only a Parse is answered so; a Query runs as decided.
                     Check::DecideAtBind => {
                         frame.encode(up);
@@ -473,7 +495,8 @@ impl Relay {
                     _ => None,
                 };
                 match check {
-                    Check::Allow { .. } | Check::DecideAtBind => {
+                    // Nothing runs at a Parse: belay's own statement goes with the Execute.
+                    Check::Allow { .. } | Check::DecideAtBind | Check::AllowAfter { .. } => {
                         let upstream = if name.is_empty() {
                             String::new()
                         } else {
@@ -537,6 +560,11 @@ impl Relay {
                         }
                         Some(Check::Allow { record, .. }) => Some(record),
                         Some(Check::DecideAtBind) => Some(None),
+                        // Ahead of the Bind is ahead of its Execute, in the same transaction.
+                        Some(Check::AllowAfter { sql: own }) => {
+                            self.own_before(&own, up);
+                            Some(None)
+                        }
                     }
                 } else {
                     None
@@ -604,6 +632,10 @@ impl Relay {
                         return Ok(Next::Continue);
                     }
                     Check::Allow { record, .. } => record,
+                    Check::AllowAfter { sql: own } => {
+                        self.own_before(&own, up);
+                        None
+                    }
                     // Only a Parse is answered so.
                     Check::DecideAtBind => None,
                 };
@@ -758,6 +790,15 @@ impl Relay {
         {
             self.notices(client);
         }
+        if let Some(Expect::Own(left)) = self.expect.front_mut() {
+            if matches!(frame.tag, b'1' | b'2' | b'3' | b'C') {
+                *left -= 1;
+                if *left == 0 {
+                    self.expect.pop_front();
+                }
+                return Ok(());
+            }
+        }
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
             b'D' | b'd' | b'N' | b't' | b'H' | b'W' | b'c' => {}
@@ -909,6 +950,18 @@ impl Relay {
                     _ => return Err(Violation("undecodable ErrorResponse".to_owned())),
                 };
                 match self.expect.front_mut() {
+                    Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
+                        // belay's own statement failed, so the client's did not run.
+                        *hidden = 0;
+                        codec::Backend::ErrorResponse(own_failed(fields)).encode(client);
+                        return Ok(());
+                    }
+                    Some(Expect::Own(_)) => {
+                        self.expect.pop_front();
+                        codec::Backend::ErrorResponse(own_failed(fields)).encode(client);
+                        self.skip_to_sync();
+                        return Ok(());
+                    }
                     Some(Expect::Simple {
                         record,
                         next,
@@ -959,4 +1012,16 @@ impl Relay {
         frame.encode(client);
         Ok(())
     }
+}
+
+/// The error a client sees when belay's own statement ahead of its own failed.
+fn own_failed(server: ErrorFields) -> ErrorFields {
+    ErrorFields::new(
+        Severity::Error,
+        &server.code,
+        format!(
+            "belay could not write the decisions of this transaction into the database's ledger (the server said: {}), so the transaction did not commit; roll it back",
+            server.message
+        ),
+    )
 }

@@ -38,6 +38,10 @@ pub use analysis::{
     Statement,
 };
 pub use belay_core::units::{measure, Unit};
+
+/// The schema of belay's own in every upstream database it writes through (its ledger of
+/// decisions): agents' statements may read it and nothing else, nor put it on their path.
+pub const LEDGER_SCHEMA: &str = "belay_ledger";
 pub use catalog::{
     Catalog, FunctionSource, ObjectSource, Resolution, Source, Stored, StoredCode, Unsettled,
 };

@@ -183,6 +183,12 @@ pub(crate) fn classify(name: &str, value: &SettingValue) -> Option<(Class, Strin
                     "to put `pg_catalog` after another schema lets user functions shadow built-ins",
                 ),
             )),
+            // belay's own schema (its ledger of decisions, in every upstream database) on the
+            // path would let an unqualified name reach it, where belay sees only the name.
+            Some(path) if names_schema(path, crate::LEDGER_SCHEMA) => Some((
+                Class::Admin,
+                changes("to put `belay_ledger`, belay's own schema, on the path lets unqualified names reach its ledger"),
+            )),
             _ if computed => unreadable(),
             _ => None,
         },
@@ -238,6 +244,13 @@ fn catalog_shadowed(path: &str) -> bool {
         .iter()
         .position(|p| *p == "pg_catalog")
         .is_some_and(|i| i > 0)
+}
+
+/// Whether the search path `path` names `schema`.
+fn names_schema(path: &str, schema: &str) -> bool {
+    path.split(',')
+        .map(|p| p.trim().trim_matches('"'))
+        .any(|p| p.eq_ignore_ascii_case(schema))
 }
 
 #[cfg(test)]
@@ -309,6 +322,13 @@ mod tests {
             class("search_path", &c("public, pg_catalog")),
             Some(Class::Admin)
         );
+        for path in [
+            "belay_ledger",
+            "public, BELAY_LEDGER",
+            "\"belay_ledger\", public",
+        ] {
+            assert_eq!(class("search_path", &c(path)), Some(Class::Admin), "{path}");
+        }
         assert_eq!(
             class("statement_timeout", &c("0")),
             None,

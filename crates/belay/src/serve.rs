@@ -106,6 +106,7 @@ pub(crate) async fn gateway(
         );
     }
     app.guard_roles(&report);
+    app.start_ledgers();
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -1,8 +1,10 @@
 //! Crash safety of the write path: a write inside a transaction block is forwarded while its
-//! decision's record becomes durable, and the COMMIT waits for it. `kill -9` of belay (the
+//! decision's record becomes durable, and the COMMIT carries the decisions into the
+//! upstream's ledger (`belay_ledger.decisions`), committing with the rows. `kill -9` of belay (the
 //! quickstart's gateway, in front of a server that outlives it) must leave nothing committed
-//! whose decision is not in the audit log: a block left open is rolled back by the server,
-//! and every committed row has its durable decision.
+//! whose decision is not durable: a block left open is rolled back by the server, and every
+//! committed row has its decision in the audit log or in the ledger; belay started again
+//! adds what the ledger holds to the audit log, and the chain verifies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -201,8 +203,80 @@ fn a_killed_gateway_leaves_nothing_committed_without_its_durable_decision() {
         "committed {committed}: belay must die while blocks still commit"
     );
     let recorded = recorded_inserts(&gateway.dir);
+    let in_ledger = |cluster: &Cluster| -> usize {
+        cluster
+            .psql(
+                "staging",
+                "SELECT count(*) FROM belay_ledger.decisions WHERE event LIKE '%INSERT INTO crash_probe%'",
+            )
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ledger = in_ledger(&cluster);
     assert!(
-        committed <= recorded,
-        "{committed} rows committed, only {recorded} INSERT decisions durable"
+        committed <= recorded + ledger,
+        "{committed} rows committed, only {recorded} INSERT decisions in the audit log and {ledger} in the ledger"
     );
+
+    // Started again, belay adds to its audit log what only the ledger holds, and empties it.
+    let serve = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(gateway.dir.join("belay.toml"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut serve = Gateway {
+        child: serve,
+        dir: gateway.dir.clone(),
+        url: String::new(),
+    };
+    wait_for("the ledger to be reconciled", || in_ledger(&cluster) == 0);
+    let after = recorded_inserts(&serve.dir);
+    assert!(
+        committed <= after,
+        "{committed} rows committed, only {after} INSERT decisions in the audit log after the restart"
+    );
+    let recovered = recovered_inserts(&serve.dir);
+    assert_eq!(
+        after - recorded,
+        recovered,
+        "what the restart added is marked as recovered from the ledger"
+    );
+    let verify = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(serve.dir.join("belay.toml"))
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    serve.child.kill().unwrap();
+    let _ = serve.child.wait();
+}
+
+/// Of `recorded_inserts`, those added from an upstream's ledger after a crash.
+fn recovered_inserts(dir: &std::path::Path) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("--config")
+        .arg(dir.join("belay.toml"))
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["kind"] == "statement"
+                && e["detail"]["recovered_from"].is_string()
+                && e["detail"]["sql"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("INSERT INTO crash_probe"))
+        })
+        .count()
 }

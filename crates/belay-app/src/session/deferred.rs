@@ -1,6 +1,8 @@
 //! The write path's deferral: a plain write inside an open transaction block is forwarded
-//! while its audit event becomes durable (`defer`), and whatever may end the block waits
-//! for those events first (`must_settle`, `settle`). See ARCHITECTURE.md, "The write path".
+//! while its audit event becomes durable (`defer`); a plain COMMIT carries the events not
+//! durable yet into the upstream's ledger (`ledger_insert`), and whatever else may end the
+//! block waits for them first (`must_settle`, `settle`). See ARCHITECTURE.md, "The write
+//! path".
 
 use belay_audit::Draft;
 use belay_core::{Class, Decision};
@@ -25,13 +27,11 @@ impl AppSession {
         if !self.app.store().writer_open() {
             return None;
         }
-        let draft = self
+        let mut draft = self
             .statement_draft(sql, analysis, decision, phase, None, None)
             .ok()?;
-        // Not woken for it: the block's end wakes the writer, so that the events of one
-        // transaction (and of every session committing then) share one fsync.
-        let ticket = self.app.store().submit_lazily(draft);
-        ticket.submitted().ok()?;
+        // Found by this in the audit log when the ledger is reconciled.
+        draft.detail["ledger"] = json!(self.app.ledger_keys.next());
         if self.records.len() >= MAX_CACHED {
             self.records.retain(|_, r| r.pending);
         }
@@ -47,7 +47,12 @@ impl AppSession {
                 done: false,
             },
         );
-        self.unconfirmed.push((self.next_record, ticket));
+        self.unconfirmed.push(Unconfirmed {
+            record: self.next_record,
+            draft: Some(Box::new(draft)),
+            ticket: None,
+            covered: false,
+        });
         Some(Check::Allow {
             record: Some(self.next_record),
             read_write: false,
@@ -59,7 +64,7 @@ impl AppSession {
     /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
     /// read or another such write).
     pub(super) fn must_settle(&self, analysis: &Analysis) -> bool {
-        !self.unconfirmed.is_empty()
+        self.unconfirmed.iter().any(|u| !u.covered)
             && (analysis.class >= Class::Write
                 || analysis
                     .statements
@@ -67,22 +72,78 @@ impl AppSession {
                     .any(|s| TRANSACTION_CONTROL.contains(&s.kind.as_str())))
     }
 
+    /// The outcome of statement `index` of deferred record `record`: part of its event while
+    /// that is not submitted (one event per write), which it is once every statement has
+    /// answered. `false` when the event went before its outcome came.
+    pub(super) fn deferred_outcome(
+        &mut self,
+        record: u64,
+        index: usize,
+        outcome: &Outcome,
+        done: bool,
+    ) -> bool {
+        let uncovered = self.unconfirmed.iter().filter(|u| !u.covered).count();
+        let Some(u) = self
+            .unconfirmed
+            .iter_mut()
+            .find(|u| u.record == record && u.ticket.is_none())
+        else {
+            return false;
+        };
+        let Some(draft) = u.draft.as_mut() else {
+            return false;
+        };
+        let (name, tag, sqlstate, rows) = outcome.fields();
+        draft.outcome = Some(name.to_owned());
+        let entry = json!({ "statement": index, "tag": tag, "rows": rows, "sqlstate": sqlstate });
+        match draft.detail["outcomes"].as_array_mut() {
+            Some(list) => list.push(entry),
+            None => draft.detail["outcomes"] = json!([entry]),
+        }
+        if done {
+            // Kept for the ledger while a COMMIT may still carry it; past that many the
+            // block's end waits for the audit log instead.
+            let keep = uncovered <= MAX_LEDGER;
+            let submitted = if keep {
+                draft.as_ref().clone()
+            } else {
+                *u.draft.take().unwrap_or_default()
+            };
+            u.ticket = Some(self.app.store().submit_lazily(submitted));
+        }
+        true
+    }
+
     /// Learns which records of deferred writes are durable (waiting for all of them when
     /// `wait`), and writes the outcomes that waited for them. `Err` when one will not be.
+    /// A write's event not submitted yet (its statements have not all answered) goes now.
     pub(super) fn settle(&mut self, wait: bool) -> Result<(), String> {
+        for u in &mut self.unconfirmed {
+            if u.ticket.is_none() {
+                let draft = u.draft.take().map(|d| *d).unwrap_or_default();
+                u.ticket = Some(self.app.store().submit_lazily(draft));
+            }
+        }
         if wait && !self.unconfirmed.is_empty() {
             self.app.store().wake();
         }
         let mut failed = None;
         let mut still = Vec::new();
-        for (id, mut ticket) in std::mem::take(&mut self.unconfirmed) {
+        for mut u in std::mem::take(&mut self.unconfirmed) {
+            let id = u.record;
+            let Some(ticket) = u.ticket.as_mut() else {
+                continue;
+            };
             let answer = if wait {
-                ticket.wait()
+                match u.ticket.take() {
+                    Some(t) => t.wait(),
+                    None => continue,
+                }
             } else {
                 match ticket.try_wait() {
                     Some(answer) => answer,
                     None => {
-                        still.push((id, ticket));
+                        still.push(u);
                         continue;
                     }
                 }
@@ -115,18 +176,35 @@ impl AppSession {
         }
     }
 
+    /// The ledger's row for each decision no COMMIT carried yet (`ledger::insert`); `None`
+    /// when one of them is no longer kept for it (`MAX_LEDGER`).
+    pub(super) fn ledger_insert(&self) -> Option<String> {
+        let mut drafts = Vec::new();
+        for u in self.unconfirmed.iter().filter(|u| !u.covered) {
+            drafts.push(u.draft.as_deref()?);
+        }
+        Some(crate::ledger::insert(&self.app.ledger_keys.store, &drafts))
+    }
+
+    /// The decisions not carried yet are carried by the COMMIT now going upstream: if it
+    /// commits, so do they; if it does not, neither do their effects. Their events go to
+    /// the audit log without anybody waiting.
+    pub(super) fn covered(&mut self) {
+        for u in &mut self.unconfirmed {
+            u.covered = true;
+            match u.ticket {
+                Some(_) => u.draft = None,
+                None => {
+                    let draft = u.draft.take().map(|d| *d).unwrap_or_default();
+                    u.ticket = Some(self.app.store().submit_lazily(draft));
+                }
+            }
+        }
+    }
+
     /// The outcome of statement `index` of the decision recorded as `seq`.
     pub(super) fn write_outcome(&self, seq: u64, index: usize, outcome: &Outcome) {
-        let (name, tag, sqlstate) = match outcome {
-            Outcome::Completed(tag) => ("completed", Some(tag.as_str()), None),
-            Outcome::Failed(code) => ("failed", None, Some(code.as_str())),
-            Outcome::Skipped => ("skipped", None, None),
-        };
-        // The row count is the tag's last word (`INSERT 0 5`, `DELETE 42`), and only a
-        // completed statement has one.
-        let rows = tag
-            .and_then(|t| t.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok());
+        let (name, tag, sqlstate, rows) = outcome.fields();
         let _ = self.app.store().record(Draft {
             time_us: now_us(),
             actor: format!("agent:{}", self.agent.name),
@@ -142,12 +220,52 @@ impl AppSession {
     }
 }
 
+/// Deferred writes one COMMIT carries into the ledger at most; a block with more waits for
+/// the audit log at its end.
+const MAX_LEDGER: usize = 64;
+
+/// A write forwarded before its record was durable.
+#[derive(Debug)]
+pub(super) struct Unconfirmed {
+    pub(super) record: u64,
+    /// Its event: until submitted, and after that while a COMMIT may carry it into the
+    /// upstream's ledger.
+    draft: Option<Box<Draft>>,
+    /// Once submitted to the audit log.
+    ticket: Option<belay_store::Ticket>,
+    /// A COMMIT carried it into the ledger: nothing need wait for it any more.
+    covered: bool,
+}
+
+/// Whether `analysis` is one plain COMMIT (or END, or COMMIT AND CHAIN): what may carry the
+/// block's decisions into the ledger just before it.
+pub(super) fn commits_alone(analysis: &Analysis) -> bool {
+    matches!(analysis.statements.as_slice(), [s] if s.kind == "COMMIT")
+        && catalog::changes(analysis).is_none()
+}
+
 /// How a forwarded statement ended, kept until its decision's record is durable.
 #[derive(Debug)]
 pub(super) enum Outcome {
     Completed(String),
     Failed(String),
     Skipped,
+}
+
+impl Outcome {
+    /// What the audit log says of it: its name, command tag, SQLSTATE and row count (the
+    /// tag's last word, `INSERT 0 5`, `DELETE 42`; only a completed statement has one).
+    fn fields(&self) -> (&'static str, Option<&str>, Option<&str>, Option<u64>) {
+        let (name, tag, sqlstate) = match self {
+            Outcome::Completed(tag) => ("completed", Some(tag.as_str()), None),
+            Outcome::Failed(code) => ("failed", None, Some(code.as_str())),
+            Outcome::Skipped => ("skipped", None, None),
+        };
+        let rows = tag
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        (name, tag, sqlstate, rows)
+    }
 }
 
 /// Statement kinds whose effect is undone with their transaction: only these run before

@@ -225,7 +225,7 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
     let (committed, rolled_back) = block(async {
         let c = client("setter", "staging").await;
         // Simple and extended protocol, inside blocks: forwarded before their records are
-        // durable; the COMMIT waits for them, and every outcome names its decision.
+        // durable; the COMMIT carries them into the ledger or waits for them.
         c.batch_execute("BEGIN").await.unwrap();
         c.simple_query("INSERT INTO scratch VALUES (810, 'in a block')")
             .await
@@ -250,20 +250,7 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
     });
     assert_eq!(committed, "updated");
     assert_eq!(rolled_back, "0");
-    let mut events = Vec::new();
-    for _ in 0..100 {
-        events = harness().app.store().events(before + 1, 10_000).unwrap();
-        if events
-            .iter()
-            .filter(|e| e.draft.kind == "statement.outcome")
-            .count()
-            >= 4
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let decision_of = |text: &str| -> u64 {
+    let decision_of = |events: &[belay_audit::Event], text: &str| {
         events
             .iter()
             .find(|e| {
@@ -272,18 +259,47 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
                         .as_str()
                         .is_some_and(|s| s.starts_with(text))
             })
-            .unwrap_or_else(|| panic!("no decision for `{text}`"))
-            .seq
+            .cloned()
     };
-    for text in ["INSERT INTO scratch VALUES", "UPDATE scratch SET note"] {
-        let seq = decision_of(text);
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = harness().app.store().events(before + 1, 10_000).unwrap();
+        let delete = decision_of(&events, "DELETE FROM scratch");
+        if delete.is_some_and(|d| {
+            events
+                .iter()
+                .any(|e| e.draft.kind == "statement.outcome" && e.draft.detail["decision"] == d.seq)
+        }) && decision_of(&events, "UPDATE scratch SET note").is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A write inside a block is one event, its outcome in it: the event is written when
+    // its statement has answered.
+    for (text, tag) in [
+        ("INSERT INTO scratch VALUES", "INSERT 0 1"),
+        ("UPDATE scratch SET note", "UPDATE 1"),
+    ] {
+        let e = decision_of(&events, text).unwrap_or_else(|| panic!("no decision for `{text}`"));
+        assert_eq!(e.draft.outcome.as_deref(), Some("completed"), "{text}");
+        assert_eq!(e.draft.detail["outcomes"][0]["tag"], tag, "{text}");
+        assert_eq!(e.draft.detail["outcomes"][0]["rows"], 1, "{text}");
         assert!(
-            events.iter().any(|e| e.draft.kind == "statement.outcome"
-                && e.draft.detail["decision"] == seq
-                && e.draft.outcome.as_deref() == Some("completed")),
-            "the outcome of `{text}` names its decision {seq}"
+            !events.iter().any(|o| o.draft.kind == "statement.outcome"
+                && o.draft.detail["decision"] == e.seq),
+            "`{text}` has no second event"
         );
     }
+    // One outside a block is recorded before it runs; its outcome names it.
+    let delete = decision_of(&events, "DELETE FROM scratch").unwrap();
+    assert!(
+        events.iter().any(|e| e.draft.kind == "statement.outcome"
+            && e.draft.detail["decision"] == delete.seq
+            && e.draft.outcome.as_deref() == Some("completed")),
+        "the outcome of the DELETE names its decision {}",
+        delete.seq
+    );
     assert!(belay_audit::verify(&events_all()).is_ok());
 }
 

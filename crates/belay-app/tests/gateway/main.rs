@@ -23,6 +23,7 @@ use tokio::sync::watch;
 mod audit;
 mod boundary;
 mod encodings;
+mod ledger;
 mod limits;
 mod protocol;
 mod setup;
@@ -82,7 +83,7 @@ fn harness() -> &'static Harness {
             }
         }
         cluster.psql("postgres", "CREATE ROLE belay LOGIN PASSWORD 'upstream-secret'").unwrap();
-        for db in ["staging", "production", "watched"] {
+        for db in ["staging", "production", "watched", "ledgered", "reconciled"] {
             cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER belay")).unwrap();
             cluster.psql(db, &format!("SET ROLE belay; {SCHEMA}")).unwrap();
         }
@@ -100,7 +101,7 @@ fn harness() -> &'static Harness {
                  [environments.{name}.postgres.main]\nhost = \"127.0.0.1\"\nport = {port}\n\
                  database = \"{}\"\nuser = \"belay\"\npassword = {{ file = \"upstream-password\" }}\n\
                  {tls}\nfailure_domain = \"db\"\n",
-                match name { "production" | "watched" => name, _ => "staging" }
+                match name { "production" | "watched" | "ledgered" | "reconciled" => name, _ => "staging" }
             )
         };
         let text = format!(
@@ -112,6 +113,8 @@ fn harness() -> &'static Harness {
             + &env("wrongca", "non-production", cluster.port)
             + &env("capped", "non-production", cluster.port)
             + &env("watched", "non-production", cluster.port)
+            + &env("ledgered", "non-production", cluster.port)
+            + &env("reconciled", "non-production", cluster.port)
             + "[environments.capped.limits]\nmax_connections = 3\nmax_connections_per_agent = 2\n";
         let path = dir.path().join("belay.toml");
         std::fs::write(&path, &text).unwrap();
@@ -119,7 +122,7 @@ fn harness() -> &'static Harness {
         app.add_human("test", "owner").unwrap();
         let mut tokens = BTreeMap::new();
         for (name, grants) in [
-            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read), ("capped", Class::Read), ("watched", Class::Read)][..]),
+            ("worker", &[("staging", Class::Destructive), ("production", Class::Read), ("broken", Class::Read), ("secure", Class::Read), ("wrongca", Class::Read), ("capped", Class::Read), ("watched", Class::Read), ("ledgered", Class::Destructive), ("reconciled", Class::Destructive)][..]),
             ("reader", &[("staging", Class::Read), ("capped", Class::Read)][..]),
             ("capper", &[("capped", Class::Read)][..]),
             ("revokable", &[("staging", Class::Read)][..]),

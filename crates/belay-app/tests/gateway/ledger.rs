@@ -1,0 +1,212 @@
+//! The ledger of decisions in the upstream database (`belay_ledger.decisions`): a COMMIT carries the
+//! decisions of its block's writes into it, in both protocols; when writing it fails, the
+//! block does not commit and the client is told why; rows an earlier run left are added to
+//! the audit log; and agents may read it, never change it.
+
+use super::*;
+
+/// Runs one block of one write in `env` through belay, committing with the simple protocol
+/// or the extended one; the COMMIT's error, if any.
+async fn one_block(
+    c: &tokio_postgres::Client,
+    id: i32,
+    extended: bool,
+) -> Option<tokio_postgres::Error> {
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!("INSERT INTO scratch VALUES ({id}, 'ledger')"))
+        .await
+        .unwrap();
+    let commit = if extended {
+        c.execute("COMMIT", &[]).await.map(|_| ())
+    } else {
+        c.simple_query("COMMIT").await.map(|_| ())
+    };
+    commit.err()
+}
+
+/// Until the ledger of `db` is made and read once, COMMITs wait for the audit log;
+/// blocks are run until the table is there, and a little after.
+async fn ledger_ready(c: &tokio_postgres::Client, db: &str) {
+    for i in 0..200 {
+        assert!(one_block(c, 9000 + i, false).await.is_none());
+        if upstream(
+            db,
+            "SELECT to_regclass('belay_ledger.decisions') IS NOT NULL",
+        ) == "t"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the ledger of `{db}` was never made");
+}
+
+#[test]
+fn a_commit_that_cannot_write_the_ledger_does_not_commit_and_says_why() {
+    block(async {
+        let c = client("worker", "ledgered").await;
+        ledger_ready(&c, "ledgered").await;
+        // What belay writes there now fails, as a full disk or a lost privilege would.
+        upstream(
+            "ledgered",
+            "ALTER TABLE belay_ledger.decisions ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
+        );
+        for (id, extended) in [(701, false), (702, true)] {
+            // The reconciler may still be finishing its first read: then the COMMIT waited
+            // for the audit log, and committed.
+            let mut error = None;
+            for attempt in 0..50 {
+                let this = id * 100 + attempt;
+                match one_block(&c, this, extended).await {
+                    Some(e) => {
+                        error = Some((this, e));
+                        break;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            let (this, e) = error.expect("a COMMIT never went through the ledger");
+            let db = e.as_db_error().expect("a database error");
+            assert!(
+                db.message().contains("belay could not write the decisions of this transaction into the database's ledger")
+                    && db.message().contains("refuse_all"),
+                "{}",
+                db.message()
+            );
+            assert_eq!(
+                upstream(
+                    "ledgered",
+                    &format!("SELECT count(*) FROM scratch WHERE id = {this}")
+                ),
+                "0",
+                "extended: {extended}"
+            );
+            // The block failed as a server error fails it: ROLLBACK ends it, and the
+            // session goes on.
+            c.simple_query("ROLLBACK").await.unwrap();
+            assert_eq!(value(&c, "SELECT 1").await, "1");
+        }
+        upstream(
+            "ledgered",
+            "ALTER TABLE belay_ledger.decisions DROP CONSTRAINT refuse_all",
+        );
+        for (id, extended) in [(703, false), (704, true), (705, true)] {
+            let e = one_block(&c, id, extended).await;
+            assert!(e.is_none(), "{e:?}");
+            assert_eq!(
+                upstream(
+                    "ledgered",
+                    &format!("SELECT count(*) FROM scratch WHERE id = {id}")
+                ),
+                "1"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_decision_an_earlier_run_left_in_the_ledger_is_added_to_the_audit_log() {
+    let store = harness().app.store().meta("ledger_store").unwrap().unwrap();
+    block(async {
+        let c = client("worker", "reconciled").await;
+        ledger_ready(&c, "reconciled").await;
+    });
+    // A run that died before its audit writer made this event durable; and a row of another
+    // belay's audit log, which this one leaves alone.
+    let key = "00000000000000aa-7";
+    let event = serde_json::json!({
+        "time_us": 1, "actor": "agent:worker", "kind": "statement",
+        "environment": "reconciled", "fingerprint": null, "class": "write", "verdict": "allow",
+        "reasons": ["the agent holds a grant for this environment"], "policies": [],
+        "outcome": "completed",
+        "detail": { "sql": "INSERT INTO scratch VALUES ($1, $2)", "ledger": key },
+    });
+    upstream(
+        "reconciled",
+        &format!(
+            "INSERT INTO belay_ledger.decisions (key, store, event) VALUES \
+             ('{key}', '{store}', '{event}'), ('00000000000000bb-1', 'another', '{{}}')"
+        ),
+    );
+    let mut found = None;
+    for _ in 0..200 {
+        let events = harness().app.store().events(1, 1_000_000).unwrap();
+        found = events.into_iter().find(|e| e.draft.detail["ledger"] == key);
+        if found.is_some()
+            && upstream(
+                "reconciled",
+                &format!("SELECT count(*) FROM belay_ledger.decisions WHERE key = '{key}'"),
+            ) == "0"
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let found = found.expect("the ledger's row was added to the audit log");
+    assert_eq!(
+        found.draft.detail["recovered_from"],
+        "127.0.0.1:".to_owned() + &harness().cluster.port.to_string() + "/reconciled"
+    );
+    assert_eq!(found.draft.actor, "agent:worker");
+    assert_eq!(
+        upstream(
+            "reconciled",
+            &format!("SELECT count(*) FROM belay_ledger.decisions WHERE key = '{key}'")
+        ),
+        "0",
+        "a recovered row is removed"
+    );
+    assert_eq!(
+        upstream(
+            "reconciled",
+            "SELECT count(*) FROM belay_ledger.decisions WHERE store = 'another'"
+        ),
+        "1",
+        "another audit log's row stays"
+    );
+    upstream(
+        "reconciled",
+        "DELETE FROM belay_ledger.decisions WHERE store = 'another'",
+    );
+}
+
+#[test]
+fn agents_may_read_belay_s_ledger_but_never_change_it() {
+    block(async {
+        let c = client("worker", "reconciled").await;
+        ledger_ready(&c, "reconciled").await;
+        let count: i64 = value(&c, "SELECT count(*) FROM belay_ledger.decisions")
+            .await
+            .parse()
+            .unwrap();
+        assert!(count >= 0);
+        for sql in [
+            "INSERT INTO belay_ledger.decisions (key, store, event) VALUES ('x', 'y', '{}')",
+            "DELETE FROM belay_ledger.decisions",
+            "DELETE FROM belay_ledger.decisions WHERE key = 'x'",
+            "UPDATE belay_ledger.decisions SET event = '{}'",
+            "TRUNCATE belay_ledger.decisions",
+            "DROP TABLE belay_ledger.decisions",
+            "DROP SCHEMA belay_ledger CASCADE",
+            "ALTER TABLE belay_ledger.decisions ADD COLUMN x int",
+            "ALTER TABLE \"belay_ledger\".decisions RENAME TO gone",
+            "CREATE TABLE belay_ledger.other (a int)",
+            "CREATE INDEX ON belay_ledger.decisions (written)",
+            "COPY belay_ledger.decisions FROM STDIN",
+            "WITH d AS (DELETE FROM belay_ledger.decisions RETURNING *) SELECT count(*) FROM d",
+            "SET search_path = belay_ledger, public",
+            "SELECT set_config('search_path', 'belay_ledger', false)",
+        ] {
+            let e = c.simple_query(sql).await.unwrap_err();
+            assert!(
+                matches!(code(&e).as_str(), "42501" | "YB001"),
+                "{sql}: {e:?}"
+            );
+        }
+        assert_eq!(
+            upstream("reconciled", "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'belay_ledger' AND table_name = 'decisions'"),
+            "4",
+            "the ledger is as belay made it"
+        );
+    });
+}
