@@ -614,6 +614,27 @@ impl AppSession {
                 return Some(check);
             }
         }
+        // One outside any block runs in an implicit transaction of its own: its decision
+        // goes into the ledger just ahead of it, in that transaction.
+        if decision.verdict == Verdict::Allow
+            && rewrite.is_none()
+            && !statement.in_transaction
+            && !self.read_only
+            && deferrable(&analysis)
+            && self.catalog.ledger_ready(&self.app)
+        {
+            if let Some(Check::Allow { record, .. }) = self.defer(sql, &analysis, &decision, phase)
+            {
+                match self.ledger_insert() {
+                    Some(sql) => {
+                        self.covered();
+                        return Some(Check::AllowAfter { sql, record });
+                    }
+                    // Not kept for the ledger: the full path decides (and waits).
+                    None => self.forget_deferred(record),
+                }
+            }
+        }
         // Anything but an allowed read needs a durable record, and perhaps the approvals;
         // what may end a block waits for the records of the writes it would commit.
         let mut settle = decision.verdict != Verdict::Deny && self.must_settle(&analysis);
@@ -816,7 +837,7 @@ impl AppSession {
             if let Some(sql) = ledger {
                 // From here the COMMIT goes upstream behind the ledger's row.
                 self.covered();
-                return Some(Check::AllowAfter { sql });
+                return Some(Check::AllowAfter { sql, record: None });
             }
             return Some(Check::Allow {
                 record: None,

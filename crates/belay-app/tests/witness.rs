@@ -312,14 +312,18 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
         let mut redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
         // Before a COMMIT, belay's own row for each decision of the block, in its ledger:
         // each names the key of an allowed decision in the audit log.
-        if let Some(rest) = redacted.strip_prefix(LEDGER_INSERT) {
-            if !ledger_rows_explained(sql, &ledger_keys) {
+        if redacted.starts_with(LEDGER_INSERT) {
+            let (own, client) = split_ledger_insert(sql);
+            if !ledger_rows_explained(own, &ledger_keys) {
                 unexplained.push(sql.to_owned());
                 continue;
             }
-            match rest.split_once("; ") {
-                Some((_, client)) => redacted = client.to_owned(),
-                // Alone: run ahead of the Execute of a COMMIT.
+            match client {
+                Some(client) => {
+                    redacted = belay_sql::redact(client)
+                        .unwrap_or_else(|| "(does not parse)".to_owned())
+                }
+                // Alone: run ahead of the Execute of a COMMIT or a write.
                 None => continue,
             }
         }
@@ -333,6 +337,26 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
 
 /// How belay's row for a decision in an upstream's ledger begins, redacted.
 const LEDGER_INSERT: &str = "INSERT INTO belay_ledger.decisions (key, store, event) VALUES (";
+
+/// belay's ledger INSERT at the start of `sql`, and the client's text after it, if any: the
+/// first `; ` outside a string literal ends the INSERT.
+fn split_ledger_insert(sql: &str) -> (&str, Option<&str>) {
+    let bytes = sql.as_bytes();
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' if quoted && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+            b'\'' => quoted = !quoted,
+            b';' if !quoted && bytes.get(i + 1) == Some(&b' ') => {
+                return (&sql[..i], Some(&sql[i + 2..]));
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (sql, None)
+}
 
 /// Whether every row the ledger INSERT `sql` writes carries the key of a decision in `keys`.
 fn ledger_rows_explained(sql: &str, keys: &BTreeSet<String>) -> bool {

@@ -248,11 +248,13 @@ pub enum Check {
     /// Execute may refuse it and that calls code the planner can run at Bind (IMMUTABLE and
     /// STABLE functions with constant arguments are folded while planning).
     DecideAtBind,
-    /// Forward it (a Query or an Execute, nothing to report) just behind belay's own
-    /// statement `sql`, in the same transaction: the client sees nothing of `sql` but its
-    /// failure, which the client's statement then shares (the server skips it).
+    /// Forward it (a Query or an Execute) just behind belay's own statement `sql`, in the
+    /// same transaction (the block's, or the implicit one of the client's statement): the
+    /// client sees nothing of `sql` but its failure, which the client's statement then
+    /// shares (the server skips it). `record` as for `Allow`.
     AllowAfter {
         sql: String,
+        record: Option<u64>,
     },
     Refuse(Refusal),
 }

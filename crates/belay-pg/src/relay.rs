@@ -440,9 +440,9 @@ impl Relay {
                             *shown = tags;
                         }
                     }
-                    Check::AllowAfter { sql: own } => {
+                    Check::AllowAfter { sql: own, record } => {
                         put_frame(up, b'Q', &[own.as_bytes(), b"; ", &frame.body]);
-                        self.expect_query(None, 1);
+                        self.expect_query(record, 1);
                     }
                     // Only a Parse is answered so; a Query runs as decided.
                     Check::DecideAtBind => {
@@ -561,9 +561,9 @@ impl Relay {
                         Some(Check::Allow { record, .. }) => Some(record),
                         Some(Check::DecideAtBind) => Some(None),
                         // Ahead of the Bind is ahead of its Execute, in the same transaction.
-                        Some(Check::AllowAfter { sql: own }) => {
+                        Some(Check::AllowAfter { sql: own, record }) => {
                             self.own_before(&own, up);
-                            Some(None)
+                            Some(record)
                         }
                     }
                 } else {
@@ -632,9 +632,9 @@ impl Relay {
                         return Ok(Next::Continue);
                     }
                     Check::Allow { record, .. } => record,
-                    Check::AllowAfter { sql: own } => {
+                    Check::AllowAfter { sql: own, record } => {
                         self.own_before(&own, up);
-                        None
+                        record
                     }
                     // Only a Parse is answered so.
                     Check::DecideAtBind => None,

@@ -95,15 +95,23 @@ impl AppSession {
         };
         let (name, tag, sqlstate, rows) = outcome.fields();
         draft.outcome = Some(name.to_owned());
-        let entry = json!({ "statement": index, "tag": tag, "rows": rows, "sqlstate": sqlstate });
-        match draft.detail["outcomes"].as_array_mut() {
-            Some(list) => list.push(entry),
-            None => draft.detail["outcomes"] = json!([entry]),
+        // The first statements' outcomes one by one, the rest counted, as their statements
+        // are (`statements_json`).
+        if index < super::record::RECORDED_STATEMENTS {
+            let entry =
+                json!({ "statement": index, "tag": tag, "rows": rows, "sqlstate": sqlstate });
+            match draft.detail["outcomes"].as_array_mut() {
+                Some(list) => list.push(entry),
+                None => draft.detail["outcomes"] = json!([entry]),
+            }
+        } else {
+            let more = &mut draft.detail["more_outcomes"][name];
+            *more = json!(more.as_u64().unwrap_or(0) + 1);
         }
         if done {
             // Kept for the ledger while a COMMIT may still carry it; past that many the
             // block's end waits for the audit log instead.
-            let keep = uncovered <= MAX_LEDGER;
+            let keep = !u.covered && uncovered <= MAX_LEDGER;
             let submitted = if keep {
                 draft.as_ref().clone()
             } else {
@@ -186,19 +194,24 @@ impl AppSession {
         Some(crate::ledger::insert(&self.app.ledger_keys.store, &drafts))
     }
 
-    /// The decisions not carried yet are carried by the COMMIT now going upstream: if it
-    /// commits, so do they; if it does not, neither do their effects. Their events go to
-    /// the audit log without anybody waiting.
+    /// The decisions not carried yet are carried by the statement now going upstream behind
+    /// the ledger's row: if it commits, so do they; if it does not, neither do their
+    /// effects. Their events go to the audit log without anybody waiting, each once its
+    /// statements have answered.
     pub(super) fn covered(&mut self) {
         for u in &mut self.unconfirmed {
             u.covered = true;
-            match u.ticket {
-                Some(_) => u.draft = None,
-                None => {
-                    let draft = u.draft.take().map(|d| *d).unwrap_or_default();
-                    u.ticket = Some(self.app.store().submit_lazily(draft));
-                }
+            if u.ticket.is_some() {
+                u.draft = None;
             }
+        }
+    }
+
+    /// Undoes `defer` for `record`, which will not run as deferred after all.
+    pub(super) fn forget_deferred(&mut self, record: Option<u64>) {
+        if let Some(record) = record {
+            self.unconfirmed.retain(|u| u.record != record);
+            self.records.remove(&record);
         }
     }
 

@@ -14,7 +14,7 @@ use super::AppSession;
 use crate::now_us;
 
 /// Statements an audit event lists one by one; past this, the rest are counted by kind.
-const RECORDED_STATEMENTS: usize = 32;
+pub(super) const RECORDED_STATEMENTS: usize = 32;
 
 /// Recorded SQL longer than this is kept as a prefix, its length and its hash.
 const RECORDED_SQL_BYTES: usize = 4096;
@@ -88,6 +88,10 @@ impl AppSession {
             self.tally_read(sql, analysis, decision, phase);
             return Ok(None);
         }
+        // What was read so far goes first, so that the log keeps the session's order up to
+        // an event it waits for. (A deferred write's event does not flush them: the reads of
+        // a busy session are summarised once a second, not once per write.)
+        self.flush_reads()?;
         let draft = self.statement_draft(sql, analysis, decision, phase, action, forwarded)?;
         self.app
             .store()
@@ -97,7 +101,7 @@ impl AppSession {
             .map_err(|e| e.to_string())
     }
 
-    /// The durable record of a decision on `sql`, after the reads counted before it.
+    /// The record of a decision on `sql`.
     pub(super) fn statement_draft(
         &mut self,
         sql: &str,
@@ -107,8 +111,6 @@ impl AppSession {
         action: Option<&Action>,
         forwarded: Option<&str>,
     ) -> Result<Draft, String> {
-        // What was read so far goes first, so that the log keeps the session's order.
-        self.flush_reads()?;
         let mut detail = json!({
             "peer": self.peer,
             "phase": phase_name(phase),

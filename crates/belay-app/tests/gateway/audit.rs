@@ -20,43 +20,55 @@ fn the_audit_log_records_outcomes_and_verifies() {
             .unwrap_err();
         assert_eq!(code(&e), "23505");
     });
-    // Outcomes are written without waiting; give the group commit a moment.
-    let outcome_tags = |events: &[belay_audit::Event]| -> Vec<String> {
-        events
+    // Outcomes are written without waiting; give the group commit a moment. A write's
+    // outcome is in its own event when it ran in a transaction with its ledger row, else in
+    // an outcome event naming its decision.
+    let outcomes = |events: &[belay_audit::Event]| -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        for e in events {
+            match e.draft.kind.as_str() {
+                "statement.outcome" => all.push(e.draft.detail.clone()),
+                "statement" => all.extend(
+                    e.draft.detail["outcomes"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                _ => {}
+            }
+        }
+        all
+    };
+    let tags = |events: &[belay_audit::Event]| -> Vec<String> {
+        outcomes(events)
             .iter()
-            .filter(|e| e.draft.kind == "statement.outcome")
-            .map(|e| e.draft.detail["tag"].as_str().unwrap_or("").to_owned())
+            .filter_map(|o| o["tag"].as_str().map(str::to_owned))
             .collect()
+    };
+    let failed = |events: &[belay_audit::Event]| {
+        outcomes(events)
+            .into_iter()
+            .find(|o| o["sqlstate"].is_string())
     };
     let mut events = Vec::new();
     for _ in 0..100 {
         events = harness().app.store().events(before + 1, 10_000).unwrap();
-        let tags = outcome_tags(&events);
-        let failed = events
-            .iter()
-            .any(|e| e.draft.outcome.as_deref() == Some("failed"));
-        if tags.iter().any(|t| t == "DELETE 1") && tags.iter().any(|t| t == "INSERT 0 1") && failed
+        let tags = tags(&events);
+        if tags.iter().any(|t| t == "DELETE 1")
+            && tags.iter().any(|t| t == "INSERT 0 1")
+            && failed(&events).is_some()
         {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let failed = events
-        .iter()
-        .find(|e| {
-            e.draft.kind == "statement.outcome" && e.draft.outcome.as_deref() == Some("failed")
-        })
-        .expect("the failed INSERT's outcome");
-    assert_eq!(failed.draft.detail["sqlstate"], "23505");
+    let failed = failed(&events).expect("the failed INSERT's outcome");
+    assert_eq!(failed["sqlstate"], "23505");
+    assert!(failed["rows"].is_null(), "{failed:?}");
+    let tags = tags(&events);
     assert!(
-        failed.draft.detail["rows"].is_null(),
-        "{:?}",
-        failed.draft.detail
-    );
-    let outcomes = outcome_tags(&events);
-    assert!(
-        outcomes.contains(&"INSERT 0 1".to_owned()) && outcomes.contains(&"DELETE 1".to_owned()),
-        "{outcomes:?}"
+        tags.contains(&"INSERT 0 1".to_owned()) && tags.contains(&"DELETE 1".to_owned()),
+        "{tags:?}"
     );
     let text =
         serde_json::to_string(&events.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()).unwrap();
@@ -246,6 +258,9 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
         c.batch_execute("DELETE FROM scratch WHERE id = 810")
             .await
             .unwrap();
+        c.batch_execute("CREATE TABLE IF NOT EXISTS audit_outcome_probe (a int)")
+            .await
+            .unwrap();
         (committed, rolled_back)
     });
     assert_eq!(committed, "updated");
@@ -264,7 +279,7 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
     let mut events = Vec::new();
     for _ in 0..100 {
         events = harness().app.store().events(before + 1, 10_000).unwrap();
-        let delete = decision_of(&events, "DELETE FROM scratch");
+        let delete = decision_of(&events, "CREATE TABLE IF NOT EXISTS audit_outcome_probe");
         if delete.is_some_and(|d| {
             events
                 .iter()
@@ -291,14 +306,15 @@ fn writes_in_a_block_run_while_their_records_become_durable_and_commit_after_the
             "`{text}` has no second event"
         );
     }
-    // One outside a block is recorded before it runs; its outcome names it.
-    let delete = decision_of(&events, "DELETE FROM scratch").unwrap();
+    // A write that cannot run before its record is durable (DDL) is recorded before it
+    // runs; its outcome, an event of its own, names it.
+    let ddl = decision_of(&events, "CREATE TABLE IF NOT EXISTS audit_outcome_probe").unwrap();
     assert!(
         events.iter().any(|e| e.draft.kind == "statement.outcome"
-            && e.draft.detail["decision"] == delete.seq
+            && e.draft.detail["decision"] == ddl.seq
             && e.draft.outcome.as_deref() == Some("completed")),
-        "the outcome of the DELETE names its decision {}",
-        delete.seq
+        "the outcome of the DDL names its decision {}",
+        ddl.seq
     );
     assert!(belay_audit::verify(&events_all()).is_ok());
 }

@@ -86,10 +86,56 @@ fn a_commit_that_cannot_write_the_ledger_does_not_commit_and_says_why() {
             c.simple_query("ROLLBACK").await.unwrap();
             assert_eq!(value(&c, "SELECT 1").await, "1");
         }
+        // A write outside a block runs in an implicit transaction with its ledger row: it
+        // fails with it, and the session stays idle, as after any failed statement.
+        let simple = c
+            .simple_query("INSERT INTO scratch VALUES (706, 'autocommit')")
+            .await
+            .unwrap_err();
+        let extended = c
+            .execute("INSERT INTO scratch VALUES ($1, 'autocommit')", &[&707i32])
+            .await
+            .unwrap_err();
+        for e in [&simple, &extended] {
+            let message = e.as_db_error().expect("a database error").message();
+            assert!(message.contains("database's ledger"), "{message}");
+        }
+        assert_eq!(
+            upstream(
+                "ledgered",
+                "SELECT count(*) FROM scratch WHERE id IN (706, 707)"
+            ),
+            "0"
+        );
+        assert_eq!(value(&c, "SELECT 2").await, "2");
         upstream(
             "ledgered",
             "ALTER TABLE belay_ledger.decisions DROP CONSTRAINT refuse_all",
         );
+        c.simple_query("INSERT INTO scratch VALUES (706, 'autocommit')")
+            .await
+            .unwrap();
+        c.execute("INSERT INTO scratch VALUES ($1, 'autocommit')", &[&707i32])
+            .await
+            .unwrap();
+        assert_eq!(
+            upstream(
+                "ledgered",
+                "SELECT count(*) FROM scratch WHERE id IN (706, 707)"
+            ),
+            "2"
+        );
+        // The statement's own failure is the server's, as it would be directly.
+        upstream(
+            "ledgered",
+            "CREATE UNIQUE INDEX IF NOT EXISTS scratch_706 ON scratch (id) WHERE id = 706",
+        );
+        let duplicate = c
+            .simple_query("INSERT INTO scratch VALUES (706, 'again')")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&duplicate), "23505", "{duplicate:?}");
+        assert_eq!(value(&c, "SELECT 3").await, "3");
         for (id, extended) in [(703, false), (704, true), (705, true)] {
             let e = one_block(&c, id, extended).await;
             assert!(e.is_none(), "{e:?}");

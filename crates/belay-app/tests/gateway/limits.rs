@@ -135,14 +135,20 @@ fn a_huge_text_is_bounded_in_memory_and_in_the_audit_log() {
         db.detail().unwrap_or_default().contains("5000 statements"),
         "{db:?}"
     );
-    let events = harness().app.store().events(before + 1, 10_000).unwrap();
-    let bulk = events
-        .iter()
-        .find(|e| {
+    // Its event is written once its statements have answered, with their outcomes.
+    let mut bulk = None;
+    for _ in 0..100 {
+        let events = harness().app.store().events(before + 1, 10_000).unwrap();
+        bulk = events.into_iter().find(|e| {
             e.draft.kind == "statement"
                 && e.draft.detail["statements"]["total"].as_u64() == Some(ran)
-        })
-        .expect("the bulk insert's decision");
+        });
+        if bulk.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bulk = bulk.expect("the bulk insert's decision");
     let size = serde_json::to_string(&bulk.draft.detail).unwrap().len();
     assert!(size < 16 * 1024, "the event is {size} bytes");
     assert!(bulk.draft.detail["sql_sha256"].is_string());
