@@ -239,22 +239,22 @@ impl Reconciler {
     }
 }
 
-/// The statement a session sends just before its COMMIT: the events of `drafts`, each with
-/// its key, into the ledger.
-pub(crate) fn insert(store: &str, drafts: &[&Draft]) -> String {
-    let mut sql = String::from("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ");
-    for (i, draft) in drafts.iter().enumerate() {
+/// The statement a session sends just ahead of a COMMIT (or of a write in an implicit
+/// transaction): each event (its key, its JSON) into the ledger.
+pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) -> String {
+    let size: usize = events.iter().map(|(k, e)| k.len() + e.len() + 64).sum();
+    let mut sql = String::with_capacity(96 + size);
+    sql.push_str("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ");
+    for (i, (key, event)) in events.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        let key = draft.detail["ledger"].as_str().unwrap_or_default();
-        let event = serde_json::to_string(draft).unwrap_or_default();
         sql.push('(');
-        sql.push_str(&literal(key));
+        push_literal(&mut sql, key);
         sql.push_str(", ");
-        sql.push_str(&literal(store));
+        push_literal(&mut sql, store);
         sql.push_str(", ");
-        sql.push_str(&literal(&ascii(&event)));
+        push_literal(&mut sql, event);
         sql.push(')');
     }
     sql
@@ -265,24 +265,26 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// `json` with every character past ASCII written as a JSON escape, so that the text is the
-/// same in every client encoding the session may use.
-fn ascii(json: &str) -> String {
-    if json.is_ascii() {
-        return json.to_owned();
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
+/// `text` as a string literal onto `sql`: quotes doubled (belay pins
+/// `standard_conforming_strings` on), and every character past ASCII written as a JSON
+/// escape (`text` is JSON), so that the text is the same in every client encoding the
+/// session may use.
+fn push_literal(sql: &mut String, text: &str) {
+    sql.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            c if c.is_ascii() => sql.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    use std::fmt::Write;
+                    let _ = write!(sql, "\\u{unit:04x}");
+                }
             }
         }
     }
-    out
+    sql.push('\'');
 }
 
 /// Whether `analysis` does anything but read to belay's own schema: names it, or a relation
@@ -317,7 +319,8 @@ mod tests {
             detail: serde_json::json!({ "ledger": "ab-1", "sql": "UPDATE t SET a = $1" }),
             ..Draft::default()
         };
-        let sql = insert("store'1", &[&draft]);
+        let event = serde_json::to_string(&draft).unwrap();
+        let sql = insert("store'1", &[("ab-1", event.into())]);
         assert!(sql.is_ascii(), "{sql}");
         assert!(sql.contains("'ab-1', 'store''1', '"), "{sql}");
         let event = sql.split(", '").nth(2).unwrap().trim_end_matches("')");

@@ -320,8 +320,8 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
             }
             match client {
                 Some(client) => {
-                    redacted = belay_sql::redact(client)
-                        .unwrap_or_else(|| "(does not parse)".to_owned())
+                    redacted =
+                        belay_sql::redact(client).unwrap_or_else(|| "(does not parse)".to_owned())
                 }
                 // Alone: run ahead of the Execute of a COMMIT or a write.
                 None => continue,

@@ -58,7 +58,7 @@ pub struct Event {
 struct Canonical<'a> {
     seq: u64,
     prev_hash: &'a str,
-    draft: &'a Draft,
+    draft: &'a CanonicalDraft<'a>,
 }
 
 impl Event {
@@ -74,6 +74,12 @@ impl Event {
         }
     }
 
+    /// The hash an event holding `draft` at `seq`, after the event whose hash is `prev`,
+    /// has: what `chain` computes, without building the event.
+    pub fn hash_for(seq: u64, prev: &[u8; 32], draft: &Draft) -> [u8; 32] {
+        hash_of(seq, &hex::encode(prev), draft)
+    }
+
     /// The hash this event should have, computed from its content.
     pub fn computed_hash(&self) -> [u8; 32] {
         hash_of(self.seq, &self.prev_hash, &self.draft)
@@ -86,38 +92,86 @@ impl Event {
 }
 
 fn hash_of(seq: u64, prev_hash: &str, draft: &Draft) -> [u8; 32] {
-    // Object keys in `detail` are sorted before hashing, so the hash does not depend on
-    // whether serde_json preserves insertion order in this build.
-    let sorted = Draft {
-        detail: sorted_keys(&draft.detail),
-        ..draft.clone()
-    };
+    // Object keys in `detail` are sorted as they are written, so the hash does not depend on
+    // whether serde_json preserves insertion order in this build; the canonical form is
+    // streamed into the hash, never built.
     let canonical = Canonical {
         seq,
         prev_hash,
-        draft: &sorted,
+        draft: &CanonicalDraft {
+            time_us: draft.time_us,
+            actor: &draft.actor,
+            kind: &draft.kind,
+            environment: &draft.environment,
+            fingerprint: &draft.fingerprint,
+            class: &draft.class,
+            verdict: &draft.verdict,
+            reasons: &draft.reasons,
+            policies: &draft.policies,
+            outcome: &draft.outcome,
+            detail: Sorted(&draft.detail),
+        },
     };
+    let mut hasher = HashWriter(Sha256::new());
     // Serialising these types cannot fail: no maps with non-string keys, no floats NaN.
-    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-    Sha256::digest(&bytes).into()
+    let _ = serde_json::to_writer(&mut hasher, &canonical);
+    hasher.0.finalize().into()
 }
 
-fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            serde_json::Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted_keys(v)))
-                    .collect(),
-            )
+/// `Draft` as it is hashed: the same fields in the same order, borrowed.
+#[derive(Serialize)]
+struct CanonicalDraft<'a> {
+    time_us: i64,
+    actor: &'a str,
+    kind: &'a str,
+    environment: &'a Option<String>,
+    fingerprint: &'a Option<String>,
+    class: &'a Option<String>,
+    verdict: &'a Option<String>,
+    reasons: &'a [String],
+    policies: &'a [String],
+    outcome: &'a Option<String>,
+    detail: Sorted<'a>,
+}
+
+/// A JSON value written with every object's keys in order.
+struct Sorted<'a>(&'a serde_json::Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                let mut out = serializer.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    out.serialize_entry(k, &Sorted(v))?;
+                }
+                out.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&Sorted(v))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
         }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(sorted_keys).collect())
-        }
-        other => other.clone(),
+    }
+}
+
+/// Feeds what is written into SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

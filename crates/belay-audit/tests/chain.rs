@@ -168,3 +168,29 @@ fn the_hash_does_not_depend_on_key_order_in_detail() {
         Event::chain(1, &GENESIS, b).hash
     );
 }
+
+#[test]
+fn the_hash_is_sha256_of_the_canonical_form_with_sorted_keys() {
+    use sha2::Digest;
+    let draft = Draft {
+        time_us: 7,
+        actor: "agent:a".to_owned(),
+        kind: "statement".to_owned(),
+        environment: Some("staging".to_owned()),
+        fingerprint: None,
+        class: Some("write".to_owned()),
+        verdict: Some("allow".to_owned()),
+        reasons: vec!["why".to_owned()],
+        policies: vec![],
+        outcome: None,
+        detail: serde_json::from_str(r#"{"b": [{"z": 1, "y": null}], "a": "x"}"#).unwrap(),
+    };
+    let canonical = format!(
+        r#"{{"seq":3,"prev_hash":"{}","draft":{{"time_us":7,"actor":"agent:a","kind":"statement","environment":"staging","fingerprint":null,"class":"write","verdict":"allow","reasons":["why"],"policies":[],"outcome":null,"detail":{{"a":"x","b":[{{"y":null,"z":1}}]}}}}}}"#,
+        "00".repeat(32)
+    );
+    assert_eq!(
+        Event::chain(3, &GENESIS, draft).hash,
+        hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+    );
+}

@@ -166,8 +166,9 @@ impl Writer {
                 return;
             }
             if !appends.is_empty() {
-                let drafts: Vec<&Draft> = appends.iter().map(|(d, _)| d.as_ref()).collect();
-                match self.write_batch(&drafts) {
+                let mut drafts: Vec<&mut Draft> =
+                    appends.iter_mut().map(|(d, _)| d.as_mut()).collect();
+                match self.write_batch(&mut drafts) {
                     Ok(first_seq) => {
                         for (i, (_, reply)) in appends.iter().enumerate() {
                             if let Some(reply) = reply {
@@ -200,7 +201,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, drafts: &[&Draft]) -> Result<u64, Error> {
+    fn write_batch(&mut self, drafts: &mut [&mut Draft]) -> Result<u64, Error> {
         let unavailable = |e: rusqlite::Error| Error::AuditUnavailable(e.to_string());
         let tx = self
             .conn
@@ -223,17 +224,17 @@ impl Writer {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(unavailable)?;
-            for draft in drafts {
+            for draft in drafts.iter_mut() {
                 seq += 1;
-                let mut draft = (*draft).clone();
                 draft.time_us = draft.time_us.max(last_time);
                 last_time = draft.time_us;
-                let event = Event::chain(seq, &prev, draft);
-                prev = event.hash_bytes().unwrap_or(GENESIS);
-                let d = &event.draft;
+                let hash = Event::hash_for(seq, &prev, draft);
+                let prev_hash = hex::encode(prev);
+                prev = hash;
+                let d = &**draft;
                 insert
                     .execute(params![
-                        event.seq as i64,
+                        seq as i64,
                         d.time_us,
                         d.actor,
                         d.kind,
@@ -245,8 +246,8 @@ impl Writer {
                         serde_json::to_string(&d.policies).unwrap_or_default(),
                         d.outcome,
                         d.detail.to_string(),
-                        event.prev_hash,
-                        event.hash,
+                        prev_hash,
+                        hex::encode(hash),
                     ])
                     .map_err(unavailable)?;
             }

@@ -31,7 +31,8 @@ impl AppSession {
             .statement_draft(sql, analysis, decision, phase, None, None)
             .ok()?;
         // Found by this in the audit log when the ledger is reconciled.
-        draft.detail["ledger"] = json!(self.app.ledger_keys.next());
+        let key = self.app.ledger_keys.next();
+        draft.detail["ledger"] = json!(key);
         if self.records.len() >= MAX_CACHED {
             self.records.retain(|_, r| r.pending);
         }
@@ -49,7 +50,9 @@ impl AppSession {
         );
         self.unconfirmed.push(Unconfirmed {
             record: self.next_record,
+            key,
             draft: Some(Box::new(draft)),
+            row: None,
             ticket: None,
             covered: false,
         });
@@ -112,11 +115,10 @@ impl AppSession {
             // Kept for the ledger while a COMMIT may still carry it; past that many the
             // block's end waits for the audit log instead.
             let keep = !u.covered && uncovered <= MAX_LEDGER;
-            let submitted = if keep {
-                draft.as_ref().clone()
-            } else {
-                *u.draft.take().unwrap_or_default()
-            };
+            let submitted = *u.draft.take().unwrap_or_default();
+            if keep {
+                u.row = Some(serde_json::to_string(&submitted).unwrap_or_default());
+            }
             u.ticket = Some(self.app.store().submit_lazily(submitted));
         }
         true
@@ -187,11 +189,16 @@ impl AppSession {
     /// The ledger's row for each decision no COMMIT carried yet (`ledger::insert`); `None`
     /// when one of them is no longer kept for it (`MAX_LEDGER`).
     pub(super) fn ledger_insert(&self) -> Option<String> {
-        let mut drafts = Vec::new();
+        let mut rows = Vec::new();
         for u in self.unconfirmed.iter().filter(|u| !u.covered) {
-            drafts.push(u.draft.as_deref()?);
+            let event = match (&u.row, &u.draft) {
+                (Some(row), _) => std::borrow::Cow::Borrowed(row.as_str()),
+                (None, Some(draft)) => serde_json::to_string(draft).ok()?.into(),
+                (None, None) => return None,
+            };
+            rows.push((u.key.as_str(), event));
         }
-        Some(crate::ledger::insert(&self.app.ledger_keys.store, &drafts))
+        Some(crate::ledger::insert(&self.app.ledger_keys.store, &rows))
     }
 
     /// The decisions not carried yet are carried by the statement now going upstream behind
@@ -201,9 +208,7 @@ impl AppSession {
     pub(super) fn covered(&mut self) {
         for u in &mut self.unconfirmed {
             u.covered = true;
-            if u.ticket.is_some() {
-                u.draft = None;
-            }
+            u.row = None;
         }
     }
 
@@ -241,9 +246,12 @@ const MAX_LEDGER: usize = 64;
 #[derive(Debug)]
 pub(super) struct Unconfirmed {
     pub(super) record: u64,
-    /// Its event: until submitted, and after that while a COMMIT may carry it into the
-    /// upstream's ledger.
+    /// Its key in the ledger (`detail.ledger`).
+    key: String,
+    /// Its event, until submitted.
     draft: Option<Box<Draft>>,
+    /// The event as the ledger takes it, once submitted, while a COMMIT may still carry it.
+    row: Option<String>,
     /// Once submitted to the audit log.
     ticket: Option<belay_store::Ticket>,
     /// A COMMIT carried it into the ledger: nothing need wait for it any more.
