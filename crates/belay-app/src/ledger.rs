@@ -287,12 +287,20 @@ fn push_literal(sql: &mut String, text: &str) {
     sql.push('\'');
 }
 
-/// Whether `analysis` does anything but read to belay's own schema: names it, or a relation
-/// in it, with more than read access. Such a statement is refused whatever the grants.
-pub(crate) fn touches(analysis: &belay_sql::Analysis) -> Option<String> {
-    use belay_sql::{Access, ObjectKind};
+/// Whether `analysis` (of `sql`) does anything but read to belay's own schema: a statement
+/// that is more than a read and names the schema or anything in it, however the statement
+/// names it (the relations belay extracts, a schema named only as a string of the parse
+/// tree, as `ALTER SCHEMA ... RENAME` and `SET SCHEMA` do, or an identifier spelled with
+/// Unicode escapes). Such a statement is refused whatever the grants; reads (`pg_dump`'s
+/// `COPY ... TO` and `LOCK ... IN ACCESS SHARE MODE` among them) are not.
+pub(crate) fn touches(sql: &str, analysis: &belay_sql::Analysis) -> Option<String> {
+    use belay_core::Class;
+    use belay_sql::ObjectKind;
     analysis.statements.iter().find_map(|s| {
-        s.relations.iter().find_map(|r| {
+        if s.class <= Class::Read {
+            return None;
+        }
+        let named = s.relations.iter().find_map(|r| {
             let ours = match r.object {
                 ObjectKind::Schema => r.name.eq_ignore_ascii_case(SCHEMA),
                 ObjectKind::Relation => r
@@ -301,8 +309,18 @@ pub(crate) fn touches(analysis: &belay_sql::Analysis) -> Option<String> {
                     .is_some_and(|(schema, _)| schema.eq_ignore_ascii_case(SCHEMA)),
                 _ => false,
             };
-            (ours && r.access != Access::Read).then(|| r.name.clone())
-        })
+            ours.then(|| r.name.clone())
+        });
+        if named.is_some() {
+            return named;
+        }
+        let text = sql.get(s.span.clone()).unwrap_or(sql).to_ascii_lowercase();
+        if text.contains(SCHEMA) {
+            return Some(SCHEMA.to_owned());
+        }
+        // A name in Unicode escapes may spell it; in a definition, that is not worth the doubt.
+        (s.class >= Class::Ddl && text.contains("u&\""))
+            .then(|| format!("{SCHEMA} (a name written in Unicode escapes)"))
     })
 }
 

@@ -579,8 +579,8 @@ impl AppSession {
             });
         let mut decision = match reserved {
             Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
-            None => match crate::ledger::touches(&analysis) {
-                Some(name) => Decision::deny(format!("`{name}` is belay's own: the ledger of decisions that commit with their transactions; agents may read it, never change it")),
+            None => match crate::ledger::touches(sql, &analysis) {
+                Some(name) => Decision::deny(format!("`{name}` is belay's own: the ledger of decisions that commit with their transactions; agents may read it, never change it, build on it or move anything into it")),
                 None => self.decide(&analysis),
             },
         };

@@ -240,6 +240,16 @@ fn agents_may_read_belay_s_ledger_but_never_change_it() {
             "CREATE INDEX ON belay_ledger.decisions (written)",
             "COPY belay_ledger.decisions FROM STDIN",
             "WITH d AS (DELETE FROM belay_ledger.decisions RETURNING *) SELECT count(*) FROM d",
+            "ALTER SCHEMA belay_ledger RENAME TO gone",
+            "ALTER SCHEMA BELAY_LEDGER OWNER TO CURRENT_USER",
+            "ALTER SCHEMA U&\"belay\\005fledger\" RENAME TO gone",
+            "ALTER TABLE scratch SET SCHEMA belay_ledger",
+            "CREATE VIEW ledger_view AS SELECT * FROM belay_ledger.decisions",
+            "CREATE FUNCTION wipe() RETURNS void LANGUAGE sql AS 'DELETE FROM belay_ledger.decisions'",
+            "DO $$BEGIN DELETE FROM belay_ledger.decisions; END$$",
+            "CREATE RULE r AS ON INSERT TO belay_ledger.decisions DO INSTEAD NOTHING",
+            "GRANT ALL ON belay_ledger.decisions TO PUBLIC",
+            "COMMENT ON TABLE belay_ledger.decisions IS 'mine'",
             "SET search_path = belay_ledger, public",
             "SELECT set_config('search_path', 'belay_ledger', false)",
         ] {
@@ -249,6 +259,12 @@ fn agents_may_read_belay_s_ledger_but_never_change_it() {
                 "{sql}: {e:?}"
             );
         }
+        // Reading it, as pg_dump does, is not refused.
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query("LOCK TABLE belay_ledger.decisions IN ACCESS SHARE MODE")
+            .await
+            .unwrap();
+        c.simple_query("COMMIT").await.unwrap();
         assert_eq!(
             upstream("reconciled", "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'belay_ledger' AND table_name = 'decisions'"),
             "4",
