@@ -614,25 +614,10 @@ impl AppSession {
                 return Some(check);
             }
         }
-        // One outside any block runs in an implicit transaction of its own: its decision
-        // goes into the ledger just ahead of it, in that transaction.
-        if decision.verdict == Verdict::Allow
-            && rewrite.is_none()
-            && !statement.in_transaction
-            && !self.read_only
-            && deferrable(&analysis)
-            && self.catalog.ledger_ready(&self.app)
-        {
-            if let Some(Check::Allow { record, .. }) = self.defer(sql, &analysis, &decision, phase)
-            {
-                match self.ledger_insert() {
-                    Some(sql) => {
-                        self.covered();
-                        return Some(Check::AllowAfter { sql, record });
-                    }
-                    // Not kept for the ledger: the full path decides (and waits).
-                    None => self.forget_deferred(record),
-                }
+        // One outside any block runs in an implicit transaction with its ledger row.
+        if decision.verdict == Verdict::Allow && rewrite.is_none() && !statement.in_transaction {
+            if let Some(check) = self.autocommit(sql, &analysis, &decision, phase) {
+                return Some(check);
             }
         }
         // Anything but an allowed read needs a durable record, and perhaps the approvals;

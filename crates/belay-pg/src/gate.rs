@@ -33,6 +33,18 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// What the server says of a prepared statement `name` that does not exist.
+    pub(crate) fn missing_statement(name: &str) -> Refusal {
+        if name.is_empty() {
+            Refusal::new("26000", "unnamed prepared statement does not exist")
+        } else {
+            Refusal::new(
+                "26000",
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+        }
+    }
+
     pub fn new(code: &str, message: impl Into<String>) -> Refusal {
         Refusal {
             code: code.to_owned(),

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatus};
 use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Session, Statement};
+use rewrite::own_failed;
 
 mod rewrite;
 mod text;
@@ -329,31 +330,6 @@ impl Relay {
         });
     }
 
-    /// belay's own statement `sql` ahead of the Execute being forwarded: parsed, bound and run
-    /// under a reserved name, closed before (one a failure left behind) and after; its
-    /// answers are swallowed (`Expect::Own`).
-    fn own_before(&mut self, sql: &str, up: &mut BytesMut) {
-        let name = format!("{RESERVED_PREFIX}ledger\0");
-        let name = name.as_bytes();
-        put_frame(up, b'C', &[b"S", name]);
-        put_frame(up, b'P', &[name, sql.as_bytes(), b"\0", &[0, 0]]);
-        put_frame(up, b'B', &[name, name, &[0, 0, 0, 0, 0, 0]]);
-        put_frame(up, b'E', &[name, &[0, 0, 0, 0]]);
-        put_frame(up, b'C', &[b"S", name]);
-        self.expect.push_back(Expect::Own(5));
-    }
-
-    fn missing_statement(name: &str) -> Refusal {
-        if name.is_empty() {
-            Refusal::new("26000", "unnamed prepared statement does not exist")
-        } else {
-            Refusal::new(
-                "26000",
-                format!("prepared statement \"{name}\" does not exist"),
-            )
-        }
-    }
-
     /// Handles one client message, appending what goes upstream to `up`. Never blocks: a
     /// message whose decision would is returned untouched as `Next::Blocked`.
     pub(crate) fn client_message(
@@ -537,7 +513,7 @@ impl Relay {
                 let (portal, statement) = (&*portal, &*statement);
                 let Some(p) = self.statements.get(statement).cloned() else {
                     self.portals.remove(portal);
-                    self.refuse_extended(Self::missing_statement(statement), up);
+                    self.refuse_extended(Refusal::missing_statement(statement), up);
                     return Ok(Next::Continue);
                 };
                 let params = Parameters::from_bind(rest.clone());
@@ -666,7 +642,7 @@ impl Relay {
                         }
                         // Closing what does not exist is not an error; describing it is.
                         None if describe => {
-                            self.refuse_extended(Self::missing_statement(name), up);
+                            self.refuse_extended(Refusal::missing_statement(name), up);
                             return Ok(Next::Continue);
                         }
                         None => put_frame(up, b'C', &[b"S", RESERVED_PREFIX.as_bytes(), b"none\0"]),
@@ -1012,16 +988,4 @@ impl Relay {
         frame.encode(client);
         Ok(())
     }
-}
-
-/// The error a client sees when belay's own statement ahead of its own failed.
-fn own_failed(server: ErrorFields) -> ErrorFields {
-    ErrorFields::new(
-        Severity::Error,
-        &server.code,
-        format!(
-            "belay could not write the decisions of this transaction into the database's ledger (the server said: {}), so the transaction did not commit; roll it back",
-            server.message
-        ),
-    )
 }

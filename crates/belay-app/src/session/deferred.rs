@@ -63,6 +63,35 @@ impl AppSession {
         })
     }
 
+    /// Forwards an allowed write outside any block (and no read-only session's) behind its
+    /// ledger row, in the implicit transaction of its message, so that it commits with its
+    /// decision or not at all; `None` when it cannot go so (the full path decides).
+    pub(super) fn autocommit(
+        &mut self,
+        sql: &str,
+        analysis: &Analysis,
+        decision: &Decision,
+        phase: Phase,
+    ) -> Option<Check> {
+        if self.read_only || !deferrable(analysis) || !self.catalog.ledger_ready(&self.app) {
+            return None;
+        }
+        let Some(Check::Allow { record, .. }) = self.defer(sql, analysis, decision, phase) else {
+            return None;
+        };
+        match self.ledger_insert() {
+            Some(sql) => {
+                self.covered();
+                Some(Check::AllowAfter { sql, record })
+            }
+            None => {
+                // Not kept for the ledger.
+                self.forget_deferred(record);
+                None
+            }
+        }
+    }
+
     /// Whether the records of writes forwarded before they were durable must be durable
     /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
     /// read or another such write).
