@@ -314,14 +314,21 @@ pub(crate) fn touches(sql: &str, analysis: &belay_sql::Analysis) -> Option<Strin
         if named.is_some() {
             return named;
         }
-        let text = sql.get(s.span.clone()).unwrap_or(sql).to_ascii_lowercase();
-        if text.contains(SCHEMA) {
+        let text = sql.get(s.span.clone()).unwrap_or(sql).as_bytes();
+        if contains_ignoring_case(text, SCHEMA.as_bytes()) {
             return Some(SCHEMA.to_owned());
         }
         // A name in Unicode escapes may spell it; in a definition, that is not worth the doubt.
-        (s.class >= Class::Ddl && text.contains("u&\""))
+        (s.class >= Class::Ddl && contains_ignoring_case(text, b"u&\""))
             .then(|| format!("{SCHEMA} (a name written in Unicode escapes)"))
     })
+}
+
+/// Whether `text` holds `needle` (lowercase ASCII) in any ASCII case: on every write's
+/// path, so without a lowered copy of the text.
+fn contains_ignoring_case(text: &[u8], needle: &[u8]) -> bool {
+    text.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -73,8 +73,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The allowed INSERT decisions into `crash_probe` in the audit log of the gateway in `dir`.
-fn recorded_inserts(dir: &std::path::Path) -> usize {
+/// The audit log of the gateway in `dir`, as `belay audit export` gives it.
+fn exported(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_belay"))
         .arg("--config")
         .arg(dir.join("belay.toml"))
@@ -89,13 +89,22 @@ fn recorded_inserts(dir: &std::path::Path) -> usize {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["kind"] == "statement"
-                && e["verdict"] == "allow"
-                && e["detail"]["sql"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("INSERT INTO crash_probe"))
-        })
+        .collect()
+}
+
+/// Whether `e` is a decision on an INSERT into `crash_probe`.
+fn probe_insert(e: &serde_json::Value) -> bool {
+    e["kind"] == "statement"
+        && e["detail"]["sql"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("INSERT INTO crash_probe"))
+}
+
+/// The allowed INSERT decisions into `crash_probe` in the audit log of the gateway in `dir`.
+fn recorded_inserts(dir: &std::path::Path) -> usize {
+    exported(dir)
+        .iter()
+        .filter(|e| probe_insert(e) && e["verdict"] == "allow")
         .count()
 }
 
@@ -262,21 +271,8 @@ fn a_killed_gateway_leaves_nothing_committed_without_its_durable_decision() {
 
 /// Of `recorded_inserts`, those added from an upstream's ledger after a crash.
 fn recovered_inserts(dir: &std::path::Path) -> usize {
-    let out = Command::new(env!("CARGO_BIN_EXE_belay"))
-        .arg("--config")
-        .arg(dir.join("belay.toml"))
-        .args(["audit", "export"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["kind"] == "statement"
-                && e["detail"]["recovered_from"].is_string()
-                && e["detail"]["sql"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("INSERT INTO crash_probe"))
-        })
+    exported(dir)
+        .iter()
+        .filter(|e| probe_insert(e) && e["detail"]["recovered_from"].is_string())
         .count()
 }
