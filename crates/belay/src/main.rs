@@ -18,6 +18,12 @@ use belay_app::App;
 use belay_config::{Config, ProcessEnv};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: an audit event is made on a session's thread and
+/// freed on the audit writer's, which glibc's allocator pays for in arena locks and
+/// consolidation (measured in docs/BENCHMARKS.md, "The write path's CPU").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// belay: a safety line between AI agents and production systems.
 #[derive(Debug, Parser)]
 #[command(name = "belay", version, about, propagate_version = true)]
