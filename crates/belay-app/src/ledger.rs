@@ -32,9 +32,16 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Rows one pass reads.
 const BATCH: usize = 5000;
 
+/// How many rows deleted since the last VACUUM make the reconciler vacuum the table: a
+/// table that churns thousands of rows a second would otherwise grow until autovacuum comes
+/// by (once a minute), and every pass would scan what it left.
+const VACUUM_AFTER: usize = 2000;
+
 /// Readable by every role, so that `pg_dump` of the database, by any role, still works (what
 /// it holds is what the audit log holds: redacted texts, no constants); written by none but
-/// the role belay logs in as, and by no agent statement (`touches`).
+/// the role belay logs in as, and by no agent statement (`touches`). A transaction's row stays
+/// in its page, uncompressed, up to 8 KB (`toast_tuple_target`): compressing it would cost
+/// the database more than the bytes it saves.
 const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS belay_ledger; \
     CREATE TABLE IF NOT EXISTS belay_ledger.decisions (\
         key text PRIMARY KEY, store text NOT NULL, event text NOT NULL, \
@@ -43,6 +50,7 @@ const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS belay_ledger; \
     REVOKE ALL ON belay_ledger.decisions FROM PUBLIC; \
     GRANT USAGE ON SCHEMA belay_ledger TO PUBLIC; \
     GRANT SELECT ON belay_ledger.decisions TO PUBLIC; \
+    ALTER TABLE belay_ledger.decisions SET (toast_tuple_target = 8160); \
     COMMENT ON TABLE belay_ledger.decisions IS 'belay: decisions committed with the transactions they allowed, until belay''s audit log holds them; do not change'";
 
 /// Where a ledger's keys come from: this store's identity and this run of belay.
@@ -132,6 +140,8 @@ impl Reconciler {
         let mut made = false;
         let mut warned = false;
         let mut conn: Option<belay_pg::OwnConnection> = None;
+        // Rows deleted since the table was last vacuumed.
+        let mut deleted = 0;
         loop {
             let pass = async {
                 if conn.is_none() {
@@ -151,7 +161,7 @@ impl Reconciler {
                     c.query(CREATE).await?;
                     made = true;
                 }
-                self.pass(c).await
+                self.pass(c, &mut deleted).await
             };
             match pass.await {
                 Ok(()) => {
@@ -185,79 +195,141 @@ impl Reconciler {
     }
 
     /// Deletes the rows whose events the audit log holds, adding to it first those an
-    /// earlier run left unrecorded.
-    async fn pass(&self, conn: &mut belay_pg::OwnConnection) -> Result<(), String> {
-        let rows = conn
-            .query(&format!(
-                "SELECT key FROM belay_ledger.decisions WHERE store = {} ORDER BY written, key LIMIT {BATCH}",
-                literal(&self.keys.store)
-            ))
-            .await?;
-        let mut done = Vec::new();
-        for row in rows {
-            let Some(Some(key)) = row.first() else {
-                continue;
-            };
-            if self.store.has_ledger_key(key).map_err(|e| e.to_string())? {
-                done.push(key.clone());
-                continue;
-            }
-            if self.keys.of_this_run(key) {
-                // Its event is on its way to the log.
-                continue;
-            }
-            let event = conn
+    /// earlier run left unrecorded; batch after batch, so that it keeps up with any rate of
+    /// commits.
+    async fn pass(
+        &self,
+        conn: &mut belay_pg::OwnConnection,
+        deleted: &mut usize,
+    ) -> Result<(), String> {
+        loop {
+            let rows = conn
                 .query(&format!(
-                    "SELECT event FROM belay_ledger.decisions WHERE key = {}",
-                    literal(key)
+                    "SELECT key FROM belay_ledger.decisions WHERE store = {} ORDER BY written, key LIMIT {BATCH}",
+                    literal(&self.keys.store)
                 ))
                 .await?;
-            let Some(Some(event)) = event.first().and_then(|r| r.first()) else {
-                continue;
-            };
-            let mut draft: Draft = match serde_json::from_str(event) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(upstream = %self.label, %key, error = %e, "a row of the ledger is not an event belay wrote; left in place");
+            let read = rows.len();
+            let mut done = Vec::new();
+            for row in rows {
+                let Some(Some(key)) = row.first() else {
                     continue;
+                };
+                if self.reconcile(conn, key).await? {
+                    done.push(literal(key));
                 }
-            };
-            draft.detail["recovered_from"] = serde_json::json!(self.label);
-            self.store.append(draft).map_err(|e| e.to_string())?;
-            tracing::warn!(upstream = %self.label, %key, "a decision committed in the upstream but missing from the audit log was added to it");
-            done.push(key.clone());
+            }
+            if !done.is_empty() {
+                conn.query(&format!(
+                    "DELETE FROM belay_ledger.decisions WHERE key IN ({})",
+                    done.join(", ")
+                ))
+                .await?;
+                *deleted += done.len();
+            }
+            if read < BATCH || done.is_empty() {
+                break;
+            }
         }
-        if !done.is_empty() {
-            let keys: Vec<String> = done.iter().map(|k| literal(k)).collect();
-            conn.query(&format!(
-                "DELETE FROM belay_ledger.decisions WHERE key IN ({})",
-                keys.join(", ")
-            ))
-            .await?;
+        if *deleted >= VACUUM_AFTER {
+            conn.query("VACUUM belay_ledger.decisions").await?;
+            *deleted = 0;
         }
         Ok(())
+    }
+
+    /// Whether the row `key` may go: every event it holds is in the audit log, or has just
+    /// been added to it. A row of this run whose events are not all in the log yet stays:
+    /// they are on their way.
+    async fn reconcile(
+        &self,
+        conn: &mut belay_pg::OwnConnection,
+        key: &str,
+    ) -> Result<bool, String> {
+        let mut missing = Vec::new();
+        for k in row_keys(key) {
+            if !self.store.has_ledger_key(k).map_err(|e| e.to_string())? {
+                if self.keys.of_this_run(k) {
+                    return Ok(false);
+                }
+                missing.push(k);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(true);
+        }
+        let event = conn
+            .query(&format!(
+                "SELECT event FROM belay_ledger.decisions WHERE key = {}",
+                literal(key)
+            ))
+            .await?;
+        let Some(Some(event)) = event.first().and_then(|r| r.first()) else {
+            return Ok(false);
+        };
+        let drafts = match row_events(event) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(upstream = %self.label, %key, error = %e, "a row of the ledger is not an event belay wrote; left in place");
+                return Ok(false);
+            }
+        };
+        for mut draft in drafts {
+            let own = draft.detail["ledger"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !missing.contains(&own.as_str()) {
+                continue;
+            }
+            draft.detail["recovered_from"] = serde_json::json!(self.label);
+            self.store.append(draft).map_err(|e| e.to_string())?;
+            tracing::warn!(upstream = %self.label, key = %own, "a decision committed in the upstream but missing from the audit log was added to it");
+        }
+        Ok(true)
     }
 }
 
 /// The statement a session sends just ahead of a COMMIT (or of a write in an implicit
-/// transaction): each event (its key, its JSON) into the ledger.
+/// transaction): one row for the transaction, whatever the number of its writes. Its key is
+/// the events' keys joined by spaces (each event keeps its own in `detail.ledger`) and its
+/// event a JSON array of the events: one tuple, one index entry and one parse of a short
+/// statement per transaction, which is most of what the ledger costs the database.
 pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) -> String {
-    let size: usize = events.iter().map(|(k, e)| k.len() + e.len() + 64).sum();
-    let mut sql = String::with_capacity(96 + size);
-    sql.push_str("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ");
-    for (i, (key, event)) in events.iter().enumerate() {
+    let size: usize = events.iter().map(|(k, e)| k.len() + e.len() + 2).sum();
+    let mut sql = String::with_capacity(96 + store.len() + size);
+    sql.push_str("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ('");
+    for (i, (key, _)) in events.iter().enumerate() {
         if i > 0 {
-            sql.push_str(", ");
+            sql.push(' ');
         }
-        sql.push('(');
-        push_literal(&mut sql, key);
-        sql.push_str(", ");
-        push_literal(&mut sql, store);
-        sql.push_str(", ");
-        push_literal(&mut sql, event);
-        sql.push(')');
+        push_escaped(&mut sql, key);
     }
+    sql.push_str("', ");
+    push_literal(&mut sql, store);
+    sql.push_str(", '[");
+    for (i, (_, event)) in events.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        push_escaped(&mut sql, event);
+    }
+    sql.push_str("]')");
     sql
+}
+
+/// The keys of the events a row holds (`insert`).
+fn row_keys(key: &str) -> impl Iterator<Item = &str> {
+    key.split(' ').filter(|k| !k.is_empty())
+}
+
+/// The events a row holds: an array (`insert`), or one event (rows of earlier versions).
+fn row_events(event: &str) -> Result<Vec<Draft>, serde_json::Error> {
+    if event.trim_start().starts_with('[') {
+        serde_json::from_str(event)
+    } else {
+        serde_json::from_str(event).map(|d| vec![d])
+    }
 }
 
 /// A string literal (belay pins `standard_conforming_strings` on, so only quotes double).
@@ -265,26 +337,36 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// `text` as a string literal onto `sql`: quotes doubled (belay pins
-/// `standard_conforming_strings` on), and every character past ASCII written as a JSON
-/// escape (`text` is JSON), so that the text is the same in every client encoding the
-/// session may use.
+/// `text` as a string literal onto `sql` (`push_escaped` between quotes).
 fn push_literal(sql: &mut String, text: &str) {
     sql.push('\'');
-    for c in text.chars() {
-        match c {
-            '\'' => sql.push_str("''"),
-            c if c.is_ascii() => sql.push(c),
-            c => {
+    push_escaped(sql, text);
+    sql.push('\'');
+}
+
+/// `text` as the inside of a string literal: quotes doubled (belay pins
+/// `standard_conforming_strings` on), and every character past ASCII written as a JSON
+/// escape (`text` is JSON or a key), so that the text is the same in every client encoding
+/// the session may use. ASCII runs are copied whole.
+fn push_escaped(sql: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c == '\'' || !c.is_ascii()) {
+        sql.push_str(&rest[..at]);
+        let mut chars = rest[at..].chars();
+        match chars.next() {
+            Some('\'') => sql.push_str("''"),
+            Some(c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     use std::fmt::Write;
                     let _ = write!(sql, "\\u{unit:04x}");
                 }
             }
+            None => {}
         }
+        rest = chars.as_str();
     }
-    sql.push('\'');
+    sql.push_str(rest);
 }
 
 /// Whether `analysis` (of `sql`) does anything but read to belay's own schema: a statement
@@ -337,20 +419,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_goes_into_the_ledger_as_ascii_and_comes_back_the_same() {
-        let draft = Draft {
+    fn a_transaction_s_events_go_into_one_row_as_ascii_and_come_back_the_same() {
+        let draft = |key: &str| Draft {
             actor: "agent:o'brien".to_owned(),
             reasons: vec!["naïve — 𝄞".to_owned()],
-            detail: serde_json::json!({ "ledger": "ab-1", "sql": "UPDATE t SET a = $1" }),
+            detail: serde_json::json!({ "ledger": key, "sql": "UPDATE t SET a = $1" }),
             ..Draft::default()
         };
-        let event = serde_json::to_string(&draft).unwrap();
-        let sql = insert("store'1", &[("ab-1", event.into())]);
+        let (one, two) = (draft("ab-1"), draft("ab-7"));
+        let events = [
+            ("ab-1", serde_json::to_string(&one).unwrap().into()),
+            ("ab-7", serde_json::to_string(&two).unwrap().into()),
+        ];
+        let sql = insert("store'1", &events);
         assert!(sql.is_ascii(), "{sql}");
-        assert!(sql.contains("'ab-1', 'store''1', '"), "{sql}");
+        assert!(sql.contains("VALUES ('ab-1 ab-7', 'store''1', '["), "{sql}");
         let event = sql.split(", '").nth(2).unwrap().trim_end_matches("')");
-        let back: Draft = serde_json::from_str(&event.replace("''", "'")).unwrap();
-        assert_eq!(back, draft);
+        let back = row_events(&event.replace("''", "'")).unwrap();
+        assert_eq!(back, vec![one.clone(), two]);
+        assert_eq!(row_keys("ab-1 ab-7").collect::<Vec<_>>(), ["ab-1", "ab-7"]);
+        // A row of one event, as earlier versions wrote them, reads as well.
+        let single = serde_json::to_string(&one).unwrap();
+        assert_eq!(row_events(&single).unwrap(), vec![one]);
+        assert_eq!(row_keys("ab-1").collect::<Vec<_>>(), ["ab-1"]);
     }
 
     #[test]

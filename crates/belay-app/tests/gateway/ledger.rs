@@ -167,18 +167,36 @@ fn a_decision_an_earlier_run_left_in_the_ledger_is_added_to_the_audit_log() {
         "outcome": "completed",
         "detail": { "sql": "INSERT INTO scratch VALUES ($1, $2)", "ledger": key },
     });
+    // A transaction's row holds all its events (rows of one event, as above, are what
+    // earlier versions wrote).
+    let (first, second) = ("00000000000000cc-1", "00000000000000cc-4");
+    let with_key = |k: &str, sql: &str| {
+        let mut e = event.clone();
+        e["detail"] = serde_json::json!({ "sql": sql, "ledger": k });
+        e
+    };
+    let block = serde_json::json!([
+        with_key(first, "UPDATE scratch SET b = $1"),
+        with_key(second, "DELETE FROM scratch WHERE a = $1"),
+    ]);
     upstream(
         "reconciled",
         &format!(
             "INSERT INTO belay_ledger.decisions (key, store, event) VALUES \
-             ('{key}', '{store}', '{event}'), ('00000000000000bb-1', 'another', '{{}}')"
+             ('{key}', '{store}', '{event}'), ('00000000000000bb-1', 'another', '{{}}'), \
+             ('{first} {second}', '{store}', '{block}')"
         ),
     );
     let mut found = None;
     for _ in 0..200 {
         let events = harness().app.store().events(1, 1_000_000).unwrap();
+        let of_block = events
+            .iter()
+            .filter(|e| e.draft.detail["ledger"] == first || e.draft.detail["ledger"] == second)
+            .count();
         found = events.into_iter().find(|e| e.draft.detail["ledger"] == key);
         if found.is_some()
+            && of_block == 2
             && upstream(
                 "reconciled",
                 &format!("SELECT count(*) FROM belay_ledger.decisions WHERE key = '{key}'"),
@@ -194,6 +212,26 @@ fn a_decision_an_earlier_run_left_in_the_ledger_is_added_to_the_audit_log() {
         "127.0.0.1:".to_owned() + &harness().cluster.port.to_string() + "/reconciled"
     );
     assert_eq!(found.draft.actor, "agent:worker");
+    let events = harness().app.store().events(1, 1_000_000).unwrap();
+    for (k, sql) in [
+        (first, "UPDATE scratch SET b = $1"),
+        (second, "DELETE FROM scratch WHERE a = $1"),
+    ] {
+        let e = events
+            .iter()
+            .find(|e| e.draft.detail["ledger"] == k)
+            .unwrap_or_else(|| panic!("the event {k} of a transaction's row was recovered"));
+        assert_eq!(e.draft.detail["sql"], sql);
+        assert!(e.draft.detail["recovered_from"].is_string());
+    }
+    assert_eq!(
+        upstream(
+            "reconciled",
+            &format!("SELECT count(*) FROM belay_ledger.decisions WHERE key = '{first} {second}'")
+        ),
+        "0",
+        "a transaction's recovered row is removed"
+    );
     assert_eq!(
         upstream(
             "reconciled",
