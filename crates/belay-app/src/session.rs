@@ -89,6 +89,10 @@ pub struct AppSession {
     /// (`defer`). Whatever may end the block waits for them, or a COMMIT carries them into
     /// the upstream's ledger.
     unconfirmed: Vec<deferred::Unconfirmed>,
+    /// What the audit events of the analyses deferred last say of their statements
+    /// (`record::statements_json`), by analysis (held, so compared by address): a prepared
+    /// write executed again and again is recorded with a clone, not a serialisation.
+    described: Vec<(Arc<Analysis>, serde_json::Value)>,
     /// Allowed reads not yet written, by kind of read.
     reads: HashMap<u64, ReadTally>,
     /// When the oldest of them was counted.
@@ -206,6 +210,7 @@ impl AppSession {
             records: HashMap::new(),
             next_record: 0,
             unconfirmed: Vec::new(),
+            described: Vec::new(),
             reads: HashMap::new(),
             reads_since: None,
             repeat: None,

@@ -4,6 +4,8 @@
 //! block waits for them first (`must_settle`, `settle`). See ARCHITECTURE.md, "The write
 //! path".
 
+use std::sync::Arc;
+
 use belay_audit::Draft;
 use belay_core::{Class, Decision};
 use belay_pg::{Check, Phase};
@@ -20,13 +22,14 @@ impl AppSession {
     pub(super) fn defer(
         &mut self,
         sql: &str,
-        analysis: &Analysis,
+        analysis: &Arc<Analysis>,
         decision: &Decision,
         phase: Phase,
     ) -> Option<Check> {
         if !self.app.store().writer_open() {
             return None;
         }
+        self.describe(analysis);
         let mut draft = self
             .statement_draft(sql, analysis, decision, phase, None, None)
             .ok()?;
@@ -69,7 +72,7 @@ impl AppSession {
     pub(super) fn autocommit(
         &mut self,
         sql: &str,
-        analysis: &Analysis,
+        analysis: &Arc<Analysis>,
         decision: &Decision,
         phase: Phase,
     ) -> Option<Check> {
