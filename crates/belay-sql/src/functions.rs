@@ -49,16 +49,23 @@ pub(crate) fn effect(schema: Option<&str>, name: &str) -> Effect {
 }
 
 /// PostgreSQL's own functions, generated from `pg_proc` (`data/pg_proc.tsv`): by name, whether
-/// any overload is volatile; `None` for a name that is not one of them. A built-in the server
-/// declares IMMUTABLE or STABLE cannot change the database; a volatile one is read-only only
-/// when `READ_ONLY` says so, and `dangerous` says what the others do.
+/// any overload is volatile in any supported version; `None` for a name that is not one of
+/// them in any. A built-in the server declares IMMUTABLE or STABLE cannot change the database;
+/// a volatile one is read-only only when `READ_ONLY` says so, and `dangerous` says what the
+/// others do. The answer is the same whatever the server's version: a name that is a built-in
+/// only in some versions is one for every server (`Catalog::resolve` still finds a database's
+/// own function of that name, on a version without the built-in).
 pub(crate) fn volatile_builtin(name: &str) -> Option<bool> {
     static TABLE: std::sync::OnceLock<Vec<(&'static str, bool)>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut rows: Vec<(&'static str, bool)> = PG_PROC
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|l| {
+                // Name, volatility, and the major versions that have it.
+                let mut fields = l.split('\t');
+                Some((fields.next()?, fields.next()?))
+            })
             .map(|(name, volatility)| (name, volatility != "i" && volatility != "s"))
             .collect();
         rows.sort_unstable();
@@ -70,7 +77,8 @@ pub(crate) fn volatile_builtin(name: &str) -> Option<bool> {
         .map(|i| table[i].1)
 }
 
-/// The built-ins of the PostgreSQL version belay's list was generated from.
+/// The built-ins of the PostgreSQL versions belay supports: name, the most volatile
+/// `provolatile` of any version, and the major versions that have it.
 pub(crate) const PG_PROC: &str = include_str!("../data/pg_proc.tsv");
 
 /// Whether belay says what calling built-in `name` does: a read, or a known effect. A test
@@ -81,7 +89,7 @@ pub fn classified_builtin(name: &str) -> bool {
 }
 
 fn dangerous(name: &str) -> Option<Effect> {
-    use Class::{Admin, Destructive, Write};
+    use Class::{Admin, Ddl, Destructive, Write};
     use Flag::{ServerFile, SideEffectFunction};
     let known = |class, flag, why| Some(Effect::Known(class, flag, why));
     match name {
@@ -118,6 +126,7 @@ fn dangerous(name: &str) -> Option<Effect> {
         | "pg_stat_reset_slru"
         | "pg_stat_reset_replication_slot"
         | "pg_stat_reset_subscription_stats"
+        | "pg_stat_reset_backend_stats"
         | "pg_stat_statements_reset"
         | "pg_import_system_collations"
         | "pg_sync_replication_slots" => {
@@ -140,7 +149,8 @@ fn dangerous(name: &str) -> Option<Effect> {
         | "pg_replication_origin_session_setup"
         | "pg_replication_origin_session_reset"
         | "pg_replication_origin_xact_setup"
-        | "pg_replication_origin_xact_reset" => known(
+        | "pg_replication_origin_xact_reset"
+        | "pg_log_standby_snapshot" => known(
             Admin,
             SideEffectFunction,
             "controls replication on the database server",
@@ -158,6 +168,8 @@ fn dangerous(name: &str) -> Option<Effect> {
         | "pg_ls_logicalmapdir"
         | "pg_ls_replslotdir"
         | "pg_ls_summariesdir"
+        | "pg_available_wal_summaries"
+        | "pg_wal_summary_contents"
         | "pg_file_write"
         | "pg_file_rename"
         | "pg_file_unlink"
@@ -211,6 +223,16 @@ fn dangerous(name: &str) -> Option<Effect> {
             Admin,
             SideEffectFunction,
             "changes how the server numbers or pins catalog objects",
+        ),
+        // PostgreSQL 18's statistics import (pg_dump's and pg_upgrade's): the planner's
+        // statistics of a table or column replaced or cleared, as ANALYZE replaces them.
+        "pg_restore_relation_stats"
+        | "pg_restore_attribute_stats"
+        | "pg_clear_relation_stats"
+        | "pg_clear_attribute_stats" => known(
+            Ddl,
+            SideEffectFunction,
+            "replaces or clears a table's planner statistics, as ANALYZE does",
         ),
         "brin_summarize_new_values"
         | "brin_summarize_range"
@@ -542,6 +564,7 @@ const READ_ONLY: &[&str] = &[
     "pg_encoding_to_char",
     "pg_export_snapshot",
     "pg_function_is_visible",
+    "pg_get_aios",
     "pg_get_backend_memory_contexts",
     "pg_get_constraintdef",
     "pg_get_expr",
@@ -551,16 +574,21 @@ const READ_ONLY: &[&str] = &[
     "pg_get_functiondef",
     "pg_get_indexdef",
     "pg_get_keywords",
+    "pg_get_loaded_modules",
     "pg_get_multixact_members",
     "pg_get_ruledef",
+    "pg_get_sequence_data",
     "pg_get_serial_sequence",
     "pg_get_shmem_allocations",
+    "pg_get_shmem_allocations_numa",
     "pg_get_statisticsobjdef",
     "pg_get_triggerdef",
     "pg_get_userbyid",
     "pg_get_viewdef",
+    "pg_get_wait_events",
     "pg_get_wal_replay_pause_state",
     "pg_get_wal_resource_managers",
+    "pg_get_wal_summarizer_state",
     "pg_has_role",
     "pg_hba_file_rules",
     "pg_ident_file_mappings",
@@ -570,6 +598,7 @@ const READ_ONLY: &[&str] = &[
     "pg_indexes_size",
     "pg_input_error_info",
     "pg_input_is_valid",
+    "pg_is_in_backup",
     "pg_is_in_recovery",
     "pg_is_other_temp_schema",
     "pg_is_wal_replay_paused",
@@ -607,6 +636,9 @@ const READ_ONLY: &[&str] = &[
     "pg_sleep_until",
     "pg_stat_clear_snapshot",
     "pg_stat_force_next_flush",
+    "pg_stat_get_backend_io",
+    "pg_stat_get_backend_wal",
+    "pg_stat_get_io",
     "pg_stat_get_recovery_prefetch",
     "pg_stat_get_xact_blocks_fetched",
     "pg_stat_get_xact_blocks_hit",
@@ -618,6 +650,7 @@ const READ_ONLY: &[&str] = &[
     "pg_stat_get_xact_tuples_fetched",
     "pg_stat_get_xact_tuples_hot_updated",
     "pg_stat_get_xact_tuples_inserted",
+    "pg_stat_get_xact_tuples_newpage_updated",
     "pg_stat_get_xact_tuples_returned",
     "pg_stat_get_xact_tuples_updated",
     "pg_stat_have_stats",
