@@ -30,6 +30,9 @@ pub const LINGER: Duration = Duration::from_millis(50);
 pub(crate) enum Job {
     /// An event and, when somebody waits for it, where to say its sequence number.
     Append(Box<Draft>, Option<SyncSender<Result<u64, Error>>>),
+    /// An event as the JSON text of its `Draft`, read back by the writer, and where to say
+    /// its sequence number.
+    AppendText(std::sync::Arc<str>, SyncSender<Result<u64, Error>>),
     Checkpoint(i64, SyncSender<Result<Option<u64>, Error>>),
     /// Nothing of its own: commit what was recorded now (`StateStore::wake`).
     Wake,
@@ -128,6 +131,14 @@ type Checkpoints = Vec<(i64, SyncSender<Result<Option<u64>, Error>>)>;
 fn take(job: Job, appends: &mut Appends, checkpoints: &mut Checkpoints) {
     match job {
         Job::Append(d, reply) => appends.push((d, reply)),
+        Job::AppendText(text, reply) => match serde_json::from_str::<Draft>(&text) {
+            Ok(d) => appends.push((Box::new(d), Some(reply))),
+            Err(e) => {
+                let _ = reply.send(Err(Error::Storage(format!(
+                    "an event handed to the audit writer is not an event: {e}"
+                ))));
+            }
+        },
         Job::Checkpoint(now, reply) => checkpoints.push((now, reply)),
         Job::Wake => {}
     }
@@ -220,8 +231,8 @@ impl Writer {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO audit_events (seq, time_us, actor, kind, environment, fingerprint, \
-                     class, verdict, reasons, policies, outcome, detail, prev_hash, hash) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     class, verdict, reasons, policies, outcome, detail, prev_hash, hash, ledger) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(unavailable)?;
             for draft in drafts.iter_mut() {
@@ -248,6 +259,8 @@ impl Writer {
                         d.detail.to_string(),
                         prev_hash,
                         hex::encode(hash),
+                        // Found by it when an upstream's ledger is reconciled.
+                        d.detail.get("ledger").and_then(|k| k.as_str()),
                     ])
                     .map_err(unavailable)?;
             }

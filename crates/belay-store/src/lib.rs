@@ -132,6 +132,10 @@ pub trait StateStore: Send + Sync {
     /// `LINGER`, or at once after `wake`), so that the events of one transaction share an
     /// fsync; `Ticket::wait` waits for durability.
     fn submit_lazily(&self, draft: Draft) -> Ticket;
+    /// `submit_lazily` of an event given as the JSON text of its `Draft`, which the writer
+    /// reads back: the caller's thread pays for no tree, and may keep the text (an upstream's
+    /// ledger takes it as it is). A text that is not a `Draft` fails its ticket.
+    fn submit_lazily_text(&self, event: std::sync::Arc<str>) -> Ticket;
     /// Makes the writer commit what was handed to it lazily now, instead of within `LINGER`.
     fn wake(&self);
     /// Whether the audit writer still takes events (it stops only when the store is closed).
