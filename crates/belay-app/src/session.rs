@@ -38,6 +38,7 @@ mod deferred;
 mod held;
 mod reads;
 mod record;
+mod written;
 
 use deferred::{deferrable, Outcome};
 
@@ -89,10 +90,9 @@ pub struct AppSession {
     /// (`defer`). Whatever may end the block waits for them, or a COMMIT carries them into
     /// the upstream's ledger.
     unconfirmed: Vec<deferred::Unconfirmed>,
-    /// What the audit events of the analyses deferred last say of their statements
-    /// (`record::statements_json`), by analysis (held, so compared by address): a prepared
-    /// write executed again and again is recorded with a clone, not a serialisation.
-    described: Vec<(Arc<Analysis>, serde_json::Value)>,
+    /// What the events of the writes deferred last share, by analysis and decision
+    /// (`written.rs`): a prepared write run again is recorded with a few copies.
+    heads: Vec<written::Head>,
     /// Allowed reads not yet written, by kind of read.
     reads: HashMap<u64, ReadTally>,
     /// When the oldest of them was counted.
@@ -210,7 +210,7 @@ impl AppSession {
             records: HashMap::new(),
             next_record: 0,
             unconfirmed: Vec::new(),
-            described: Vec::new(),
+            heads: Vec::new(),
             reads: HashMap::new(),
             reads_since: None,
             repeat: None,

@@ -12,6 +12,7 @@ use belay_pg::{Check, Phase};
 use belay_sql::{Analysis, Flag};
 use serde_json::json;
 
+use super::written::{self, Head, Written, HEADS};
 use super::{AppSession, Record, MAX_CACHED, TRANSACTION_CONTROL};
 use crate::catalog;
 use crate::now_us;
@@ -29,13 +30,9 @@ impl AppSession {
         if !self.app.store().writer_open() {
             return None;
         }
-        self.describe(analysis);
-        let mut draft = self
-            .statement_draft(sql, analysis, decision, phase, None, None)
-            .ok()?;
         // Found by this in the audit log when the ledger is reconciled.
         let key = self.app.ledger_keys.next();
-        draft.detail["ledger"] = json!(key);
+        let written = self.written(sql, analysis, decision, phase, key.clone())?;
         if self.records.len() >= MAX_CACHED {
             self.records.retain(|_, r| r.pending);
         }
@@ -54,7 +51,7 @@ impl AppSession {
         self.unconfirmed.push(Unconfirmed {
             record: self.next_record,
             key,
-            draft: Some(Box::new(draft)),
+            written: Some(Box::new(written)),
             row: None,
             ticket: None,
             covered: false,
@@ -95,6 +92,59 @@ impl AppSession {
         }
     }
 
+    /// The event of a deferred write of `sql`, from the head its analysis and decision share
+    /// with earlier ones (made from the reference record, `statement_draft`, when there is
+    /// none yet).
+    fn written(
+        &mut self,
+        sql: &str,
+        analysis: &Arc<Analysis>,
+        decision: &Decision,
+        phase: Phase,
+        key: String,
+    ) -> Option<Written> {
+        let time_us = now_us();
+        let found = self
+            .heads
+            .iter()
+            .position(|h| h.fits(analysis, phase, decision));
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let draft = self
+                    .statement_draft(sql, analysis, decision, phase, None, None)
+                    .ok()?;
+                let head = Head::of(analysis.clone(), phase, decision, sql, &draft)?;
+                if self.heads.len() >= HEADS {
+                    self.heads.remove(0);
+                }
+                self.heads.push(head);
+                self.heads.len() - 1
+            }
+        };
+        if !self.heads[at].has_text(sql) {
+            let fingerprint = serde_json::to_string(&belay_audit::fingerprint(&[
+                &self.agent.name,
+                &self.environment,
+                sql,
+            ]))
+            .ok()?;
+            self.heads[at].text(sql, &fingerprint, &written::sql_entries(sql));
+        }
+        let written = self.heads[at].written(time_us, key);
+        // The pieces are the reference record's: checked in every debug build, so that the
+        // whole test suite compares the two.
+        #[cfg(debug_assertions)]
+        if let Ok(mut reference) = self.statement_draft(sql, analysis, decision, phase, None, None)
+        {
+            reference.time_us = time_us;
+            reference.detail["ledger"] = json!(written.key);
+            let pieces: Option<Draft> = serde_json::from_str(&written.json()).ok();
+            debug_assert_eq!(pieces.as_ref(), Some(&reference), "{}", written.json());
+        }
+        Some(written)
+    }
+
     /// Whether the records of writes forwarded before they were durable must be durable
     /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
     /// read or another such write).
@@ -125,33 +175,20 @@ impl AppSession {
         else {
             return false;
         };
-        let Some(draft) = u.draft.as_mut() else {
+        let Some(written) = u.written.as_mut() else {
             return false;
         };
-        let (name, tag, sqlstate, rows) = outcome.fields();
-        draft.outcome = Some(name.to_owned());
-        // The first statements' outcomes one by one, the rest counted, as their statements
-        // are (`statements_json`).
-        if index < super::record::RECORDED_STATEMENTS {
-            let entry =
-                json!({ "statement": index, "tag": tag, "rows": rows, "sqlstate": sqlstate });
-            match draft.detail["outcomes"].as_array_mut() {
-                Some(list) => list.push(entry),
-                None => draft.detail["outcomes"] = json!([entry]),
-            }
-        } else {
-            let more = &mut draft.detail["more_outcomes"][name];
-            *more = json!(more.as_u64().unwrap_or(0) + 1);
-        }
+        written.outcome(index, outcome);
         if done {
             // Kept for the ledger while a COMMIT may still carry it; past that many the
             // block's end waits for the audit log instead.
             let keep = !u.covered && uncovered <= MAX_LEDGER;
-            let submitted = *u.draft.take().unwrap_or_default();
+            let text: Arc<str> = written.json().into();
+            u.written = None;
             if keep {
-                u.row = Some(serde_json::to_string(&submitted).unwrap_or_default());
+                u.row = Some(text.clone());
             }
-            u.ticket = Some(self.app.store().submit_lazily(submitted));
+            u.ticket = Some(self.app.store().submit_lazily_text(text));
         }
         true
     }
@@ -162,8 +199,8 @@ impl AppSession {
     pub(super) fn settle(&mut self, wait: bool) -> Result<(), String> {
         for u in &mut self.unconfirmed {
             if u.ticket.is_none() {
-                let draft = u.draft.take().map(|d| *d).unwrap_or_default();
-                u.ticket = Some(self.app.store().submit_lazily(draft));
+                let text = u.written.take().map(|w| w.json()).unwrap_or_default();
+                u.ticket = Some(self.app.store().submit_lazily_text(text.into()));
             }
         }
         if wait && !self.unconfirmed.is_empty() {
@@ -223,9 +260,9 @@ impl AppSession {
     pub(super) fn ledger_insert(&self) -> Option<String> {
         let mut rows = Vec::new();
         for u in self.unconfirmed.iter().filter(|u| !u.covered) {
-            let event = match (&u.row, &u.draft) {
-                (Some(row), _) => std::borrow::Cow::Borrowed(row.as_str()),
-                (None, Some(draft)) => serde_json::to_string(draft).ok()?.into(),
+            let event = match (&u.row, &u.written) {
+                (Some(row), _) => std::borrow::Cow::Borrowed(&**row),
+                (None, Some(w)) => w.json().into(),
                 (None, None) => return None,
             };
             rows.push((u.key.as_str(), event));
@@ -281,9 +318,9 @@ pub(super) struct Unconfirmed {
     /// Its key in the ledger (`detail.ledger`).
     key: String,
     /// Its event, until submitted.
-    draft: Option<Box<Draft>>,
+    written: Option<Box<Written>>,
     /// The event as the ledger takes it, once submitted, while a COMMIT may still carry it.
-    row: Option<String>,
+    row: Option<Arc<str>>,
     /// Once submitted to the audit log.
     ticket: Option<belay_store::Ticket>,
     /// A COMMIT carried it into the ledger: nothing need wait for it any more.
@@ -308,7 +345,7 @@ pub(super) enum Outcome {
 impl Outcome {
     /// What the audit log says of it: its name, command tag, SQLSTATE and row count (the
     /// tag's last word, `INSERT 0 5`, `DELETE 42`; only a completed statement has one).
-    fn fields(&self) -> (&'static str, Option<&str>, Option<&str>, Option<u64>) {
+    pub(super) fn fields(&self) -> (&'static str, Option<&str>, Option<&str>, Option<u64>) {
         let (name, tag, sqlstate) = match self {
             Outcome::Completed(tag) => ("completed", Some(tag.as_str()), None),
             Outcome::Failed(code) => ("failed", None, Some(code.as_str())),

@@ -2,8 +2,6 @@
 //! writes, every refusal, a rewritten text) and which are counted (`reads.rs`), and what an
 //! event says of the statements and their text, bounded in size.
 
-use std::sync::Arc;
-
 use belay_audit::{fingerprint, Draft};
 use belay_core::{Class, Decision, Verdict};
 use belay_pg::Phase;
@@ -66,32 +64,7 @@ pub(super) fn record_sql(detail: &mut serde_json::Value, sql: &str) {
     detail["sql_sha256"] = json!(fingerprint(&[&redacted]));
 }
 
-/// Analyses whose description a session keeps (`AppSession::describe`).
-const DESCRIBED: usize = 8;
-
 impl AppSession {
-    /// `statements_json` of `analysis`, kept by `describe`, or made now.
-    fn described(&self, analysis: &Analysis) -> serde_json::Value {
-        self.described
-            .iter()
-            .find(|(a, _)| std::ptr::eq(&**a, analysis))
-            .map(|(_, d)| d.clone())
-            .unwrap_or_else(|| statements_json(analysis))
-    }
-
-    /// Keeps `statements_json` of `analysis` for its next events, in place of the one kept
-    /// longest.
-    pub(super) fn describe(&mut self, analysis: &Arc<Analysis>) {
-        if self.described.iter().any(|(a, _)| Arc::ptr_eq(a, analysis)) {
-            return;
-        }
-        if self.described.len() >= DESCRIBED {
-            self.described.remove(0);
-        }
-        self.described
-            .push((analysis.clone(), statements_json(analysis)));
-    }
-
     /// Records the decision: durably (returning its sequence number) for anything that writes
     /// and for every refusal; allowed reads are counted and summarised (`tally_read`).
     pub(super) fn audit_decision(
@@ -141,7 +114,7 @@ impl AppSession {
         let mut detail = json!({
             "peer": self.peer,
             "phase": phase_name(phase),
-            "statements": self.described(analysis),
+            "statements": statements_json(analysis),
         });
         // Constants are replaced by $n: values (passwords, personal data) stay out.
         record_sql(&mut detail, sql);
