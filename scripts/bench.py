@@ -81,6 +81,26 @@ def cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def server_cpu_seconds(data):
+    """CPU time of a PostgreSQL server, in seconds: the postmaster's own and its exited
+    children's (which it has reaped: the backends of finished sessions), and its live
+    children's (background processes, backends of sessions still open)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    postmaster = int((Path(data) / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile: its time is in the postmaster's children's
+        pid = int(stat.parent.name)
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -223,7 +243,11 @@ logfile = {self.dir / 'pgbouncer.log'}
         # The proxy's own CPU time, for belay and for PgBouncer alike.
         pid = {"belay": self.belay_pid, "pgbouncer": getattr(self, "pgbouncer_pid", None)}.get(target)
         cpu_before = cpu_seconds(pid) if pid else None
+        server_before = server_cpu_seconds(self.pg_data)
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=logdir)
+        # The backends of the run's sessions have exited (and been reaped) by now, or soon.
+        time.sleep(0.2)
+        server = server_cpu_seconds(self.pg_data) - server_before
         if out.returncode != 0:
             sys.exit(f"error: pgbench against {target} failed:\n{out.stdout}{out.stderr}")
         cpu = None
@@ -244,6 +268,7 @@ logfile = {self.dir / 'pgbouncer.log'}
         per_stmt = lambda seconds: seconds / (done * STATEMENTS[script]) * 1e6
         cpu_user, cpu_system = (per_stmt(c) for c in cpu) if cpu is not None and done else (None, None)
         return {"tps": tps, "mean_ms": mean, "p99_ms": p99,
+                "server_cpu_us_per_transaction": server / done * 1e6 if done else None,
                 "cpu_us_per_statement": cpu_user + cpu_system if cpu_user is not None else None,
                 "cpu_user_us_per_statement": cpu_user, "cpu_system_us_per_statement": cpu_system}
 
@@ -375,8 +400,9 @@ logfile = {self.dir / 'pgbouncer.log'}
             "| fsync | script | protocol | clients | direct TPS | PgBouncer TPS | belay TPS "
             "| belay/direct | belay/PgBouncer | mean ms (direct / PgBouncer / belay) "
             "| p99 ms (direct / PgBouncer / belay) "
-            "| CPU µs/statement, user + system (PgBouncer / belay) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| CPU µs/statement, user + system (PgBouncer / belay) "
+            "| server CPU µs/transaction (direct / PgBouncer / belay) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for fsync, script, mode, clients in combos:
             rs = {t: results[(fsync, script, mode, clients, t)] for t in TARGETS}
@@ -387,11 +413,13 @@ logfile = {self.dir / 'pgbouncer.log'}
                 f"{med(rs[t], 'cpu_user_us_per_statement'):.1f} + "
                 f"{med(rs[t], 'cpu_system_us_per_statement'):.1f}"
                 for t in ("pgbouncer", "belay"))
+            server = " / ".join(f"{med(rs[t], 'server_cpu_us_per_transaction'):.0f}"
+                                for t in TARGETS)
             lines.append(
                 f"| {fsync} | {script} | {mode} | {clients} | {tps['direct']:,.0f} "
                 f"| {tps['pgbouncer']:,.0f} "
                 f"| {tps['belay']:,.0f} | {tps['belay'] / tps['direct']:.2f} "
-                f"| {tps['belay'] / tps['pgbouncer']:.2f} | {mean} | {p99} | {cpu} |")
+                f"| {tps['belay'] / tps['pgbouncer']:.2f} | {mean} | {p99} | {cpu} | {server} |")
         if 1 in a.clients:
             lines += ["", "Added latency per transaction at one client (mean, minus direct's):", ""]
             for fsync in a.fsync:

@@ -310,8 +310,8 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
             .strip_prefix("SET transaction_read_only = off; ")
             .unwrap_or(sql);
         let mut redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
-        // Before a COMMIT, belay's own row for each decision of the block, in its ledger:
-        // each names the key of an allowed decision in the audit log.
+        // Before a COMMIT, belay's own row for the block's decisions, in its ledger: its keys
+        // are those of allowed decisions in the audit log.
         if redacted.starts_with(LEDGER_INSERT) {
             let (own, client) = split_ledger_insert(sql);
             if !ledger_rows_explained(own, &ledger_keys) {
@@ -335,7 +335,7 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
     (unexplained, uncounted)
 }
 
-/// How belay's row for a decision in an upstream's ledger begins, redacted.
+/// How belay's row for a transaction's decisions in an upstream's ledger begins, redacted.
 const LEDGER_INSERT: &str = "INSERT INTO belay_ledger.decisions (key, store, event) VALUES (";
 
 /// belay's ledger INSERT at the start of `sql`, and the client's text after it, if any: the
@@ -358,20 +358,52 @@ fn split_ledger_insert(sql: &str) -> (&str, Option<&str>) {
     (sql, None)
 }
 
-/// Whether every row the ledger INSERT `sql` writes carries the key of a decision in `keys`.
+/// Whether the ledger INSERT `sql` writes one row, for one transaction, whose keys are those of
+/// allowed decisions in `keys`, and whose events are those decisions (each names its key).
 fn ledger_rows_explained(sql: &str, keys: &BTreeSet<String>) -> bool {
-    let rows: Vec<&str> = sql.split("('").skip(1).collect();
-    !rows.is_empty()
-        && rows.iter().all(|row| {
-            let key = row.split('\'').next().unwrap_or_default();
-            let (run, n) = key.split_once('-').unwrap_or_default();
-            // Only a row's first field is a key; other `('` are inside an event's text.
-            !(run.len() == 16 && n.parse::<u64>().is_ok()) || keys.contains(key)
-        })
-        && sql
-            .split("('")
-            .skip(1)
-            .any(|row| keys.contains(row.split('\'').next().unwrap_or_default()))
+    let Some((_, values)) = sql.split_once(" VALUES (") else {
+        return false;
+    };
+    let fields = literals(values);
+    let [row_keys, _store, events] = fields.as_slice() else {
+        return false;
+    };
+    let row_keys: BTreeSet<&str> = row_keys.split(' ').collect();
+    let Ok(serde_json::Value::Array(events)) = serde_json::from_str(events) else {
+        return false;
+    };
+    let named: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["detail"]["ledger"].as_str())
+        .collect();
+    !row_keys.is_empty()
+        && named.len() == events.len()
+        && named == row_keys
+        && row_keys.iter().all(|k| keys.contains(*k))
+}
+
+/// The string literals of `sql`, in order, with their quotes undoubled.
+fn literals(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut text = String::new();
+        while let Some(c) = chars.next() {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            text.push(c);
+        }
+        out.push(text);
+    }
+    out
 }
 
 #[test]
