@@ -210,12 +210,18 @@ impl Reconciler {
                 ))
                 .await?;
             let read = rows.len();
+            let keys: Vec<&str> = rows
+                .iter()
+                .filter_map(|r| r.first().and_then(|k| k.as_deref()))
+                .collect();
+            let events: Vec<&str> = keys.iter().flat_map(|k| row_keys(k)).collect();
+            let held = self
+                .store
+                .ledger_keys_held(&events)
+                .map_err(|e| e.to_string())?;
             let mut done = Vec::new();
-            for row in rows {
-                let Some(Some(key)) = row.first() else {
-                    continue;
-                };
-                if self.reconcile(conn, key).await? {
+            for key in keys {
+                if self.reconcile(conn, key, &held).await? {
                     done.push(literal(key));
                 }
             }
@@ -245,10 +251,11 @@ impl Reconciler {
         &self,
         conn: &mut belay_pg::OwnConnection,
         key: &str,
+        held: &std::collections::HashSet<String>,
     ) -> Result<bool, String> {
         let mut missing = Vec::new();
         for k in row_keys(key) {
-            if !self.store.has_ledger_key(k).map_err(|e| e.to_string())? {
+            if !held.contains(k) {
                 if self.keys.of_this_run(k) {
                     return Ok(false);
                 }

@@ -125,14 +125,20 @@ pub(crate) fn spawn(
     Ok((Inbox { jobs, records }, handle))
 }
 
-type Appends = Vec<(Box<Draft>, Option<SyncSender<Result<u64, Error>>>)>;
+/// Events to write: each draft, who waits for it, and its detail as the JSON text it came in
+/// (stored as it is, instead of written out again).
+type Appends = Vec<(
+    Box<Draft>,
+    Option<SyncSender<Result<u64, Error>>>,
+    Option<Box<str>>,
+)>;
 type Checkpoints = Vec<(i64, SyncSender<Result<Option<u64>, Error>>)>;
 
 fn take(job: Job, appends: &mut Appends, checkpoints: &mut Checkpoints) {
     match job {
-        Job::Append(d, reply) => appends.push((d, reply)),
-        Job::AppendText(text, reply) => match serde_json::from_str::<Draft>(&text) {
-            Ok(d) => appends.push((Box::new(d), Some(reply))),
+        Job::Append(d, reply) => appends.push((d, reply, None)),
+        Job::AppendText(text, reply) => match read_text(&text) {
+            Ok((d, detail)) => appends.push((Box::new(d), Some(reply), Some(detail))),
             Err(e) => {
                 let _ = reply.send(Err(Error::Storage(format!(
                     "an event handed to the audit writer is not an event: {e}"
@@ -177,11 +183,13 @@ impl Writer {
                 return;
             }
             if !appends.is_empty() {
-                let mut drafts: Vec<&mut Draft> =
-                    appends.iter_mut().map(|(d, _)| d.as_mut()).collect();
+                let mut drafts: Vec<(&mut Draft, Option<&str>)> = appends
+                    .iter_mut()
+                    .map(|(d, _, text)| (d.as_mut(), text.as_deref()))
+                    .collect();
                 match self.write_batch(&mut drafts) {
                     Ok(first_seq) => {
-                        for (i, (_, reply)) in appends.iter().enumerate() {
+                        for (i, (_, reply, _)) in appends.iter().enumerate() {
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok(first_seq + i as u64));
                             }
@@ -190,7 +198,10 @@ impl Writer {
                         if last / self.checkpoint_every
                             > self.last_checkpoint / self.checkpoint_every
                         {
-                            let now = appends.last().map(|(d, _)| d.time_us).unwrap_or_default();
+                            let now = appends
+                                .last()
+                                .map(|(d, _, _)| d.time_us)
+                                .unwrap_or_default();
                             // A failed checkpoint does not undo durable events; the next one
                             // covers them.
                             let _ = self.checkpoint(now);
@@ -198,7 +209,7 @@ impl Writer {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, events = appends.len(), "the audit log could not be written");
-                        for (_, reply) in &appends {
+                        for (_, reply, _) in &appends {
                             if let Some(reply) = reply {
                                 let _ = reply.send(Err(e.clone()));
                             }
@@ -212,7 +223,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, drafts: &mut [&mut Draft]) -> Result<u64, Error> {
+    fn write_batch(&mut self, drafts: &mut [(&mut Draft, Option<&str>)]) -> Result<u64, Error> {
         let unavailable = |e: rusqlite::Error| Error::AuditUnavailable(e.to_string());
         let tx = self
             .conn
@@ -235,7 +246,7 @@ impl Writer {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(unavailable)?;
-            for draft in drafts.iter_mut() {
+            for (draft, text) in drafts.iter_mut() {
                 seq += 1;
                 draft.time_us = draft.time_us.max(last_time);
                 last_time = draft.time_us;
@@ -256,7 +267,7 @@ impl Writer {
                         serde_json::to_string(&d.reasons).unwrap_or_default(),
                         serde_json::to_string(&d.policies).unwrap_or_default(),
                         d.outcome,
-                        d.detail.to_string(),
+                        text.map_or_else(|| d.detail.to_string(), str::to_owned),
                         prev_hash,
                         hex::encode(hash),
                         // Found by it when an upstream's ledger is reconciled.
@@ -293,6 +304,41 @@ impl Writer {
         self.last_checkpoint = seq;
         Ok(Some(seq))
     }
+}
+
+/// A draft given as JSON text (`Job::AppendText`), and its detail's own text.
+fn read_text(text: &str) -> Result<(Draft, Box<str>), serde_json::Error> {
+    /// `Draft` with its detail left as text.
+    #[derive(serde::Deserialize)]
+    struct Text<'a> {
+        time_us: i64,
+        actor: String,
+        kind: String,
+        environment: Option<String>,
+        fingerprint: Option<String>,
+        class: Option<String>,
+        verdict: Option<String>,
+        reasons: Vec<String>,
+        policies: Vec<String>,
+        outcome: Option<String>,
+        #[serde(borrow)]
+        detail: &'a serde_json::value::RawValue,
+    }
+    let t: Text<'_> = serde_json::from_str(text)?;
+    let draft = Draft {
+        time_us: t.time_us,
+        actor: t.actor,
+        kind: t.kind,
+        environment: t.environment,
+        fingerprint: t.fingerprint,
+        class: t.class,
+        verdict: t.verdict,
+        reasons: t.reasons,
+        policies: t.policies,
+        outcome: t.outcome,
+        detail: serde_json::from_str(t.detail.get())?,
+    };
+    Ok((draft, t.detail.get().into()))
 }
 
 /// The last event's sequence number and hash; (0, zeros) for an empty log.

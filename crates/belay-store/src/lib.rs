@@ -169,9 +169,9 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Option<Approval>, Error>;
     /// Marks a request that can never run.
     fn abandon_approval(&self, id: u64) -> Result<(), Error>;
-    /// Whether the chain holds an event whose detail's `ledger` is `key` (a decision that
-    /// was also written to an upstream's ledger).
-    fn has_ledger_key(&self, key: &str) -> Result<bool, Error>;
+    /// Which of `keys` the chain holds, as the `ledger` of an event's detail (decisions that
+    /// were also written to an upstream's ledger): one look-up for a whole batch.
+    fn ledger_keys_held(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>, Error>;
     /// The sequence number of the last event (0 when the log is empty).
     fn head_seq(&self) -> Result<u64, Error>;
     /// Writes a signed checkpoint of the current head, if it moved since the last one.

@@ -477,14 +477,24 @@ impl StateStore for SqliteStore {
         self.with_conn(|c| approval::abandon(c, id))
     }
 
-    fn has_ledger_key(&self, key: &str) -> Result<bool, Error> {
+    fn ledger_keys_held(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>, Error> {
+        /// Keys one query looks up (SQLite allows 32,766 parameters).
+        const CHUNK: usize = 500;
         self.with_conn(|c| {
-            Ok(
-                c.prepare_cached("SELECT 1 FROM audit_events WHERE ledger = ?1 LIMIT 1")?
-                    .query_row([key], |_| Ok(()))
-                    .optional()?
-                    .is_some(),
-            )
+            let mut held = std::collections::HashSet::new();
+            for chunk in keys.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT ledger FROM audit_events WHERE ledger IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut query = c.prepare_cached(&sql)?;
+                let found = query
+                    .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))?;
+                for key in found {
+                    held.insert(key?);
+                }
+            }
+            Ok(held)
         })
     }
 

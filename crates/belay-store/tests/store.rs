@@ -318,3 +318,35 @@ fn events_are_in_time_order_as_in_sequence_order() {
     assert_eq!(times, vec![5_000, 9_000, 9_000, 9_000, 12_000]);
     assert_eq!(verify(&events), Ok(5));
 }
+
+#[test]
+fn the_chain_tells_which_ledger_keys_it_holds_whether_given_as_drafts_or_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let keyed = |key: &str| Draft {
+        detail: serde_json::json!({ "ledger": key, "sql": "UPDATE t SET a = $1" }),
+        ..draft(1)
+    };
+    store.append(keyed("run-1")).unwrap();
+    store.append(draft(2)).unwrap();
+    let text = serde_json::to_string(&keyed("run-7")).unwrap();
+    store.submit_lazily_text(text.into()).wait().unwrap();
+    // A text that is not an event fails its ticket and leaves the chain as it was.
+    assert!(store
+        .submit_lazily_text("{\"not\": \"an event\"}".into())
+        .wait()
+        .is_err());
+    // More keys than one query takes, most of them absent.
+    let mut asked: Vec<String> = (0..1200).map(|i| format!("other-{i}")).collect();
+    asked.extend(["run-1".to_owned(), "run-7".to_owned(), "run-3".to_owned()]);
+    let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+    let held = store.ledger_keys_held(&asked).unwrap();
+    assert_eq!(
+        held,
+        ["run-1", "run-7"].iter().map(|k| (*k).to_owned()).collect()
+    );
+    assert!(store.ledger_keys_held(&[]).unwrap().is_empty());
+    let events = store.events(1, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(verify(&events).is_ok());
+}
