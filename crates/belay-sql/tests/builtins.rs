@@ -6,8 +6,8 @@
 //! held at a client's first catalog query.
 //!
 //! The servers: the installation `belay_scratch::find_bin` finds (Debian's) and every
-//! `target/pg-versions/<major>/bin` (`scripts/lib.sh`'s `ensure_server_versions` installs 14,
-//! 16, 17 and 18 there), or exactly the bin directories `BELAY_PG_BINDIRS` lists (separated by
+//! `BELAY_PG_VERSIONS/<major>/bin` (`scripts/lib.sh`'s `ensure_server_versions` installs 14,
+//! 16, 17 and 18 there; `target/pg-versions` by default), or exactly the bin directories `BELAY_PG_BINDIRS` lists (separated by
 //! `:`). `BELAY_PG_ALL_VERSIONS=1` fails when a supported version has no server among them
 //! (`scripts/test.sh` sets it); without it, the versions found are checked and the others
 //! named on stderr.
@@ -108,7 +108,8 @@ fn format_majors(majors: &BTreeSet<u32>) -> String {
 }
 
 /// The bin directories to test: `BELAY_PG_BINDIRS`, or the default installation and every
-/// `target/pg-versions/*/bin`.
+/// `*/bin` of `BELAY_PG_VERSIONS` (where `ensure_server_versions` installs them), by default
+/// `target/pg-versions`.
 fn bin_dirs() -> Vec<PathBuf> {
     if let Some(list) = std::env::var_os("BELAY_PG_BINDIRS") {
         return std::env::split_paths(&list)
@@ -116,7 +117,9 @@ fn bin_dirs() -> Vec<PathBuf> {
             .collect();
     }
     let mut dirs: Vec<PathBuf> = belay_scratch::find_bin().into_iter().collect();
-    let versions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pg-versions");
+    let versions = std::env::var_os("BELAY_PG_VERSIONS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pg-versions"));
     let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
         .into_iter()
         .flatten()
@@ -251,7 +254,7 @@ fn every_built_in_function_of_every_server_is_listed_and_classified() {
     if !absent.is_empty() {
         let why = format!(
             "no server of PostgreSQL {absent:?} was found, so their built-ins are not checked \
-             (scripts/lib.sh's ensure_server_versions installs them into target/pg-versions)"
+             (scripts/lib.sh's ensure_server_versions installs them and names the place in BELAY_PG_VERSIONS)"
         );
         if std::env::var_os("BELAY_PG_ALL_VERSIONS").is_some() {
             problems.push(why);
