@@ -63,14 +63,16 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(store: String) -> Keys {
+    /// Keys for this run: `Err` when no random run identity can be drawn (a run reusing an
+    /// earlier one's keys would have its rows taken for that run's, already in the log).
+    pub(crate) fn new(store: String) -> Result<Keys, String> {
         let mut run = [0u8; 8];
-        getrandom::fill(&mut run).unwrap_or_default();
-        Keys {
+        getrandom::fill(&mut run).map_err(|e| format!("cannot draw this run's identity: {e}"))?;
+        Ok(Keys {
             store,
             run: format!("{:016x}", u64::from_le_bytes(run)),
             next: AtomicU64::new(0),
-        }
+        })
     }
 
     /// A key no other decision of any run has.
@@ -238,7 +240,11 @@ impl Reconciler {
             }
         }
         if *deleted >= VACUUM_AFTER {
-            conn.query("VACUUM belay_ledger.decisions").await?;
+            // Never waits for a lock (another belay's reconciler, autovacuum): the next time
+            // will do, and a failure here costs nothing but the space.
+            let _ = conn
+                .query("VACUUM (SKIP_LOCKED) belay_ledger.decisions")
+                .await;
             *deleted = 0;
         }
         Ok(())
@@ -246,23 +252,24 @@ impl Reconciler {
 
     /// Whether the row `key` may go: every event it holds is in the audit log, or has just
     /// been added to it. A row of this run whose events are not all in the log yet stays:
-    /// they are on their way.
+    /// they are on their way. A row whose events do not name exactly the keys it is filed
+    /// under stays too, said in the log: belay never wrote it so.
     async fn reconcile(
         &self,
         conn: &mut belay_pg::OwnConnection,
         key: &str,
         held: &std::collections::HashSet<String>,
     ) -> Result<bool, String> {
-        let mut missing = Vec::new();
+        let mut missing = false;
         for k in row_keys(key) {
             if !held.contains(k) {
                 if self.keys.of_this_run(k) {
                     return Ok(false);
                 }
-                missing.push(k);
+                missing = true;
             }
         }
-        if missing.is_empty() {
+        if !missing && row_keys(key).next().is_some() {
             return Ok(true);
         }
         let event = conn
@@ -281,12 +288,20 @@ impl Reconciler {
                 return Ok(false);
             }
         };
+        let named: std::collections::BTreeSet<&str> = drafts
+            .iter()
+            .filter_map(|d| d.detail["ledger"].as_str())
+            .collect();
+        if named.len() != drafts.len() || named != row_keys(key).collect() {
+            tracing::error!(upstream = %self.label, %key, "a row of the ledger holds events other than the keys it is filed under; left in place");
+            return Ok(false);
+        }
         for mut draft in drafts {
             let own = draft.detail["ledger"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            if !missing.contains(&own.as_str()) {
+            if held.contains(&own) {
                 continue;
             }
             draft.detail["recovered_from"] = serde_json::json!(self.label);
@@ -300,29 +315,29 @@ impl Reconciler {
 /// The statement a session sends just ahead of a COMMIT (or of a write in an implicit
 /// transaction): one row for the transaction, whatever the number of its writes. Its key is
 /// the events' keys joined by spaces (each event keeps its own in `detail.ledger`) and its
-/// event a JSON array of the events: one tuple, one index entry and one parse of a short
-/// statement per transaction, which is most of what the ledger costs the database.
+/// event a JSON array of the events: one tuple, one index entry and one statement per
+/// transaction, which is most of what the ledger costs the database.
 pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) -> String {
     let size: usize = events.iter().map(|(k, e)| k.len() + e.len() + 2).sum();
     let mut sql = String::with_capacity(96 + store.len() + size);
     sql.push_str("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ('");
-    for (i, (key, _)) in events.iter().enumerate() {
-        if i > 0 {
-            sql.push(' ');
-        }
-        push_escaped(&mut sql, key);
-    }
+    push_joined(&mut sql, events.iter().map(|(k, _)| *k), ' ');
     sql.push_str("', ");
     push_literal(&mut sql, store);
     sql.push_str(", '[");
-    for (i, (_, event)) in events.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        push_escaped(&mut sql, event);
-    }
+    push_joined(&mut sql, events.iter().map(|(_, e)| &**e), ',');
     sql.push_str("]')");
     sql
+}
+
+/// `items`, each `push_escaped`, with `separator` between them.
+fn push_joined<'a>(sql: &mut String, items: impl Iterator<Item = &'a str>, separator: char) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            sql.push(separator);
+        }
+        push_escaped(sql, item);
+    }
 }
 
 /// The keys of the events a row holds (`insert`).
@@ -453,10 +468,10 @@ mod tests {
 
     #[test]
     fn a_key_tells_its_run() {
-        let keys = Keys::new("s".to_owned());
+        let keys = Keys::new("s".to_owned()).unwrap();
         let key = keys.next();
         assert!(keys.of_this_run(&key));
         assert_ne!(keys.next(), key);
-        assert!(!Keys::new("s".to_owned()).of_this_run(&key));
+        assert!(!Keys::new("s".to_owned()).unwrap().of_this_run(&key));
     }
 }

@@ -156,7 +156,7 @@ impl App {
             }
         };
         let app = App {
-            ledger_keys: Arc::new(ledger::Keys::new(store_id)),
+            ledger_keys: Arc::new(ledger::Keys::new(store_id).map_err(Error::Io)?),
             config,
             policy,
             classifier,

@@ -483,8 +483,12 @@ impl StateStore for SqliteStore {
         self.with_conn(|c| {
             let mut held = std::collections::HashSet::new();
             for chunk in keys.chunks(CHUNK) {
+                // The column is not hashed, its event's detail is: a key counts only where
+                // the two agree, so that editing the column cannot pass a decision off as
+                // held (and have its upstream row deleted).
                 let sql = format!(
-                    "SELECT ledger FROM audit_events WHERE ledger IN ({})",
+                    "SELECT ledger FROM audit_events WHERE ledger IN ({}) \
+                     AND json_extract(detail, '$.ledger') = ledger",
                     vec!["?"; chunk.len()].join(", ")
                 );
                 let mut query = c.prepare_cached(&sql)?;

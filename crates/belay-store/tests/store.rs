@@ -346,6 +346,19 @@ fn the_chain_tells_which_ledger_keys_it_holds_whether_given_as_drafts_or_as_text
         ["run-1", "run-7"].iter().map(|k| (*k).to_owned()).collect()
     );
     assert!(store.ledger_keys_held(&[]).unwrap().is_empty());
+    // The column is not hashed: one edited to name another key counts for neither.
+    let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    conn.execute(
+        "UPDATE audit_events SET ledger = 'forged' WHERE ledger = 'run-1'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        store
+            .ledger_keys_held(&["forged", "run-1", "run-7"])
+            .unwrap(),
+        ["run-7".to_owned()].into_iter().collect()
+    );
     let events = store.events(1, 100).unwrap();
     assert_eq!(events.len(), 3);
     assert!(verify(&events).is_ok());

@@ -179,12 +179,16 @@ fn a_decision_an_earlier_run_left_in_the_ledger_is_added_to_the_audit_log() {
         with_key(first, "UPDATE scratch SET b = $1"),
         with_key(second, "DELETE FROM scratch WHERE a = $1"),
     ]);
+    // A row whose events are not the keys it is filed under was not written by belay: it
+    // stays, and nothing of it enters the log.
+    let (filed, named) = ("00000000000000dd-1", "00000000000000ee-1");
+    let stray = serde_json::json!([with_key(named, "DELETE FROM scratch")]);
     upstream(
         "reconciled",
         &format!(
             "INSERT INTO belay_ledger.decisions (key, store, event) VALUES \
              ('{key}', '{store}', '{event}'), ('00000000000000bb-1', 'another', '{{}}'), \
-             ('{first} {second}', '{store}', '{block}')"
+             ('{first} {second}', '{store}', '{block}'), ('{filed}', '{store}', '{stray}')"
         ),
     );
     let mut found = None;
@@ -232,6 +236,17 @@ fn a_decision_an_earlier_run_left_in_the_ledger_is_added_to_the_audit_log() {
         "0",
         "a transaction's recovered row is removed"
     );
+    assert_eq!(
+        upstream(
+            "reconciled",
+            &format!("SELECT count(*) FROM belay_ledger.decisions WHERE key = '{filed}'")
+        ),
+        "1",
+        "a row whose events do not match its keys is left in place"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| e.draft.detail["ledger"] == named || e.draft.detail["ledger"] == filed));
     assert_eq!(
         upstream(
             "reconciled",
