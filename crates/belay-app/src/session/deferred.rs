@@ -149,7 +149,7 @@ impl AppSession {
     /// before `analysis` runs: it may end the transaction block (a COMMIT, anything but a
     /// read or another such write).
     pub(super) fn must_settle(&self, analysis: &Analysis) -> bool {
-        self.unconfirmed.iter().any(|u| !u.covered)
+        self.uncovered().next().is_some()
             && (analysis.class >= Class::Write
                 || analysis
                     .statements
@@ -167,10 +167,12 @@ impl AppSession {
         outcome: &Outcome,
         done: bool,
     ) -> bool {
-        let uncovered = self.unconfirmed.iter().filter(|u| !u.covered).count();
+        let uncovered = self.uncovered().count();
+        // The write answering now is one of the last forwarded.
         let Some(u) = self
             .unconfirmed
             .iter_mut()
+            .rev()
             .find(|u| u.record == record && u.ticket.is_none())
         else {
             return false;
@@ -259,7 +261,8 @@ impl AppSession {
     /// when one of them is no longer kept for it (`MAX_LEDGER`).
     pub(super) fn ledger_insert(&self) -> Option<String> {
         let mut rows = Vec::new();
-        for u in self.unconfirmed.iter().filter(|u| !u.covered) {
+        let first = self.unconfirmed.len() - self.uncovered().count();
+        for u in &self.unconfirmed[first..] {
             let event = match (&u.row, &u.written) {
                 (Some(row), _) => std::borrow::Cow::Borrowed(&**row),
                 (None, Some(w)) => w.json().into(),
@@ -275,10 +278,18 @@ impl AppSession {
     /// effects. Their events go to the audit log without anybody waiting, each once its
     /// statements have answered.
     pub(super) fn covered(&mut self) {
-        for u in &mut self.unconfirmed {
+        for u in self.unconfirmed.iter_mut().rev().take_while(|u| !u.covered) {
             u.covered = true;
             u.row = None;
         }
+    }
+
+    /// The writes no COMMIT carried yet, last first. They are the end of `unconfirmed`:
+    /// writes are added at its end, and a COMMIT covers all there are, so that what a
+    /// session's every statement asks of it costs what the open block holds, not what the
+    /// last second's blocks left there until `tick` settles them.
+    fn uncovered(&self) -> impl Iterator<Item = &Unconfirmed> {
+        self.unconfirmed.iter().rev().take_while(|u| !u.covered)
     }
 
     /// Undoes `defer` for `record`, which will not run as deferred after all.
