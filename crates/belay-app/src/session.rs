@@ -19,23 +19,19 @@ use std::time::Duration;
 
 use belay_audit::Draft;
 use belay_core::{Class, Decision, Verdict};
-use belay_pg::{
-    Check, Completion, Phase, Refusal, Session, Statement, RESERVED_PREFIX, SQLSTATE_APPROVAL,
-    SQLSTATE_DENIED,
-};
-use belay_policy::ActionRequest;
+use belay_pg::{Check, Completion, Phase, Refusal, Session, Statement, RESERVED_PREFIX};
 use belay_sql::{Analysis, Flag, PreparedEffect};
 use belay_store::Agent;
 use serde_json::json;
 
-use crate::boundary::{self, ForeignTarget};
+use crate::boundary;
 use crate::catalog::{self, UpstreamCatalog};
-use crate::decide::with_analysis;
 use crate::gateway::{Slot, SQLSTATE_STATE};
 use crate::{now_us, App};
 
 mod deferred;
 mod held;
+mod policy;
 mod reads;
 mod record;
 mod written;
@@ -169,19 +165,6 @@ const TRANSACTION_CONTROL: &[&str] = &[
     "TRANSACTION",
 ];
 
-/// The parser's own message when `analysis` is of a text that does not parse.
-fn syntax_error(analysis: &Analysis) -> Option<String> {
-    match analysis.statements.as_slice() {
-        [only] if only.flags.contains(&Flag::ParseError) => Some(
-            only.reason
-                .strip_prefix("the input does not parse: ")
-                .unwrap_or(&only.reason)
-                .to_owned(),
-        ),
-        _ => None,
-    }
-}
-
 impl AppSession {
     /// The session of `agent` in `env`, holding its place under the environment's limits.
     #[allow(clippy::too_many_arguments)]
@@ -307,50 +290,6 @@ impl AppSession {
         text
     }
 
-    fn decide(&mut self, analysis: &Analysis) -> Decision {
-        let foreign = self.foreign(analysis);
-        let key: DecisionKey = (
-            analysis.class,
-            analysis.flags(),
-            analysis
-                .statements
-                .iter()
-                .flat_map(|s| s.relations.iter().map(|r| r.name.clone()))
-                .collect(),
-            !foreign.is_empty(),
-        );
-        if foreign.is_empty() {
-            if let Some(d) = self.decisions.get(&key) {
-                return d.clone();
-            }
-        }
-        let decision = boundary::name_foreign(
-            self.app
-                .policy
-                .evaluate(&self.request_with(analysis, !foreign.is_empty())),
-            &foreign,
-        );
-        if self.decisions.len() >= MAX_CACHED {
-            self.decisions.clear();
-        }
-        if foreign.is_empty() {
-            self.decisions.insert(key, decision.clone());
-        }
-        decision
-    }
-
-    /// The cluster-level objects `analysis` names outside this session's environment.
-    fn foreign(&self, analysis: &Analysis) -> Vec<ForeignTarget> {
-        let cluster = analysis
-            .statements
-            .iter()
-            .any(|s| s.relations.iter().any(|r| r.object.cluster_level()));
-        if !cluster {
-            return Vec::new();
-        }
-        boundary::foreign_targets(&self.app.config, &self.environment, analysis)
-    }
-
     /// `analysis` raised where it sets a capped setting past this environment's limit.
     /// `analysis` with the session commands belay rewrites (`boundary::session_commands`)
     /// decided as rewritten, and the rewrite.
@@ -398,105 +337,6 @@ impl AppSession {
                     *entry = (class, reason.clone());
                 }
             }
-        }
-    }
-
-    fn request(&self, analysis: &Analysis) -> ActionRequest {
-        let foreign = !self.foreign(analysis).is_empty();
-        self.request_with(analysis, foreign)
-    }
-
-    /// The policy request for `analysis`, whose foreign targets the caller already found.
-    fn request_with(&self, analysis: &Analysis, foreign: bool) -> ActionRequest {
-        let mut request = with_analysis(
-            ActionRequest::new(
-                &self.agent.name,
-                &self.agent.owner,
-                &self.environment,
-                self.production,
-                analysis.class,
-                self.agent.grants.get(&self.environment).copied(),
-            ),
-            analysis,
-        );
-        request.foreign_target = foreign;
-        request
-    }
-
-    fn refusal(
-        &self,
-        analysis: Option<&Analysis>,
-        decision: &Decision,
-        seq: Option<u64>,
-    ) -> Refusal {
-        let (class, what) = match analysis {
-            Some(a) => (
-                a.class.as_str(),
-                a.statements
-                    .iter()
-                    .map(|s| s.kind.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            None => ("unknown", String::new()),
-        };
-        let flags: Vec<&str> = analysis
-            .map(|a| a.flags().iter().map(|f| f.as_str()).collect())
-            .unwrap_or_default();
-        let mut detail = format!("class: {class}");
-        if let Some(a) = analysis.filter(|a| a.class > Class::Read) {
-            detail.push_str(&format!(" ({})", a.reason()));
-        }
-        if !flags.is_empty() {
-            detail.push_str(&format!("; flags: {}", flags.join(", ")));
-        }
-        if !decision.policies.is_empty() {
-            detail.push_str(&format!("; policy: {}", decision.policies.join(", ")));
-        }
-        if let Some(seq) = seq {
-            detail.push_str(&format!("; audit event {seq}"));
-        }
-        let what = if what.is_empty() {
-            String::new()
-        } else {
-            format!(" ({what})")
-        };
-        // A text that does not parse is answered as the server would answer it: belay
-        // parses with the server's grammar, so the message is the server's.
-        if let Some(parser) = analysis.and_then(syntax_error) {
-            return Refusal {
-                code: "42601".to_owned(),
-                message: parser,
-                detail: Some(detail),
-                hint: None,
-                position: analysis.and_then(|a| a.statements.first()?.error_position),
-            };
-        }
-        let (code, message, hint) = match decision.verdict {
-            Verdict::Approve(n) => (
-                SQLSTATE_APPROVAL,
-                format!(
-                    "belay holds this {class} statement{what} for approval by {n} human{}: {}",
-                    if n == 1 { "" } else { "s" },
-                    decision.reason
-                ),
-                "a human must approve it first (`belay pending` lists what waits)".to_owned(),
-            ),
-            _ => (
-                SQLSTATE_DENIED,
-                format!("belay denied this {class} statement{what}: {}", decision.reason),
-                format!(
-                    "run `belay policy explain --agent {} --env {} --sql '...'` to see why; a wider grant must come from the agent's owner",
-                    self.agent.name, self.environment
-                ),
-            ),
-        };
-        Refusal {
-            code: code.to_owned(),
-            message,
-            detail: Some(detail),
-            hint: Some(hint),
-            position: None,
         }
     }
 }

@@ -32,7 +32,7 @@ impl AppSession {
         }
         // Found by this in the audit log when the ledger is reconciled.
         let key = self.app.ledger_keys.next();
-        let written = self.written(sql, analysis, decision, phase, key.clone())?;
+        let written = self.written(sql, analysis, decision, phase, &key)?;
         if self.records.len() >= MAX_CACHED {
             self.records.retain(|_, r| r.pending);
         }
@@ -94,14 +94,15 @@ impl AppSession {
 
     /// The event of a deferred write of `sql`, from the head its analysis and decision share
     /// with earlier ones (made from the reference record, `statement_draft`, when there is
-    /// none yet).
+    /// none yet). `key`, the event's ledger key, is for the debug builds' check.
+    #[cfg_attr(not(debug_assertions), allow(unused_variables))]
     fn written(
         &mut self,
         sql: &str,
         analysis: &Arc<Analysis>,
         decision: &Decision,
         phase: Phase,
-        key: String,
+        key: &str,
     ) -> Option<Written> {
         let time_us = now_us();
         let found = self
@@ -131,16 +132,16 @@ impl AppSession {
             .ok()?;
             self.heads[at].text(sql, &fingerprint, &written::sql_entries(sql));
         }
-        let written = self.heads[at].written(time_us, key);
+        let written = self.heads[at].written(time_us);
         // The pieces are the reference record's: checked in every debug build, so that the
         // whole test suite compares the two.
         #[cfg(debug_assertions)]
         if let Ok(mut reference) = self.statement_draft(sql, analysis, decision, phase, None, None)
         {
             reference.time_us = time_us;
-            reference.detail["ledger"] = json!(written.key);
-            let pieces: Option<Draft> = serde_json::from_str(&written.json()).ok();
-            debug_assert_eq!(pieces.as_ref(), Some(&reference), "{}", written.json());
+            reference.detail["ledger"] = json!(key);
+            let pieces: Option<Draft> = serde_json::from_str(&written.json(key)).ok();
+            debug_assert_eq!(pieces.as_ref(), Some(&reference), "{}", written.json(key));
         }
         Some(written)
     }
@@ -185,7 +186,7 @@ impl AppSession {
             // Kept for the ledger while a COMMIT may still carry it; past that many the
             // block's end waits for the audit log instead.
             let keep = !u.covered && uncovered <= MAX_LEDGER;
-            let text: Arc<str> = written.json().into();
+            let text: Arc<str> = written.json(&u.key).into();
             u.written = None;
             if keep {
                 u.row = Some(text.clone());
@@ -201,7 +202,7 @@ impl AppSession {
     pub(super) fn settle(&mut self, wait: bool) -> Result<(), String> {
         for u in &mut self.unconfirmed {
             if u.ticket.is_none() {
-                let text = u.written.take().map(|w| w.json()).unwrap_or_default();
+                let text = u.written.take().map(|w| w.json(&u.key)).unwrap_or_default();
                 u.ticket = Some(self.app.store().submit_lazily_text(text.into()));
             }
         }
@@ -265,7 +266,7 @@ impl AppSession {
         for u in &self.unconfirmed[first..] {
             let event = match (&u.row, &u.written) {
                 (Some(row), _) => std::borrow::Cow::Borrowed(&**row),
-                (None, Some(w)) => w.json().into(),
+                (None, Some(w)) => w.json(&u.key).into(),
                 (None, None) => return None,
             };
             rows.push((u.key.as_str(), event));

@@ -50,15 +50,6 @@ impl Head {
         sql: &str,
         draft: &Draft,
     ) -> Option<Head> {
-        let entry = |out: &mut String, key: &str, value: &serde_json::Value| -> Option<()> {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(key).ok()?);
-            out.push(':');
-            out.push_str(&serde_json::to_string(value).ok()?);
-            Some(())
-        };
         let mut fields = String::new();
         let whole = serde_json::to_value(draft).ok()?;
         let whole = whole.as_object()?;
@@ -71,16 +62,16 @@ impl Head {
             "reasons",
             "policies",
         ] {
-            entry(&mut fields, key, whole.get(key)?)?;
+            push_entry(&mut fields, key, whole.get(key)?)?;
         }
         let detail = draft.detail.as_object()?;
         let mut shared = String::new();
         let mut sql_entries = String::new();
         for (key, value) in detail {
             match key.as_str() {
-                "sql" | "sql_bytes" | "sql_sha256" => entry(&mut sql_entries, key, value)?,
+                "sql" | "sql_bytes" | "sql_sha256" => push_entry(&mut sql_entries, key, value)?,
                 "ledger" | "outcomes" | "more_outcomes" => {}
-                _ => entry(&mut shared, key, value)?,
+                _ => push_entry(&mut shared, key, value)?,
             }
         }
         Some(Head {
@@ -113,15 +104,14 @@ impl Head {
         self.text == sql
     }
 
-    /// The event of a run of this head's text at `time_us`, whose ledger key is `key`.
-    pub(super) fn written(&self, time_us: i64, key: String) -> Written {
+    /// The event of a run of this head's text at `time_us`.
+    pub(super) fn written(&self, time_us: i64) -> Written {
         Written {
             time_us,
             fields: self.fields.clone(),
             detail: self.detail.clone(),
             fingerprint: self.fingerprint.clone(),
             sql: self.sql.clone(),
-            key,
             outcome: None,
             outcomes: String::new(),
             more: BTreeMap::new(),
@@ -135,17 +125,21 @@ pub(super) fn sql_entries(sql: &str) -> String {
     let mut detail = serde_json::json!({});
     super::record::record_sql(&mut detail, sql);
     let mut out = String::new();
-    if let Some(map) = detail.as_object() {
-        for (key, value) in map {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(&serde_json::to_string(key).unwrap_or_default());
-            out.push(':');
-            out.push_str(&serde_json::to_string(value).unwrap_or_default());
-        }
+    for (key, value) in detail.as_object().into_iter().flatten() {
+        let _ = push_entry(&mut out, key, value);
     }
     out
+}
+
+/// `"key":value` onto `out`, after a comma unless it is the first entry.
+fn push_entry(out: &mut String, key: &str, value: &serde_json::Value) -> Option<()> {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(&serde_json::to_string(key).ok()?);
+    out.push(':');
+    out.push_str(&serde_json::to_string(value).ok()?);
+    Some(())
 }
 
 /// One deferred write's event, while its statements answer.
@@ -156,8 +150,6 @@ pub(super) struct Written {
     detail: Arc<str>,
     fingerprint: Arc<str>,
     sql: Arc<str>,
-    /// Its key in the ledger (`detail.ledger`).
-    pub(super) key: String,
     /// The last outcome's name.
     outcome: Option<&'static str>,
     /// The first statements' outcomes, serialised and joined by commas.
@@ -192,14 +184,14 @@ impl Written {
         out.push('}');
     }
 
-    /// The event as the JSON text of its `Draft`.
-    pub(super) fn json(&self) -> String {
+    /// The event, whose ledger key is `key`, as the JSON text of its `Draft`.
+    pub(super) fn json(&self, key: &str) -> String {
         let mut out = String::with_capacity(
             96 + self.fields.len()
                 + self.detail.len()
                 + self.sql.len()
                 + self.fingerprint.len()
-                + self.key.len()
+                + key.len()
                 + self.outcomes.len(),
         );
         let _ = write!(
@@ -218,7 +210,7 @@ impl Written {
         out.push(',');
         out.push_str(&self.sql);
         out.push_str(",\"ledger\":");
-        out.push_str(&serde_json::to_string(&self.key).unwrap_or_default());
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
         if !self.outcomes.is_empty() {
             out.push_str(",\"outcomes\":[");
             out.push_str(&self.outcomes);
@@ -261,14 +253,14 @@ mod tests {
             fingerprint: r#""f""#.into(),
             sql: r#""sql":"UPDATE t SET a = $1""#.into(),
         };
-        let mut w = head.written(7, "k-1".to_owned());
+        let mut w = head.written(7);
         w.outcome(0, &Outcome::Completed("UPDATE 3".to_owned()));
         w.outcome(1, &Outcome::Failed("23\"505".to_owned()));
         w.outcome(2, &Outcome::Skipped);
         for i in RECORDED_STATEMENTS..RECORDED_STATEMENTS + 3 {
             w.outcome(i, &Outcome::Skipped);
         }
-        let draft: Draft = serde_json::from_str(&w.json()).unwrap();
+        let draft: Draft = serde_json::from_str(&w.json("k-1")).unwrap();
         assert_eq!(draft.time_us, 7);
         assert_eq!(draft.fingerprint.as_deref(), Some("f"));
         assert_eq!(draft.outcome.as_deref(), Some("skipped"));
