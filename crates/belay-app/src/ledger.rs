@@ -312,31 +312,37 @@ impl Reconciler {
     }
 }
 
-/// The statement a session sends just ahead of a COMMIT (or of a write in an implicit
-/// transaction): one row for the transaction, whatever the number of its writes. Its key is
-/// the events' keys joined by spaces (each event keeps its own in `detail.ledger`) and its
-/// event a JSON array of the events: one tuple, one index entry and one statement per
-/// transaction, which is most of what the ledger costs the database.
-pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) -> String {
-    let size: usize = events.iter().map(|(k, e)| k.len() + e.len() + 2).sum();
-    let mut sql = String::with_capacity(96 + store.len() + size);
-    sql.push_str("INSERT INTO belay_ledger.decisions (key, store, event) VALUES ('");
-    push_joined(&mut sql, events.iter().map(|(k, _)| *k), ' ');
-    sql.push_str("', ");
-    push_literal(&mut sql, store);
-    sql.push_str(", '[");
-    push_joined(&mut sql, events.iter().map(|(_, e)| &**e), ',');
-    sql.push_str("]')");
-    sql
-}
+/// The statement a session runs just ahead of a COMMIT (or of a write in an implicit
+/// transaction), prepared once per upstream connection (`belay_pg::Own`): one row for the
+/// transaction, whatever the number of its writes. Its key is the events' keys joined by
+/// spaces (each event keeps its own in `detail.ledger`) and its event a JSON array of the
+/// events: one tuple, one index entry and one statement per transaction, which is most of
+/// what the ledger costs the database.
+pub(crate) const INSERT: &str =
+    "INSERT INTO belay_ledger.decisions (key, store, event) VALUES ($1, $2, $3)";
 
-/// `items`, each `push_escaped`, with `separator` between them.
-fn push_joined<'a>(sql: &mut String, items: impl Iterator<Item = &'a str>, separator: char) {
-    for (i, item) in items.enumerate() {
+/// The row `INSERT` writes for `events` (each with its key) of the store `store`. Every
+/// character past ASCII is written as a JSON escape, so that the values are the same in
+/// every client encoding the session may use.
+pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) -> belay_pg::Own {
+    let mut keys = String::with_capacity(events.iter().map(|(k, _)| k.len() + 1).sum());
+    let mut array =
+        String::with_capacity(events.iter().map(|(_, e)| e.len() + 1).sum::<usize>() + 2);
+    array.push('[');
+    for (i, (key, event)) in events.iter().enumerate() {
         if i > 0 {
-            sql.push(separator);
+            keys.push(' ');
+            array.push(',');
         }
-        push_escaped(sql, item);
+        push_ascii(&mut keys, key);
+        push_ascii(&mut array, event);
+    }
+    array.push(']');
+    let mut store_ascii = String::with_capacity(store.len());
+    push_ascii(&mut store_ascii, store);
+    belay_pg::Own {
+        sql: INSERT,
+        params: vec![keys, store_ascii, array],
     }
 }
 
@@ -359,32 +365,20 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// `text` as a string literal onto `sql` (`push_escaped` between quotes).
-fn push_literal(sql: &mut String, text: &str) {
-    sql.push('\'');
-    push_escaped(sql, text);
-    sql.push('\'');
-}
-
-/// `text` as the inside of a string literal: quotes doubled (belay pins
-/// `standard_conforming_strings` on), and every character past ASCII written as a JSON
-/// escape (`text` is JSON or a key), so that the text is the same in every client encoding
-/// the session may use. ASCII runs are copied whole.
-fn push_escaped(sql: &mut String, text: &str) {
+/// `text` with every character past ASCII written as a JSON escape (`text` is JSON or a
+/// key), so that it is the same in every client encoding the session may use. ASCII runs are
+/// copied whole.
+fn push_ascii(sql: &mut String, text: &str) {
     let mut rest = text;
-    while let Some(at) = rest.find(|c: char| c == '\'' || !c.is_ascii()) {
+    while let Some(at) = rest.find(|c: char| !c.is_ascii()) {
         sql.push_str(&rest[..at]);
         let mut chars = rest[at..].chars();
-        match chars.next() {
-            Some('\'') => sql.push_str("''"),
-            Some(c) => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    use std::fmt::Write;
-                    let _ = write!(sql, "\\u{unit:04x}");
-                }
+        if let Some(c) = chars.next() {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                use std::fmt::Write;
+                let _ = write!(sql, "\\u{unit:04x}");
             }
-            None => {}
         }
         rest = chars.as_str();
     }
@@ -453,11 +447,13 @@ mod tests {
             ("ab-1", serde_json::to_string(&one).unwrap().into()),
             ("ab-7", serde_json::to_string(&two).unwrap().into()),
         ];
-        let sql = insert("store'1", &events);
-        assert!(sql.is_ascii(), "{sql}");
-        assert!(sql.contains("VALUES ('ab-1 ab-7', 'store''1', '["), "{sql}");
-        let event = sql.split(", '").nth(2).unwrap().trim_end_matches("')");
-        let back = row_events(&event.replace("''", "'")).unwrap();
+        let own = insert("store'1", &events);
+        assert_eq!(own.sql, INSERT);
+        assert!(own.params.iter().all(|p| p.is_ascii()), "{:?}", own.params);
+        assert_eq!(own.params.len(), 3, "{:?}", own.params);
+        let (keys, store, event) = (&own.params[0], &own.params[1], &own.params[2]);
+        assert_eq!((keys.as_str(), store.as_str()), ("ab-1 ab-7", "store'1"));
+        let back = row_events(event).unwrap();
         assert_eq!(back, vec![one.clone(), two]);
         assert_eq!(row_keys("ab-1 ab-7").collect::<Vec<_>>(), ["ab-1", "ab-7"]);
         // A row of one event, as earlier versions wrote them, reads as well.

@@ -664,10 +664,10 @@ impl AppSession {
                 }
                 _ => None,
             };
-            if let Some(sql) = ledger {
+            if let Some(own) = ledger {
                 // From here the COMMIT goes upstream behind the ledger's row.
                 self.covered();
-                return Some(Check::AllowAfter { sql, record: None });
+                return Some(Check::AllowAfter { own, record: None });
             }
             return Some(Check::Allow {
                 record: None,

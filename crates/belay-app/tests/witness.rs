@@ -255,16 +255,43 @@ fn server_statements(log: &str) -> Vec<String> {
                 && app != "belay:catalog"
                 && app != "belay:ledger"
         })
-        .filter_map(|(_, message)| {
-            let body = message.strip_prefix("LOG:  ")?;
-            if let Some(sql) = body.strip_prefix("statement: ") {
-                return Some(sql.to_owned());
+        .fold(Vec::new(), |mut ran: Vec<String>, (_, message)| {
+            if let Some(body) = message.strip_prefix("LOG:  ") {
+                if let Some(sql) = body.strip_prefix("statement: ") {
+                    ran.push(sql.to_owned());
+                } else if let Some((_, sql)) = body
+                    .strip_prefix("execute ")
+                    .and_then(|rest| rest.split_once(": "))
+                {
+                    ran.push(sql.to_owned());
+                }
+            } else if let Some(values) = message.strip_prefix("DETAIL:  parameters: ") {
+                // The values bound to belay's prepared ledger INSERT, put where they go.
+                if let Some(last) = ran.last_mut().filter(|l| **l == LEDGER_PREPARED) {
+                    let quoted: Vec<String> = literals(values)
+                        .iter()
+                        .map(|v| format!("'{}'", v.replace('\'', "''")))
+                        .collect();
+                    *last = format!("{LEDGER_INSERT}{})", quoted.join(", "));
+                }
             }
-            let rest = body.strip_prefix("execute ")?;
-            let (_, sql) = rest.split_once(": ")?;
-            Some(sql.to_owned())
+            ran
         })
-        .collect()
+}
+
+/// belay's ledger INSERT as it prepares it.
+const LEDGER_PREPARED: &str =
+    "INSERT INTO belay_ledger.decisions (key, store, event) VALUES ($1, $2, $3)";
+
+/// `sql` with belay's preparation of its ledger INSERT taken off its start, and a run of the
+/// prepared INSERT (`EXECUTE`) written as the INSERT it runs.
+fn ledger_run_as_insert(sql: &str) -> std::borrow::Cow<'_, str> {
+    let prepare = format!("PREPARE belay_ledger AS {LEDGER_PREPARED}; ");
+    let sql = sql.strip_prefix(prepare.as_str()).unwrap_or(sql);
+    match sql.strip_prefix("EXECUTE belay_ledger(") {
+        Some(args) => format!("{LEDGER_INSERT}{args}").into(),
+        None => sql.into(),
+    }
 }
 
 /// The statements in the server's log `log` that no allowed decision in `events` explains,
@@ -309,6 +336,7 @@ fn unexplained(events: &[belay_audit::Event], ran: &[String]) -> (Vec<String>, u
         let sql = sql
             .strip_prefix("SET transaction_read_only = off; ")
             .unwrap_or(sql);
+        let sql = &*ledger_run_as_insert(sql);
         let mut redacted = belay_sql::redact(sql).unwrap_or_else(|| "(does not parse)".to_owned());
         // Before a COMMIT, belay's own row for the block's decisions, in its ledger: its keys
         // are those of allowed decisions in the audit log.

@@ -260,15 +260,27 @@ pub enum Check {
     /// Execute may refuse it and that calls code the planner can run at Bind (IMMUTABLE and
     /// STABLE functions with constant arguments are folded while planning).
     DecideAtBind,
-    /// Forward it (a Query or an Execute) just behind belay's own statement `sql`, in the
+    /// Forward it (a Query or an Execute) just behind belay's own statement `own`, in the
     /// same transaction (the block's, or the implicit one of the client's statement): the
-    /// client sees nothing of `sql` but its failure, which the client's statement then
+    /// client sees nothing of `own` but its failure, which the client's statement then
     /// shares (the server skips it). `record` as for `Allow`.
     AllowAfter {
-        sql: String,
+        own: Own,
         record: Option<u64>,
     },
     Refuse(Refusal),
+}
+
+/// A statement of belay's own that runs ahead of a client's (`Check::AllowAfter`). The relay
+/// prepares it once per upstream connection under a reserved name and binds `params` to it
+/// each time, so that the server neither parses the values nor plans the statement again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Own {
+    /// Its text, with the parameters `$1`, `$2`, ... (no other `$`, quote or comment): one
+    /// text per session, whatever the parameters.
+    pub sql: &'static str,
+    /// The values of its parameters, as text.
+    pub params: Vec<String>,
 }
 
 impl Check {

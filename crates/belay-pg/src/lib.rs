@@ -21,7 +21,7 @@ pub mod tls;
 mod upstream;
 
 pub use gate::{
-    Check, Completion, Credential, Gate, Login, Parameters, Phase, Refusal, Rewrite, Session,
+    Check, Completion, Credential, Gate, Login, Own, Parameters, Phase, Refusal, Rewrite, Session,
     SslMode, Statement, UpstreamSpec, SQLSTATE_APPROVAL, SQLSTATE_DENIED,
 };
 pub use relay::RESERVED_PREFIX;

@@ -26,6 +26,7 @@ use crate::codec::{self, Backend, ErrorFields, Frame, Severity, TransactionStatu
 use crate::gate::{Check, Completion, Parameters, Phase, Refusal, Session, Statement};
 use rewrite::own_failed;
 
+mod own;
 mod rewrite;
 mod text;
 mod watch;
@@ -160,6 +161,8 @@ pub(crate) struct Relay {
     /// may open a transaction block: until it has come, one may be open.
     opening_until: u64,
     next_name: u64,
+    /// Whether the upstream has belay's own statement prepared (`own.rs`).
+    own: own::Prepared,
     /// Between CopyInResponse and the client's CopyDone or CopyFail, when the server ignores
     /// Sync and Flush.
     copy_in: bool,
@@ -221,6 +224,7 @@ impl Relay {
             skipping: false,
             encoding: text::ClientEncoding::Utf8,
             next_name: 0,
+            own: own::Prepared::Absent,
             copy_in: false,
             status: TransactionStatus::Idle,
             watched: Vec::new(),
@@ -416,9 +420,10 @@ impl Relay {
                             *shown = tags;
                         }
                     }
-                    Check::AllowAfter { sql: own, record } => {
-                        put_frame(up, b'Q', &[own.as_bytes(), b"; ", &frame.body]);
-                        self.expect_query(record, 1);
+                    Check::AllowAfter { own, record } => {
+                        let (text, hidden) = self.own_text(&own);
+                        put_frame(up, b'Q', &[text.as_bytes(), &frame.body]);
+                        self.expect_query(record, hidden);
                     }
                     // Only a Parse is answered so; a Query runs as decided.
                     Check::DecideAtBind => {
@@ -537,7 +542,7 @@ impl Relay {
                         Some(Check::Allow { record, .. }) => Some(record),
                         Some(Check::DecideAtBind) => Some(None),
                         // Ahead of the Bind is ahead of its Execute, in the same transaction.
-                        Some(Check::AllowAfter { sql: own, record }) => {
+                        Some(Check::AllowAfter { own, record }) => {
                             self.own_before(&own, up);
                             Some(record)
                         }
@@ -608,7 +613,7 @@ impl Relay {
                         return Ok(Next::Continue);
                     }
                     Check::Allow { record, .. } => record,
-                    Check::AllowAfter { sql: own, record } => {
+                    Check::AllowAfter { own, record } => {
                         self.own_before(&own, up);
                         record
                     }
@@ -772,6 +777,9 @@ impl Relay {
                 if *left == 0 {
                     self.expect.pop_front();
                 }
+                if frame.tag == b'1' {
+                    self.own_prepared();
+                }
                 return Ok(());
             }
         }
@@ -852,9 +860,13 @@ impl Relay {
                 let encoding = self.encoding;
                 let tag = encoding.cstr(&frame.body)?;
                 let tag = &*tag;
+                self.own_after_tag(tag);
                 match self.expect.front_mut() {
                     Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
                         *hidden -= 1;
+                        if tag == "PREPARE" {
+                            self.own_prepared();
+                        }
                         return Ok(());
                     }
                     Some(Expect::Simple {
@@ -906,6 +918,7 @@ impl Relay {
                 }
                 self.ready_seen += 1;
                 self.ready_pending = self.ready_pending.saturating_sub(1);
+                self.own_ready();
                 // Portals end with their transaction, upstream as here: a name bound again
                 // later is another portal. Portals bound after this answer's Sync are not
                 // of the transaction that ended.
@@ -929,11 +942,13 @@ impl Relay {
                     Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
                         // belay's own statement failed, so the client's did not run.
                         *hidden = 0;
+                        self.own_error(&fields.code);
                         codec::Backend::ErrorResponse(own_failed(fields)).encode(client);
                         return Ok(());
                     }
                     Some(Expect::Own(_)) => {
                         self.expect.pop_front();
+                        self.own_error(&fields.code);
                         codec::Backend::ErrorResponse(own_failed(fields)).encode(client);
                         self.skip_to_sync();
                         return Ok(());

@@ -80,9 +80,9 @@ impl AppSession {
             return None;
         };
         match self.ledger_insert() {
-            Some(sql) => {
+            Some(own) => {
                 self.covered();
-                Some(Check::AllowAfter { sql, record })
+                Some(Check::AllowAfter { own, record })
             }
             None => {
                 // Not kept for the ledger.
@@ -260,7 +260,7 @@ impl AppSession {
 
     /// The ledger's row for each decision no COMMIT carried yet (`ledger::insert`); `None`
     /// when one of them is no longer kept for it (`MAX_LEDGER`).
-    pub(super) fn ledger_insert(&self) -> Option<String> {
+    pub(super) fn ledger_insert(&self) -> Option<belay_pg::Own> {
         let mut rows = Vec::new();
         let first = self.unconfirmed.len() - self.uncovered().count();
         for u in &self.unconfirmed[first..] {

@@ -325,3 +325,52 @@ fn agents_may_read_belay_s_ledger_but_never_change_it() {
         );
     });
 }
+
+/// What a session's blocks committed in `scratch` among `ids`.
+fn committed(db: &str, ids: std::ops::RangeInclusive<i32>) -> String {
+    upstream(
+        db,
+        &format!(
+            "SELECT count(*) FROM scratch WHERE id BETWEEN {} AND {}",
+            ids.start(),
+            ids.end()
+        ),
+    )
+}
+
+#[test]
+fn the_ledger_s_prepared_statement_is_made_again_when_a_client_drops_every_prepared_statement() {
+    block(async {
+        let c = client("worker", "staging").await;
+        ledger_ready(&c, "staging").await;
+        // belay prepares its INSERT once per connection and then binds it; what drops every
+        // prepared statement, the client's pool reset, drops belay's too.
+        let mut id = 8800;
+        for reset in ["DISCARD ALL", "DEALLOCATE ALL", "SELECT 1"] {
+            for extended in [false, true, true, false, false, true] {
+                id += 1;
+                let e = one_block(&c, id, extended).await;
+                assert!(e.is_none(), "after {reset}, extended {extended}: {e:?}");
+            }
+            c.simple_query(reset).await.unwrap();
+        }
+        assert_eq!(committed("staging", 8801..=id), (id - 8800).to_string());
+        // A fresh connection whose first COMMIT is pipelined behind a failed statement
+        // answers as the server does, and the next blocks commit through the ledger.
+        let c = client("worker", "staging").await;
+        c.simple_query("BEGIN").await.unwrap();
+        let (insert, fail, commit) = tokio::join!(
+            c.execute("INSERT INTO scratch VALUES (8900, 'aborted')", &[]),
+            c.execute("SELECT 1/0", &[]),
+            c.execute("COMMIT", &[])
+        );
+        assert!(insert.is_ok() && fail.is_err(), "{insert:?} {fail:?}");
+        assert!(commit.is_ok(), "{commit:?}");
+        c.simple_query("ROLLBACK").await.unwrap();
+        for (n, extended) in [true, false, true, false].into_iter().enumerate() {
+            let e = one_block(&c, 8901 + n as i32, extended).await;
+            assert!(e.is_none(), "extended {extended}: {e:?}");
+        }
+        assert_eq!(committed("staging", 8901..=8904), "4");
+    });
+}

@@ -1,29 +1,15 @@
 //! What the relay changes on the way: an allowed text that goes upstream rewritten, with its
-//! notices queued for the client; belay's own statement ahead of a client's (`own_before`,
-//! the ledger's row), its answers swallowed and its failure told as the client's; and the
-//! upstream's `application_name` shown to the client without the agent's prefix.
+//! notices queued for the client; the failure of belay's own statement ahead of a client's
+//! (`own.rs`) told as the client's; and the upstream's `application_name` shown to the client
+//! without the agent's prefix.
 
 use bytes::{Bytes, BytesMut};
 
-use super::{put_frame, Expect, Relay, RESERVED_PREFIX};
+use super::{Expect, Relay};
 use crate::codec::{Backend, ErrorFields, Frame, Severity};
 use crate::gate::Rewrite;
 
 impl Relay {
-    /// belay's own statement `sql` ahead of the Execute being forwarded: parsed, bound and run
-    /// under a reserved name, closed before (one a failure left behind) and after; its
-    /// answers are swallowed (`Expect::Own`).
-    pub(super) fn own_before(&mut self, sql: &str, up: &mut BytesMut) {
-        let name = format!("{RESERVED_PREFIX}ledger\0");
-        let name = name.as_bytes();
-        put_frame(up, b'C', &[b"S", name]);
-        put_frame(up, b'P', &[name, sql.as_bytes(), b"\0", &[0, 0]]);
-        put_frame(up, b'B', &[name, name, &[0, 0, 0, 0, 0, 0]]);
-        put_frame(up, b'E', &[name, &[0, 0, 0, 0]]);
-        put_frame(up, b'C', &[b"S", name]);
-        self.expect.push_back(Expect::Own(5));
-    }
-
     /// The body of a Query (or, with the bytes after the text, of a Parse after its name)
     /// carrying `rewrite`'s text; its notices are queued to reach the client first.
     pub(super) fn rewritten(&mut self, rewrite: Rewrite, after: Option<Bytes>) -> Bytes {
