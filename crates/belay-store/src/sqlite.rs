@@ -478,11 +478,15 @@ impl StateStore for SqliteStore {
     }
 
     fn ledger_keys_held(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>, Error> {
-        /// Keys one query looks up (SQLite allows 32,766 parameters).
-        const CHUNK: usize = 500;
+        /// Keys one query looks up (SQLite allows 32,766 parameters): a fraction of a
+        /// millisecond of work, after which the CPU is offered to the sessions' threads.
+        const CHUNK: usize = 100;
         self.with_conn(|c| {
             let mut held = std::collections::HashSet::new();
-            for chunk in keys.chunks(CHUNK) {
+            for (i, chunk) in keys.chunks(CHUNK).enumerate() {
+                if i > 0 {
+                    std::thread::yield_now();
+                }
                 // The column is not hashed, its event's detail is: a key counts only where
                 // the two agree, so that editing the column cannot pass a decision off as
                 // held (and have its upstream row deleted).
