@@ -346,13 +346,13 @@ fn the_ledger_s_prepared_statement_is_made_again_when_a_client_drops_every_prepa
         // belay prepares its INSERT once per connection and then binds it; what drops every
         // prepared statement, the client's pool reset, drops belay's too.
         let mut id = 8800;
-        for reset in ["DISCARD ALL", "DEALLOCATE ALL", "SELECT 1"] {
+        for reset in ["SELECT 1", "DISCARD ALL", "DEALLOCATE ALL"] {
+            c.simple_query(reset).await.unwrap();
             for extended in [false, true, true, false, false, true] {
                 id += 1;
                 let e = one_block(&c, id, extended).await;
                 assert!(e.is_none(), "after {reset}, extended {extended}: {e:?}");
             }
-            c.simple_query(reset).await.unwrap();
         }
         assert_eq!(committed("staging", 8801..=id), (id - 8800).to_string());
         // A fresh connection whose first COMMIT is pipelined behind a failed statement
