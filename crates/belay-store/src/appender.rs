@@ -14,12 +14,14 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use belay_audit::{CheckpointKey, Draft, Event, GENESIS};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::held::HeldKeys;
 use crate::Error;
 
 const MAX_BATCH: usize = 4096;
@@ -92,6 +94,8 @@ pub(crate) struct Writer {
     checkpoint_file: Option<PathBuf>,
     checkpoint_every: u64,
     last_checkpoint: u64,
+    /// Where the ledger keys of what it made durable go (`held.rs`).
+    held: Arc<HeldKeys>,
 }
 
 /// The writer's two inboxes: jobs somebody waits for wake it; records do not.
@@ -107,6 +111,7 @@ pub(crate) fn spawn(
     key: Option<CheckpointKey>,
     checkpoint_file: Option<PathBuf>,
     checkpoint_every: u64,
+    held: Arc<HeldKeys>,
 ) -> Result<(Inbox, JoinHandle<()>), Error> {
     let last_checkpoint = match &checkpoint_file {
         Some(path) => last_checkpoint_seq(path),
@@ -118,6 +123,7 @@ pub(crate) fn spawn(
         checkpoint_file,
         checkpoint_every: checkpoint_every.max(1),
         last_checkpoint,
+        held,
     };
     let (jobs, jobs_rx) = mpsc::channel::<Job>();
     let (records, records_rx) = mpsc::channel::<Job>();
@@ -198,6 +204,9 @@ impl Writer {
                     .collect();
                 match self.write_batch(&mut drafts) {
                     Ok(first_seq) => {
+                        self.held.add(appends.iter().filter_map(|(d, _, _)| {
+                            d.detail.get("ledger").and_then(|k| k.as_str())
+                        }));
                         for (i, (_, reply, _)) in appends.iter().enumerate() {
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok(first_seq + i as u64));

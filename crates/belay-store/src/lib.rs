@@ -8,6 +8,7 @@
 
 mod appender;
 mod approval;
+mod held;
 mod identity;
 mod sqlite;
 mod token;
@@ -170,7 +171,9 @@ pub trait StateStore: Send + Sync {
     /// Marks a request that can never run.
     fn abandon_approval(&self, id: u64) -> Result<(), Error>;
     /// Which of `keys` the chain holds, as the `ledger` of an event's detail (decisions that
-    /// were also written to an upstream's ledger): one look-up for a whole batch.
+    /// were also written to an upstream's ledger): one look-up for a whole batch. A key this
+    /// process's writer made durable lately is answered from memory, once; asked again, it
+    /// is looked up in the chain.
     fn ledger_keys_held(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>, Error>;
     /// The sequence number of the last event (0 when the log is empty).
     fn head_seq(&self) -> Result<u64, Error>;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::appender::{self, Inbox, Job, Ticket};
 use crate::approval::{self, Approval, ApprovalStatus, NewApproval, Vote};
+use crate::held::HeldKeys;
 use crate::{identity, Agent, AuthError, Error, Human, StateStore};
 
 /// Schema changes, applied in order; `user_version` records how many ran.
@@ -134,6 +135,8 @@ pub struct SqliteStore {
     generation: AtomicU64,
     generation_read: AtomicU64,
     opened: Instant,
+    /// The ledger keys the writer made durable lately (`held.rs`).
+    held: Arc<HeldKeys>,
 }
 
 /// How long a read of the identity generation stands: a change made by another process
@@ -156,11 +159,13 @@ impl SqliteStore {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let writer_conn = open_connection(path)?;
+        let held = Arc::new(HeldKeys::new());
         let (inbox, handle) = appender::spawn(
             writer_conn,
             audit.key,
             audit.checkpoint_file,
             audit.checkpoint_every,
+            held.clone(),
         )?;
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -170,6 +175,7 @@ impl SqliteStore {
             generation: AtomicU64::new(0),
             generation_read: AtomicU64::new(0),
             opened: Instant::now(),
+            held,
         })
     }
 
@@ -481,9 +487,13 @@ impl StateStore for SqliteStore {
         /// Keys one query looks up (SQLite allows 32,766 parameters): a fraction of a
         /// millisecond of work, after which the CPU is offered to the sessions' threads.
         const CHUNK: usize = 100;
+        // What this process's writer made durable lately needs no query.
+        let (mut held, others) = self.held.take(keys);
+        if others.is_empty() {
+            return Ok(held);
+        }
         self.with_conn(|c| {
-            let mut held = std::collections::HashSet::new();
-            for (i, chunk) in keys.chunks(CHUNK).enumerate() {
+            for (i, chunk) in others.chunks(CHUNK).enumerate() {
                 if i > 0 {
                     std::thread::yield_now();
                 }

@@ -363,3 +363,41 @@ fn the_chain_tells_which_ledger_keys_it_holds_whether_given_as_drafts_or_as_text
     assert_eq!(events.len(), 3);
     assert!(verify(&events).is_ok());
 }
+
+#[test]
+fn a_key_the_writer_made_durable_is_answered_from_memory_once_and_then_by_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let keyed = |key: &str| Draft {
+        detail: serde_json::json!({ "ledger": key }),
+        ..draft(1)
+    };
+    store.append(keyed("run-9")).unwrap();
+    let text = serde_json::to_string(&keyed("run-10")).unwrap();
+    store.submit_lazily_text(text.into()).wait().unwrap();
+    // The chain's column edited behind the store's back no longer names either key...
+    let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    conn.execute("UPDATE audit_events SET ledger = 'elsewhere'", [])
+        .unwrap();
+    // ...but the writer made both events durable, and says so without asking the chain.
+    let both: std::collections::HashSet<String> = ["run-9".to_owned(), "run-10".to_owned()]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        store
+            .ledger_keys_held(&["run-9", "run-10", "run-11"])
+            .unwrap(),
+        both
+    );
+    // Asked again, the chain answers, and by its column it holds neither.
+    assert!(store
+        .ledger_keys_held(&["run-9", "run-10"])
+        .unwrap()
+        .is_empty());
+    conn.execute(
+        "UPDATE audit_events SET ledger = json_extract(detail, '$.ledger')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(store.ledger_keys_held(&["run-9", "run-10"]).unwrap(), both);
+}
