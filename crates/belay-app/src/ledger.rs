@@ -343,6 +343,7 @@ pub(crate) fn insert(store: &str, events: &[(&str, std::borrow::Cow<'_, str>)]) 
     belay_pg::Own {
         sql: INSERT,
         params: vec![keys, store_ascii, array],
+        tag: "INSERT 0 1",
     }
 }
 

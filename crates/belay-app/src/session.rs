@@ -411,17 +411,17 @@ impl AppSession {
             return Some(check);
         }
         self.tallied = None;
-        let reserved = analysis
-            .statements
-            .iter()
-            .find_map(|s| match &s.prepared_effect {
-                Some(PreparedEffect::Prepare(n) | PreparedEffect::Deallocate(n))
+        let reserved = analysis.statements.iter().find_map(|s| {
+            match (&s.prepared_effect, &s.unresolved_prepared) {
+                (Some(PreparedEffect::Prepare(n) | PreparedEffect::Deallocate(n)), _)
+                | (_, Some(n))
                     if n.starts_with(RESERVED_PREFIX) =>
                 {
                     Some(n.clone())
                 }
                 _ => None,
-            });
+            }
+        });
         let mut decision = match reserved {
             Some(name) => Decision::deny(format!("prepared statement names beginning with `{RESERVED_PREFIX}` are reserved by belay (`{name}`)")),
             None => match crate::ledger::touches(sql, &analysis) {

@@ -279,8 +279,12 @@ pub struct Own {
     /// Its text, with the parameters `$1`, `$2`, ... (no other `$`, quote or comment): one
     /// text per session, whatever the parameters.
     pub sql: &'static str,
-    /// The values of its parameters, as text.
+    /// The values of its parameters, as text: ASCII only, the same in every client
+    /// encoding.
     pub params: Vec<String>,
+    /// The command tag its run answers with (`INSERT 0 1`): any other answer means the
+    /// statement under belay's name is not belay's, and the session ends.
+    pub tag: &'static str,
 }
 
 impl Check {

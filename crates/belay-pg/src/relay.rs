@@ -163,6 +163,8 @@ pub(crate) struct Relay {
     next_name: u64,
     /// Whether the upstream has belay's own statement prepared (`own.rs`).
     own: own::Prepared,
+    /// The command tag of belay's own statement last sent (`Own::tag`).
+    own_tag: &'static str,
     /// Between CopyInResponse and the client's CopyDone or CopyFail, when the server ignores
     /// Sync and Flush.
     copy_in: bool,
@@ -225,6 +227,7 @@ impl Relay {
             encoding: text::ClientEncoding::Utf8,
             next_name: 0,
             own: own::Prepared::Absent,
+            own_tag: "",
             copy_in: false,
             status: TransactionStatus::Idle,
             watched: Vec::new(),
@@ -771,17 +774,8 @@ impl Relay {
         {
             self.notices(client);
         }
-        if let Some(Expect::Own(left)) = self.expect.front_mut() {
-            if matches!(frame.tag, b'1' | b'2' | b'3' | b'C') {
-                *left -= 1;
-                if *left == 0 {
-                    self.expect.pop_front();
-                }
-                if frame.tag == b'1' {
-                    self.own_prepared();
-                }
-                return Ok(());
-            }
+        if self.own_answer(&frame)? {
+            return Ok(());
         }
         match frame.tag {
             // The hot path: rows and copy data go through untouched.
@@ -864,9 +858,7 @@ impl Relay {
                 match self.expect.front_mut() {
                     Some(Expect::Simple { hidden, .. }) if *hidden > 0 => {
                         *hidden -= 1;
-                        if tag == "PREPARE" {
-                            self.own_prepared();
-                        }
+                        self.hidden_tag(tag)?;
                         return Ok(());
                     }
                     Some(Expect::Simple {

@@ -78,6 +78,15 @@ fn sql_prepare_and_execute_are_resolved_across_queries() {
     );
     assert_eq!(errors(&unresolved), vec!["42501".to_owned()]);
     assert_eq!(errors(&reserved), vec!["42501".to_owned()]);
+    // Denied because the name is belay's, whatever a policy makes of the unknown.
+    let why = reserved
+        .iter()
+        .find_map(|m| match m {
+            Backend::ErrorResponse(e) => Some(e.message.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(why.contains("reserved by belay"), "{why}");
     assert_eq!(
         upstream("staging", "SELECT count(*) FROM items WHERE id = 2"),
         "1"

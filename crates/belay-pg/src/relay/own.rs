@@ -13,7 +13,8 @@
 
 use bytes::BytesMut;
 
-use super::{put_frame, Expect, Relay, RESERVED_PREFIX};
+use super::{put_frame, Expect, Relay, Violation, RESERVED_PREFIX};
+use crate::codec::Frame;
 use crate::gate::Own;
 
 /// The upstream name of belay's own statement, NUL-terminated.
@@ -44,6 +45,8 @@ impl Relay {
     /// (`Expect::Own`).
     pub(super) fn own_before(&mut self, own: &Own, up: &mut BytesMut) {
         debug_assert!(NAME.starts_with(RESERVED_PREFIX));
+        debug_assert!(own.params.iter().all(|p| p.is_ascii()));
+        self.own_tag = own.tag;
         let name = NAME.as_bytes();
         let mut answers = 3;
         if self.own != Prepared::Ready {
@@ -81,6 +84,8 @@ impl Relay {
     /// its values inline while a preparation is unanswered (a second `PREPARE` would fail if
     /// the first succeeded).
     pub(super) fn own_text(&mut self, own: &Own) -> (String, usize) {
+        debug_assert!(own.params.iter().all(|p| p.is_ascii()));
+        self.own_tag = own.tag;
         let size = own.sql.len() + 64 + own.params.iter().map(|p| p.len() + 4).sum::<usize>();
         let mut text = String::with_capacity(size);
         let name = NAME.trim_end_matches('\0');
@@ -118,6 +123,72 @@ impl Relay {
             1
         };
         (text, statements)
+    }
+
+    /// Takes the upstream's `frame` if it answers belay's own messages (`Expect::Own`):
+    /// ParseComplete, BindComplete, CloseComplete and the run's CommandComplete, which must
+    /// carry the statement's tag. Rows, or any other tag, mean that what runs under belay's
+    /// name is not belay's statement (replaced by code that reached the session's
+    /// prepared statements), and the session ends. Errors, notices, settings and
+    /// notifications are left to the caller; `Ok(false)` for them and when nothing of
+    /// belay's own is expected.
+    pub(super) fn own_answer(&mut self, frame: &Frame) -> Result<bool, Violation> {
+        match self.expect.front() {
+            Some(Expect::Own(_)) => {}
+            // A hidden statement of belay's own gives no rows.
+            Some(Expect::Simple { hidden, .. })
+                if *hidden > 0 && matches!(frame.tag, b'T' | b'D') =>
+            {
+                return Err(self.not_own("rows"));
+            }
+            _ => return Ok(false),
+        }
+        match frame.tag {
+            b'1' | b'2' | b'3' => {}
+            b'C' => {
+                let tag = frame.body.strip_suffix(b"\0").unwrap_or(&frame.body);
+                if tag != self.own_tag.as_bytes() {
+                    return Err(
+                        self.not_own(&format!("the tag `{}`", String::from_utf8_lossy(tag)))
+                    );
+                }
+            }
+            b'E' | b'N' | b'S' | b'A' => return Ok(false),
+            other => return Err(self.not_own(&format!("a message of type `{}`", other as char))),
+        }
+        if let Some(Expect::Own(left)) = self.expect.front_mut() {
+            *left -= 1;
+            if *left == 0 {
+                self.expect.pop_front();
+            }
+        }
+        if frame.tag == b'1' {
+            self.own_prepared();
+        }
+        Ok(true)
+    }
+
+    /// Checks the tag of a hidden statement's CommandComplete in a simple Query: belay's
+    /// `PREPARE`, its statement's run, or the read-write prefix.
+    pub(super) fn hidden_tag(&mut self, tag: &str) -> Result<(), Violation> {
+        if tag == "PREPARE" {
+            self.own_prepared();
+            return Ok(());
+        }
+        // `SET`: the read-write prefix (`READ_WRITE_PREFIX`); a prepared statement cannot
+        // be a SET.
+        if tag == self.own_tag || tag == "SET" {
+            return Ok(());
+        }
+        Err(self.not_own(&format!("the tag `{tag}`")))
+    }
+
+    /// Why the session ends when belay's own statement answered with `what`.
+    fn not_own(&self, what: &str) -> Violation {
+        Violation(format!(
+            "belay's own statement `{}` answered with {what}, which its statement does not give: something other than belay's statement runs under its name, so no transaction of this session may commit through it",
+            NAME.trim_end_matches('\0')
+        ))
     }
 
     /// The server answered belay's own Parse or `PREPARE`.
@@ -195,6 +266,7 @@ mod tests {
         Own {
             sql: "INSERT INTO t (a, b) VALUES ($1, $2)",
             params: vec!["it's".to_owned(), "[1]".to_owned()],
+            tag: "INSERT 0 1",
         }
     }
 
