@@ -11,7 +11,7 @@ use std::sync::Arc;
 use belay_config::{Config, Environment, Limits};
 use belay_core::units::{measure, Unit};
 use belay_core::{encoding, Class, Decision, Verdict};
-use belay_pg::Rewrite;
+use belay_pg::{literal, Rewrite};
 use belay_sql::{capped, Analysis, Flag, ObjectKind, SessionCommand, SettingChange, SettingValue};
 
 /// A cluster-level object outside the acting environment.
@@ -177,11 +177,6 @@ fn millis(ms: f64) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// A quoted SQL string literal of `text`.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The upstream's `application_name` for agent `agent` whose client calls itself `own`

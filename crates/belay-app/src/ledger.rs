@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use belay_audit::Draft;
 use belay_config::Postgres;
+use belay_pg::literal;
 use belay_store::{SqliteStore, StateStore};
 
 /// The schema of belay's own in each upstream database; agents' statements may read it, and
@@ -359,11 +360,6 @@ fn row_events(event: &str) -> Result<Vec<Draft>, serde_json::Error> {
     } else {
         serde_json::from_str(event).map(|d| vec![d])
     }
-}
-
-/// A string literal (belay pins `standard_conforming_strings` on, so only quotes double).
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `text` with every character past ASCII written as a JSON escape (`text` is JSON or a

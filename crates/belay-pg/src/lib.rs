@@ -26,4 +26,4 @@ pub use gate::{
 };
 pub use relay::RESERVED_PREFIX;
 pub use server::{default_relay_threads, serve, Options};
-pub use upstream::{simple_query, OwnConnection};
+pub use upstream::{literal, push_literal, simple_query, OwnConnection};

@@ -300,6 +300,26 @@ pub(crate) async fn cancel(target: &CancelTarget) {
     }
 }
 
+/// `value` as a string literal onto `text`, for belay's own statements: quotes doubled,
+/// nothing else (belay pins `standard_conforming_strings` on).
+pub fn push_literal(text: &mut String, value: &str) {
+    text.push('\'');
+    for (i, part) in value.split('\'').enumerate() {
+        if i > 0 {
+            text.push_str("''");
+        }
+        text.push_str(part);
+    }
+    text.push('\'');
+}
+
+/// `value` as a string literal (`push_literal`).
+pub fn literal(value: &str) -> String {
+    let mut text = String::with_capacity(value.len() + 2);
+    push_literal(&mut text, value);
+    text
+}
+
 /// Logs in as `spec` says and runs `sql` as one simple query: the rows of its results, each
 /// column as text (`None` for NULL). For belay's own looks at an upstream (the inspection of
 /// its roles), never for agents' statements. `Err` says why, without the password.

@@ -160,12 +160,6 @@ impl AppSession {
                 ),
             ),
         };
-        Refusal {
-            code: code.to_owned(),
-            message,
-            detail: Some(detail),
-            hint: Some(hint),
-            position: None,
-        }
+        Refusal::new(code, message).detail(detail).hint(hint)
     }
 }

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use super::{put_frame, Expect, Relay, Violation, RESERVED_PREFIX};
 use crate::codec::Frame;
 use crate::gate::Own;
+use crate::upstream::push_literal;
 
 /// The upstream name of belay's own statement, NUL-terminated.
 const NAME: &str = "belay_ledger\0";
@@ -89,6 +90,7 @@ impl Relay {
         let size = own.sql.len() + 64 + own.params.iter().map(|p| p.len() + 4).sum::<usize>();
         let mut text = String::with_capacity(size);
         let name = NAME.trim_end_matches('\0');
+        let mut statements = 1;
         match self.own {
             Prepared::Asked { .. } => {
                 inline(&mut text, own);
@@ -104,6 +106,7 @@ impl Relay {
                 self.own = Prepared::Asked {
                     until: self.answered_by(),
                 };
+                statements = 2;
             }
             Prepared::Ready => {}
         }
@@ -117,11 +120,6 @@ impl Relay {
             push_literal(&mut text, p);
         }
         text.push_str("); ");
-        let statements = if matches!(self.own, Prepared::Asked { .. }) {
-            2
-        } else {
-            1
-        };
         (text, statements)
     }
 
@@ -244,18 +242,6 @@ fn inline(text: &mut String, own: &Own) {
         rest = &rest[at + 1 + digits..];
     }
     text.push_str(rest);
-}
-
-/// A string literal (belay pins `standard_conforming_strings` on, so only quotes double).
-fn push_literal(text: &mut String, value: &str) {
-    text.push('\'');
-    for (i, part) in value.split('\'').enumerate() {
-        if i > 0 {
-            text.push_str("''");
-        }
-        text.push_str(part);
-    }
-    text.push('\'');
 }
 
 #[cfg(test)]
